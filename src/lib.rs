@@ -8,6 +8,7 @@ pub mod emit;
 pub mod error;
 pub mod import;
 pub mod ir;
+pub mod kernels;
 pub mod onnx;
 pub mod summary;
 pub mod tract_runner;
