@@ -1,2 +1,56 @@
-//! Built-in passes, one per file. They use only the public API that a user
-//! embedding onnxq's pass manager has. (The pass manager lands next.)
+//! Built-in passes, one per file. They use only `crate::prelude`, the same
+//! API a user embedding onnxq's pass manager has.
+
+mod batchnorm_to_mul_add;
+mod dedup_constants;
+mod eliminate_dead_code;
+mod fold_batchnorm;
+mod fold_constants;
+mod fuse_matmul_add;
+mod remove_identity;
+
+pub use batchnorm_to_mul_add::BatchNormToMulAdd;
+pub use dedup_constants::DedupConstants;
+pub use eliminate_dead_code::EliminateDeadCode;
+pub use fold_batchnorm::FoldBatchNorm;
+pub use fold_constants::FoldConstants;
+pub use fuse_matmul_add::FuseMatMulAdd;
+pub use remove_identity::RemoveIdentity;
+
+use crate::prelude::PassRegistry;
+
+/// Canonicalization: what every later stage expects.
+pub const CANONICALIZE: &str = "remove-identity,fold-constants,dedup-constants,eliminate-dead-code";
+
+/// The float graph optimisations run before quantization (`onnxq optimize`'s default):
+/// canonicalization, then module fusion.
+pub const OPTIMIZE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code";
+
+/// Registers every built-in pass.
+pub fn register_builtin(r: &mut PassRegistry) {
+    r.register_simple::<RemoveIdentity>(
+        "remove-identity",
+        "remove Identity, and Dropout as inference runs it",
+    );
+    r.register_simple::<FoldConstants>(
+        "fold-constants",
+        "evaluate nodes with constant inputs and known shape queries",
+    );
+    r.register_simple::<DedupConstants>("dedup-constants", "share identical constant tensors");
+    r.register_simple::<EliminateDeadCode>(
+        "eliminate-dead-code",
+        "remove nodes and constants nobody reads",
+    );
+    r.register_simple::<FoldBatchNorm>(
+        "fold-batchnorm",
+        "fold BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it",
+    );
+    r.register_simple::<BatchNormToMulAdd>(
+        "batchnorm-to-mul-add",
+        "turn a lone BatchNormalization into Mul + Add",
+    );
+    r.register_simple::<FuseMatMulAdd>(
+        "fuse-matmul-add",
+        "fuse MatMul + Add of a bias into Gemm where Gemm's 2-D rule allows",
+    );
+}

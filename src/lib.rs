@@ -10,6 +10,8 @@ pub mod import;
 pub mod ir;
 pub mod kernels;
 pub mod onnx;
+pub mod pm;
+pub mod prelude;
 pub mod summary;
 pub mod tract_runner;
 

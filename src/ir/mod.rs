@@ -4,7 +4,9 @@
 mod attr;
 mod dtype;
 mod graph;
+pub mod pattern;
 pub mod print;
+pub mod rewrite;
 mod tensor;
 mod types;
 pub mod verify;

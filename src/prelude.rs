@@ -1,0 +1,11 @@
+//! The pass-author API: everything a pass needs, and all that onnxq's own
+//! passes use. `use onnxq::prelude::*;` in a custom pass gets the same.
+
+pub use crate::error::{Error, Result};
+pub use crate::ir::pattern::{any, constant, op, ops, Match, Pattern};
+pub use crate::ir::rewrite::for_each_graph_mut;
+pub use crate::ir::{
+    AttrValue, Attribute, Const, ConstOrigin, DataType, Dim, Graph, Model, Node, NodeId, NodeKind,
+    Op, Slot, Tensor, TensorType, ValueId, ValueType,
+};
+pub use crate::pm::{Pass, PassContext, PassManager, PassOptions, PassRegistry};

@@ -1,0 +1,200 @@
+//! Passes and the pass manager: every pass preserves the float function on
+//! every bundled model (checked in tract), BatchNorm folding removes what it
+//! should, pipelines round-trip as text, and the verifier names a pass that
+//! breaks the graph.
+
+mod common;
+
+use common::*;
+use onnxq::ir::Model;
+use onnxq::pm::{Pass, PassContext, PassManager, PassRegistry};
+use onnxq::prelude::*;
+
+/// Bundled models tract cannot run (checked against ONNX Runtime in tests/python).
+const TRACT_CANNOT_RUN: &[&str] = &["control_flow"];
+
+fn run_pipeline(model: &mut Model, text: &str) -> PassContext {
+    let mut pm = PassManager::parse(text, &PassRegistry::builtin()).unwrap();
+    let mut cx = PassContext::new();
+    pm.run(model, &mut cx)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+    cx
+}
+
+fn outputs(model: &Model, inputs: &[Tensor]) -> Vec<Vec<f32>> {
+    let bytes = onnxq::emit::to_bytes(model);
+    onnxq::tract_runner::run_once(&bytes, None, inputs)
+        .unwrap()
+        .iter()
+        .map(|t| t.to_f32_vec().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_pass_preserves_the_float_function() {
+    let registry = PassRegistry::builtin();
+    let mut pipelines: Vec<String> = registry.names().map(str::to_string).collect();
+    pipelines.push(onnxq::passes::CANONICALIZE.to_string());
+    pipelines.push(onnxq::passes::OPTIMIZE.to_string());
+    let mut worst = (0.0f64, String::new());
+    for path in bundled_models() {
+        let name = stem(&path);
+        let original = onnxq::import::import_file(&path).unwrap();
+        let runnable = !TRACT_CANNOT_RUN.contains(&name.as_str());
+        let inputs = sample_inputs(&path, &original);
+        let want = runnable.then(|| outputs(&original, &inputs));
+        for p in &pipelines {
+            let mut m = original.clone();
+            run_pipeline(&mut m, p);
+            let Some(want) = &want else { continue };
+            let got = outputs(&m, &inputs);
+            for (w, g) in want.iter().zip(&got) {
+                let scale = w
+                    .iter()
+                    .fold(0f32, |a, &x| a.max(x.abs()))
+                    .max(f32::MIN_POSITIVE) as f64;
+                let err = w
+                    .iter()
+                    .zip(g)
+                    .fold(0f64, |a, (&x, &y)| a.max((x as f64 - y as f64).abs()));
+                let rel = err / scale;
+                assert!(
+                    rel <= 1e-5,
+                    "{name} after `{p}`: max abs error {err:e} = {rel:e} × max|output|"
+                );
+                if rel > worst.0 {
+                    worst = (rel, format!("{name} after `{p}`"));
+                }
+            }
+        }
+    }
+    println!("worst relative error: {:e} ({})", worst.0, worst.1);
+}
+
+fn count_ops(m: &Model, op: &str) -> usize {
+    m.graph
+        .node_ids()
+        .filter(|&n| m.graph.node(n).is_op(op))
+        .count()
+}
+
+#[test]
+fn batchnorm_after_conv_is_folded_away() {
+    for name in ["digits_cnn", "residual_block", "inverted_residual"] {
+        let mut m = onnxq::import::import_file(models_dir().join(format!("{name}.onnx"))).unwrap();
+        assert!(count_ops(&m, "BatchNormalization") > 0);
+        let cx = run_pipeline(&mut m, onnxq::passes::OPTIMIZE);
+        assert_eq!(count_ops(&m, "BatchNormalization"), 0, "{name}");
+        assert!(cx.stat("fold-batchnorm", "folded") > 0);
+        // No dangling BN parameters are left in the file.
+        let names: Vec<String> = m
+            .graph
+            .value_ids()
+            .map(|v| m.graph.value(v).name.clone())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.contains("running_mean")),
+            "{name}: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn optimized_graphs_snapshots() {
+    for path in bundled_models() {
+        let mut m = onnxq::import::import_file(&path).unwrap();
+        run_pipeline(&mut m, onnxq::passes::OPTIMIZE);
+        insta::with_settings!({description => onnxq::passes::OPTIMIZE}, {
+            insta::assert_snapshot!(format!("optimize_{}", stem(&path)), onnxq::ir::print::model_to_string(&m));
+        });
+    }
+}
+
+#[test]
+fn pipeline_text_round_trips_and_unknown_names_list_valid_ones() {
+    let registry = PassRegistry::builtin();
+    for text in [
+        onnxq::passes::OPTIMIZE,
+        onnxq::passes::CANONICALIZE,
+        "fold-batchnorm,fold-batchnorm",
+    ] {
+        assert_eq!(
+            PassManager::parse(text, &registry).unwrap().pipeline_text(),
+            text
+        );
+    }
+    let e = PassManager::parse("fold-constants,fuse-everything", &registry)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("unknown pass `fuse-everything`") && e.contains("fold-batchnorm"),
+        "{e}"
+    );
+    let e = PassManager::parse("fold-batchnorm{aggressive=1}", &registry)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("has no option `aggressive`"), "{e}");
+}
+
+/// A pass that corrupts the graph: the verifier must catch it and name it.
+struct BreakGraph;
+impl Pass for BreakGraph {
+    fn name(&self) -> &'static str {
+        "break-graph"
+    }
+    fn run(&self, model: &mut Model, _cx: &mut PassContext) -> Result<()> {
+        let g = &mut model.graph;
+        // Make the first op read its own output: a cycle.
+        let n = g
+            .topo_order()
+            .unwrap()
+            .into_iter()
+            .find(|&n| g.node(n).op().is_some())
+            .unwrap();
+        let out = g.node(n).outputs[0].unwrap();
+        g.set_input(n, 0, Some(out));
+        Ok(())
+    }
+}
+
+#[test]
+fn verifier_names_the_pass_that_broke_the_graph() {
+    let mut m = onnxq::import::import_file(models_dir().join("mlp.onnx")).unwrap();
+    let mut pm = PassManager::new();
+    pm.add(onnxq::passes::RemoveIdentity).add(BreakGraph);
+    pm.instrumentation.verify_each = true;
+    let e = pm
+        .run(&mut m, &mut PassContext::new())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("after pass `break-graph`") && e.contains("cycle"),
+        "{e}"
+    );
+}
+
+#[test]
+fn stop_after_and_print_after_instrumentation() {
+    let mut m = onnxq::import::import_file(models_dir().join("digits_cnn.onnx")).unwrap();
+    let mut pm = PassManager::parse(onnxq::passes::OPTIMIZE, &PassRegistry::builtin()).unwrap();
+    let dumps = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let d2 = dumps.clone();
+    pm.instrumentation.print_after = vec!["fold-batchnorm".into()];
+    pm.instrumentation.print_before = vec!["fold-batchnorm".into()];
+    pm.instrumentation.sink = Some(Box::new(move |pass, when, text| {
+        d2.lock().unwrap().push(format!(
+            "{when} {pass}: {}",
+            text.contains("BatchNormalization")
+        ))
+    }));
+    pm.instrumentation.stop_after = Some(3);
+    let timings = pm.run(&mut m, &mut PassContext::new()).unwrap();
+    assert_eq!(timings.len(), 3);
+    assert_eq!(
+        *dumps.lock().unwrap(),
+        vec!["before fold-batchnorm: true", "after fold-batchnorm: false"]
+    );
+}
