@@ -6,6 +6,7 @@ mod dedup_constants;
 mod eliminate_dead_code;
 mod fold_batchnorm;
 mod fold_constants;
+mod fuse_activations;
 mod fuse_matmul_add;
 mod remove_identity;
 
@@ -14,6 +15,7 @@ pub use dedup_constants::DedupConstants;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
+pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use remove_identity::RemoveIdentity;
 
@@ -25,6 +27,9 @@ pub const CANONICALIZE: &str = "remove-identity,fold-constants,dedup-constants,e
 /// The float graph optimisations run before quantization (`onnxq optimize`'s default):
 /// canonicalization, then module fusion.
 pub const OPTIMIZE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code";
+
+/// What quantization starts from: [`OPTIMIZE`], then marking the fused units.
+pub const FUSE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations";
 
 /// Registers every built-in pass.
 pub fn register_builtin(r: &mut PassRegistry) {
@@ -48,6 +53,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
     r.register_simple::<BatchNormToMulAdd>(
         "batchnorm-to-mul-add",
         "turn a lone BatchNormalization into Mul + Add",
+    );
+    r.register(
+        "fuse-activations",
+        "mark Conv/Gemm/MatMul + Relu/Clip(0,max)/LeakyRelu and Conv + Add + Relu as fused units",
+        FuseActivations::from_options,
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

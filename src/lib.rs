@@ -3,6 +3,7 @@
 //! The architecture follows the data: [`import`] reads ONNX into the [`ir`]
 //! (a petgraph graph), [`passes`] transform it, and [`emit`] writes ONNX back.
 
+pub mod backend;
 pub mod data;
 pub mod emit;
 pub mod error;

@@ -100,13 +100,47 @@ fn batchnorm_after_conv_is_folded_away() {
 }
 
 #[test]
-fn optimized_graphs_snapshots() {
+fn preset_pipeline_snapshots() {
+    let presets = [
+        ("canonicalize", onnxq::passes::CANONICALIZE),
+        ("optimize", onnxq::passes::OPTIMIZE),
+        ("fuse", onnxq::passes::FUSE),
+    ];
     for path in bundled_models() {
-        let mut m = onnxq::import::import_file(&path).unwrap();
-        run_pipeline(&mut m, onnxq::passes::OPTIMIZE);
-        insta::with_settings!({description => onnxq::passes::OPTIMIZE}, {
-            insta::assert_snapshot!(format!("optimize_{}", stem(&path)), onnxq::ir::print::model_to_string(&m));
-        });
+        for (preset, text) in presets {
+            let mut m = onnxq::import::import_file(&path).unwrap();
+            run_pipeline(&mut m, text);
+            insta::with_settings!({description => text}, {
+                insta::assert_snapshot!(format!("{preset}_{}", stem(&path)), onnxq::ir::print::model_to_string(&m));
+            });
+        }
+    }
+}
+
+#[test]
+fn fusion_units_on_bundled_models() {
+    let expect: &[(&str, &[(&str, u64)])] = &[
+        ("digits_cnn", &[("weighted-relu", 3)]),
+        (
+            "residual_block",
+            &[("weighted-relu", 1), ("conv-add-relu", 1)],
+        ),
+        (
+            "inverted_residual",
+            &[("weighted-relu6", 2), ("weighted-relu", 1)],
+        ),
+        ("mlp", &[("weighted-relu", 2)]),
+    ];
+    for (name, counts) in expect {
+        let mut m = onnxq::import::import_file(models_dir().join(format!("{name}.onnx"))).unwrap();
+        let cx = run_pipeline(&mut m, onnxq::passes::FUSE);
+        for (pattern, n) in *counts {
+            assert_eq!(
+                cx.stat("fuse-activations", pattern),
+                *n,
+                "{name}: {pattern}"
+            );
+        }
     }
 }
 

@@ -152,6 +152,19 @@ pub struct Node {
     /// Tie-breaker of the deterministic topological order: the position in
     /// the file for imported nodes, increasing for nodes added later.
     pub(crate) order: u64,
+    /// The fused quantization unit this node belongs to, if any: no Q/DQ is
+    /// inserted inside a unit, and kernels run it as one op (the activation
+    /// in the output stage). Not written to ONNX.
+    pub unit: Option<FusedUnit>,
+}
+
+/// Membership of a node in a fused quantization unit (e.g. Conv + Relu).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusedUnit {
+    /// Shared by all nodes of one unit, unique in the graph.
+    pub id: u32,
+    /// The backend pattern that formed it, e.g. `weighted-relu`.
+    pub pattern: String,
 }
 
 impl Node {
@@ -208,6 +221,7 @@ pub struct Graph {
     values: Vec<Option<Value>>,
     by_name: HashMap<String, ValueId>,
     next_order: u64,
+    next_unit: u32,
 }
 
 /// Errors of graph mutation.
@@ -385,6 +399,7 @@ impl Graph {
             outputs: SmallVec::new(),
             captures: SmallVec::new(),
             order,
+            unit: None,
         });
         for (i, out) in outputs.iter().enumerate() {
             let v = out.map(|n| self.new_value(n, id, i));
@@ -618,6 +633,28 @@ impl Graph {
                 self.outputs[i] = v;
             }
         }
+    }
+
+    /// Marks `nodes` as one fused unit formed by `pattern`; returns its id.
+    pub fn mark_unit(&mut self, nodes: &[NodeId], pattern: &str) -> u32 {
+        let id = self.next_unit;
+        self.next_unit += 1;
+        for &n in nodes {
+            self.dag[n].unit = Some(FusedUnit {
+                id,
+                pattern: pattern.to_string(),
+            });
+        }
+        id
+    }
+
+    /// The nodes of unit `id`, in topological order.
+    pub fn unit_nodes(&self, id: u32) -> Vec<NodeId> {
+        let order = self.topo_order().unwrap_or_default();
+        order
+            .into_iter()
+            .filter(|&n| self.dag[n].unit.as_ref().is_some_and(|u| u.id == id))
+            .collect()
     }
 
     /// Removes a node and its output values. Its outputs must be unused.

@@ -50,7 +50,11 @@ pub fn model_to_string(m: &Model) -> String {
             .collect();
         let _ = writeln!(out, "functions: {}", names.join(", "));
     }
-    let mut p = Printer { out, next: 0 };
+    let mut p = Printer {
+        out,
+        next: 0,
+        units: HashMap::new(),
+    };
     p.graph(&m.graph, "graph", &HashMap::new(), 0);
     p.out
 }
@@ -60,6 +64,7 @@ pub fn graph_to_string(g: &Graph) -> String {
     let mut p = Printer {
         out: String::new(),
         next: 0,
+        units: HashMap::new(),
     };
     p.graph(g, "graph", &HashMap::new(), 0);
     p.out
@@ -68,6 +73,8 @@ pub fn graph_to_string(g: &Graph) -> String {
 struct Printer {
     out: String,
     next: usize,
+    /// Unit ids renumbered in order of appearance (stable across runs).
+    units: HashMap<(usize, u32), usize>,
 }
 
 /// How a value is referred to in the dump.
@@ -164,6 +171,12 @@ impl Printer {
                         .collect();
                     if !plain.is_empty() {
                         let _ = write!(line, " {{{}}}", plain.join(", "));
+                    }
+                    if let Some(u) = &node.unit {
+                        let key = (g as *const Graph as usize, u.id);
+                        let next = self.units.len();
+                        let k = *self.units.entry(key).or_insert(next);
+                        let _ = write!(line, "  [{} #{k}]", u.pattern);
                     }
                     if !node.name.is_empty() {
                         let _ = write!(line, "  // {}", node.name);
