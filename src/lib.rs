@@ -10,6 +10,7 @@ pub mod error;
 pub mod import;
 pub mod ir;
 pub mod kernels;
+pub mod observe;
 pub mod onnx;
 pub mod pm;
 pub mod prelude;

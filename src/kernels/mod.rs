@@ -22,6 +22,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 pub use cpu::{HostFeatures, IsaError};
+pub use fbgemm::dwconv::DwConvUkernel; // [fbconv]
 pub use fbgemm::ukernel::{QGemmTile, QGemmUkernel, TileOutput, WeightRange};
 
 /// Instruction-set level of a kernel. Ordered from least to most capable.
@@ -89,12 +90,28 @@ pub struct Kernels {
     /// fbgemm-style u8×s8 GEMM micro-kernels. The first one whose [`WeightRange`] admits the
     /// weights is chosen at pack time (see [`fbgemm::PackedB::new`]).
     pub gemm_u8s8: &'static [&'static QGemmUkernel],
+    // [fbconv]
+    /// Depthwise conv micro-kernels, one per supported kernel size (see
+    /// [`fbgemm::conv::PackedConv`]).
+    pub dwconv_u8s8: &'static [&'static DwConvUkernel],
 }
 
 static SCALAR: Kernels = Kernels {
     isa: Isa::Scalar,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_4x16c4_scalar::GEMM_U8S8_4X16C4_SCALAR],
+    // [fbconv]
+    dwconv_u8s8: &[
+        &fbgemm::dwconv_u8s8_scalar::DWCONV_U8S8_3X3_SCALAR,
+        &fbgemm::dwconv_u8s8_scalar::DWCONV_U8S8_5X5_SCALAR,
+    ],
 };
+
+// [fbconv] AVX2 depthwise kernels, also used by the VNNI sets (no VNNI-specific ones yet).
+#[cfg(target_arch = "x86_64")]
+static DWCONV_AVX2: [&DwConvUkernel; 2] = [
+    &fbgemm::dwconv_u8s8_3x3_avx2::DWCONV_U8S8_3X3_AVX2,
+    &fbgemm::dwconv_u8s8_5x5_avx2::DWCONV_U8S8_5X5_AVX2,
+];
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -103,18 +120,21 @@ static AVX2: Kernels = Kernels {
         &fbgemm::gemm_u8s8_6x16c4_avx2::GEMM_U8S8_6X16C4_AVX2,
         &fbgemm::gemm_u8s8_6x16c2_avx2::GEMM_U8S8_6X16C2_AVX2,
     ],
+    dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
 };
 
 #[cfg(target_arch = "x86_64")]
 static AVXVNNI: Kernels = Kernels {
     isa: Isa::AvxVnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x16c4_avxvnni::GEMM_U8S8_6X16C4_AVXVNNI],
+    dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
 };
 
 #[cfg(target_arch = "x86_64")]
 static AVX512VNNI: Kernels = Kernels {
     isa: Isa::Avx512Vnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x64c4_avx512vnni::GEMM_U8S8_6X64C4_AVX512VNNI],
+    dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
 };
 
 /// The kernel set of `isa`, whether or not this host can run it (`None` if none is compiled in,

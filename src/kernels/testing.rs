@@ -6,6 +6,9 @@
 //!
 //! Public so that `tests/kernels_*.rs` (and later the executor's tests) share it.
 
+// [fbconv] the conv tester (`testing/conv.rs`).
+pub mod conv;
+
 use super::fbgemm::{qgemm, OutputStage, PackError, PackedB, QGemmOutput, QWeights};
 use super::reference::{dequantize_acc, qgemm_u8s8, requantize, QGemmProblem};
 use super::{Kernels, Numerics, QGemmUkernel};

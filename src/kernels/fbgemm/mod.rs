@@ -17,6 +17,18 @@
 //!   ([`WeightRange::PairSum128`]); otherwise packing picks the `6x16c2` kernel, which widens
 //!   to 16 bit and uses `vpmaddwd` (exact for all inputs). `vpdpbusd` (VNNI) never saturates.
 
+// [fbconv] convolution (issue 6): driver, im2col, depthwise interface and kernels.
+pub mod conv;
+pub mod dwconv;
+#[cfg(target_arch = "x86_64")]
+mod dwconv_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod dwconv_u8s8_3x3_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod dwconv_u8s8_5x5_avx2;
+pub mod dwconv_u8s8_scalar;
+mod im2col;
+// [/fbconv]
 pub mod gemm;
 pub mod output;
 pub mod pack;
@@ -36,6 +48,9 @@ mod ymm;
 #[cfg(target_arch = "x86_64")]
 mod zmm;
 
+// [fbconv]
+pub use conv::{ConvAlgo, ConvScratch, ConvWeights, PackedConv};
+pub use dwconv::{DwConvTile, DwConvUkernel, PackedDw};
 pub use gemm::{qgemm, QGemmOutput};
 pub use output::OutputStage;
 pub use pack::{PackError, PackedB, QWeights};

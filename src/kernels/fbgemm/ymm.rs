@@ -171,8 +171,15 @@ unsafe fn finish<const MR: usize>(t: &QGemmTile<'_>, acc: &mut Acc<MR>) {
 }
 
 /// `f32(acc)·mult`, clamped to `[lo, hi]` in float, `vcvtps2dq` (RNE), `+ zp`.
+// [fbconv] pub(crate) (was private): shared with `dwconv_avx2`.
 #[inline(always)]
-unsafe fn requant8(acc: __m256i, mult: __m256, lo: __m256, hi: __m256, zp: __m256i) -> __m256i {
+pub(crate) unsafe fn requant8(
+    acc: __m256i,
+    mult: __m256,
+    lo: __m256,
+    hi: __m256,
+    zp: __m256i,
+) -> __m256i {
     let x = _mm256_mul_ps(_mm256_cvtepi32_ps(acc), mult);
     // max first: a NaN `x` becomes `lo`, as `f32::max` does in the reference.
     let x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
