@@ -15,6 +15,7 @@
 
 pub mod cpu;
 pub mod fbgemm;
+pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
 pub mod reference;
 pub mod testing;
 
@@ -94,6 +95,8 @@ pub struct Kernels {
     /// Depthwise conv micro-kernels, one per supported kernel size (see
     /// [`fbgemm::conv::PackedConv`]).
     pub dwconv_u8s8: &'static [&'static DwConvUkernel],
+    /// qnnpack-style u8×u8 kernels (GEMM/conv, depthwise, pooling, Add) of this tier.
+    pub qnnpack: &'static qnnpack::QnnpackKernels,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -104,6 +107,7 @@ static SCALAR: Kernels = Kernels {
         &fbgemm::dwconv_u8s8_scalar::DWCONV_U8S8_3X3_SCALAR,
         &fbgemm::dwconv_u8s8_scalar::DWCONV_U8S8_5X5_SCALAR,
     ],
+    qnnpack: &qnnpack::SCALAR,
 };
 
 // [fbconv] AVX2 depthwise kernels, also used by the VNNI sets (no VNNI-specific ones yet).
@@ -121,6 +125,7 @@ static AVX2: Kernels = Kernels {
         &fbgemm::gemm_u8s8_6x16c2_avx2::GEMM_U8S8_6X16C2_AVX2,
     ],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
+    qnnpack: &qnnpack::AVX2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -128,6 +133,7 @@ static AVXVNNI: Kernels = Kernels {
     isa: Isa::AvxVnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x16c4_avxvnni::GEMM_U8S8_6X16C4_AVXVNNI],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
+    qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -135,6 +141,7 @@ static AVX512VNNI: Kernels = Kernels {
     isa: Isa::Avx512Vnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x64c4_avx512vnni::GEMM_U8S8_6X64C4_AVX512VNNI],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
+    qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
 };
 
 /// The kernel set of `isa`, whether or not this host can run it (`None` if none is compiled in,

@@ -3,6 +3,15 @@
 
 // [fbconv] conv reference (issue 6).
 pub mod conv;
+// --- qnnpack-style family (u8 × u8, fixed-point requantization) ---
+pub mod q8conv;
+pub mod q8dwconv;
+pub mod q8gemm;
+pub mod q8lut;
+pub mod q8pool;
+pub mod q8vadd;
+pub mod requant_fixedpoint;
+// --- end qnnpack-style family ---
 pub mod qgemm;
 pub mod quantize;
 pub mod requant;

@@ -1,0 +1,301 @@
+//! qnnpack-style u8×u8 throughput: `cargo bench --bench q8gemm [filter]`.
+//!
+//! GOPS = 2·MACs / time (median of runs, single thread), fused per-channel fixed-point
+//! requantization to u8 in every case.
+//! - GEMM per micro-kernel at 512³, 1024³ and 3136×576×64 (M×K×N: the 56×56 3×3 conv as GEMM).
+//! - Depthwise 3×3 (56×56, stride 1, pad 1, C = 64…144) per depthwise kernel, vs the same
+//!   depthwise conv done as im2col + the best GEMM kernel (per channel: gather the P×9 patch
+//!   matrix, then an N = 1 GEMM), which is what a generic grouped-conv path would do.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use onnxq::kernels::qnnpack::{
+    self, available_q8dwconv, available_q8gemm, q8dwconv, q8gemm, DwIndirection, PackedQ8Dw,
+    PackedQ8Gemm, Q8GemmUkernel, Q8Output,
+};
+use onnxq::kernels::reference::q8conv::{Nhwc, Window2d};
+use onnxq::kernels::reference::q8dwconv::Q8DwWeights;
+use onnxq::kernels::reference::q8gemm::Q8Weights;
+use onnxq::kernels::reference::requant_fixedpoint::Requant;
+use onnxq::kernels::testing::XorShift;
+
+/// Best (minimum) seconds of `f` over ≥ 5 runs (up to ~1 s), after 2 warm-up runs. The
+/// minimum, not the median: the 2-vCPU machine is shared and the median swings ±50 %.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || (start.elapsed().as_secs_f64() < 1.0 && times.len() < 200) {
+        let t0 = Instant::now();
+        f();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    times.into_iter().fold(f64::MAX, f64::min)
+}
+
+fn gemm_gops(uk: &'static Q8GemmUkernel, m: usize, k: usize, n: usize) -> f64 {
+    let mut rng = XorShift::new(42);
+    let w: Vec<u8> = (0..n * k).map(|_| rng.u8()).collect();
+    let zps: Vec<u8> = (0..n).map(|_| rng.u8()).collect();
+    let bias: Vec<i32> = (0..n).map(|_| rng.range_i32(-1000, 1000)).collect();
+    let rq: Vec<Requant> = (0..n)
+        .map(|_| Requant::from_scale(1e-5 * (1.0 + rng.f32())).unwrap())
+        .collect();
+    let weights = Q8Weights {
+        data: &w,
+        n,
+        k,
+        zp: &zps,
+        bias: Some(&bias),
+        requant: &rq,
+    };
+    let packed = PackedQ8Gemm::new(uk, &weights, 1, 117);
+    let a: Vec<u8> = (0..m * k).map(|_| rng.u8()).collect();
+    let mut c = vec![0u8; m * n];
+    let out = Q8Output::new(128);
+    let t = time(|| {
+        q8gemm(&a, k, m, &packed, &out, &mut c, n);
+        black_box(&c);
+    });
+    2.0 * (m * n * k) as f64 / t / 1e9
+}
+
+struct Dw {
+    g: Window2d,
+    ch: usize,
+    x: Vec<u8>,
+    w: Vec<u8>,
+    zps: Vec<u8>,
+    bias: Vec<i32>,
+    rq: Vec<Requant>,
+}
+
+impl Dw {
+    fn new(ch: usize) -> Dw {
+        let mut rng = XorShift::new(ch as u64);
+        let g = Window2d::square(56, 56, 3, 3, 1, 1);
+        Dw {
+            g,
+            ch,
+            x: (0..56 * 56 * ch).map(|_| rng.u8()).collect(),
+            w: (0..9 * ch).map(|_| rng.u8()).collect(),
+            zps: (0..ch).map(|_| rng.u8()).collect(),
+            bias: (0..ch).map(|_| rng.range_i32(-1000, 1000)).collect(),
+            rq: (0..ch)
+                .map(|_| Requant::from_scale(1e-3 * (1.0 + rng.f32())).unwrap())
+                .collect(),
+        }
+    }
+
+    fn weights(&self) -> Q8DwWeights<'_> {
+        Q8DwWeights {
+            data: &self.w,
+            channels: self.ch,
+            zp: &self.zps,
+            bias: Some(&self.bias),
+            requant: &self.rq,
+        }
+    }
+
+    fn macs(&self) -> f64 {
+        (self.g.out_pixels() * self.ch * 9) as f64
+    }
+
+    fn gops_dw(&self, uk: &'static qnnpack::Q8DwUkernel) -> f64 {
+        let packed = PackedQ8Dw::new(uk, &self.weights(), 3, 3, 100);
+        let ind = DwIndirection::new(&self.g);
+        let xv = Nhwc {
+            data: &self.x,
+            channels: self.ch,
+            pixel_stride: self.ch,
+            zp: 100,
+        };
+        let mut y = vec![0u8; self.g.out_pixels() * self.ch];
+        let out = Q8Output::new(128);
+        let t = time(|| {
+            q8dwconv(&xv, &ind, &packed, &out, &mut y, self.ch);
+            black_box(&y);
+        });
+        2.0 * self.macs() / t / 1e9
+    }
+
+    /// Per channel: im2col (P×9 gather, padding = zero point) + GEMM with N = 1, K = 9.
+    fn gops_im2col(&self, uk: &'static Q8GemmUkernel) -> f64 {
+        let p = self.g.out_pixels();
+        let packed: Vec<PackedQ8Gemm> = (0..self.ch)
+            .map(|c| {
+                let wc: Vec<u8> = (0..9)
+                    .map(|t| self.w[((t % 3) * 3 + t / 3) * self.ch + c])
+                    .collect();
+                PackedQ8Gemm::new(
+                    uk,
+                    &Q8Weights {
+                        data: &wc,
+                        n: 1,
+                        k: 9,
+                        zp: &self.zps[c..c + 1],
+                        bias: Some(&self.bias[c..c + 1]),
+                        requant: &self.rq[c..c + 1],
+                    },
+                    1,
+                    100,
+                )
+            })
+            .collect();
+        let mut cols = vec![0u8; p * 9];
+        let mut yc = vec![0u8; p];
+        let mut y = vec![0u8; p * self.ch];
+        let out = Q8Output::new(128);
+        let (oh, ow) = (self.g.out_h(), self.g.out_w());
+        let t = time(|| {
+            for (c, pk) in packed.iter().enumerate() {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                cols[(oy * ow + ox) * 9 + ky * 3 + kx] =
+                                    match self.g.input_at(oy, ox, ky, kx) {
+                                        Some((iy, ix)) => self.x[(iy * 56 + ix) * self.ch + c],
+                                        None => 100,
+                                    };
+                            }
+                        }
+                    }
+                }
+                q8gemm(&cols, 9, p, pk, &out, &mut yc, 1);
+                for (i, &v) in yc.iter().enumerate() {
+                    y[i * self.ch + c] = v;
+                }
+            }
+            black_box(&y);
+        });
+        2.0 * self.macs() / t / 1e9
+    }
+}
+
+fn main() {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    println!(
+        "u8u8 GEMM, GOPS (single thread, best of runs, fused per-channel fixed-point requant)"
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>10} {:>14}",
+        "kernel", "L1 k=512", "512^3", "1024^3", "3136x576x64"
+    );
+    for uk in available_q8gemm().filter(|u| want(u.name)) {
+        let scalar = uk.target.is_empty();
+        let g1 = gemm_gops(
+            uk,
+            if scalar { 128 } else { 512 },
+            if scalar { 128 } else { 512 },
+            if scalar { 128 } else { 512 },
+        );
+        let (g2, g3) = if scalar {
+            (f64::NAN, f64::NAN)
+        } else {
+            (
+                gemm_gops(uk, 1024, 1024, 1024),
+                gemm_gops(uk, 3136, 576, 64),
+            )
+        };
+        let note = if scalar { " (scalar: 128^3)" } else { "" };
+        let l1 = ukernel_l1_gops(uk);
+        println!(
+            "{:<24} {l1:>10.1} {g1:>10.1} {g2:>10.1} {g3:>14.1}{note}",
+            uk.name
+        );
+    }
+    println!();
+    let best_gemm = qnnpack::available()
+        .last()
+        .expect("the scalar set is always available")
+        .q8gemm[0];
+    println!(
+        "depthwise 3x3, 56x56, stride 1, pad 1, GOPS; im2col baseline uses {}",
+        best_gemm.name
+    );
+    let chans = [64, 96, 128, 144];
+    print!("{:<24}", "kernel");
+    for c in chans {
+        print!(" {:>9}", format!("C={c}"));
+    }
+    println!();
+    let dws: Vec<Dw> = chans.iter().map(|&c| Dw::new(c)).collect();
+    let mut best_dw = vec![0f64; chans.len()];
+    for uk in available_q8dwconv().filter(|u| u.taps == 9 && want(u.name)) {
+        print!("{:<24}", uk.name);
+        for (i, d) in dws.iter().enumerate() {
+            let g = d.gops_dw(uk);
+            best_dw[i] = best_dw[i].max(g);
+            print!(" {g:>9.1}");
+        }
+        println!();
+    }
+    print!("{:<24}", "im2col + q8gemm");
+    let mut ratio = Vec::new();
+    for (i, d) in dws.iter().enumerate() {
+        let g = d.gops_im2col(best_gemm);
+        ratio.push(best_dw[i] / g);
+        print!(" {g:>9.1}");
+    }
+    println!();
+    print!("{:<24}", "best dw / im2col");
+    for r in ratio {
+        print!(" {:>8.1}x", r);
+    }
+    println!();
+}
+
+/// Micro-kernel alone on one full `mr×nr` tile, K = 512, L1-resident: GOPS (best of 7).
+fn ukernel_l1_gops(uk: &'static Q8GemmUkernel) -> f64 {
+    use std::marker::PhantomData;
+    let (mr, nr, k) = (usize::from(uk.mr), usize::from(uk.nr), 512);
+    let mut rng = XorShift::new(5);
+    let w: Vec<u8> = (0..nr * k).map(|_| rng.u8()).collect();
+    let rq = [Requant::from_scale(1e-5).unwrap()];
+    let packed = PackedQ8Gemm::new(
+        uk,
+        &Q8Weights {
+            data: &w,
+            n: nr,
+            k,
+            zp: &[3],
+            bias: None,
+            requant: &rq,
+        },
+        1,
+        7,
+    );
+    let a: Vec<u8> = (0..mr * k).map(|_| rng.u8()).collect();
+    let rows: Vec<*const u8> = (0..mr).map(|r| a[r * k..].as_ptr()).collect();
+    let mut c = vec![0u8; mr * nr];
+    let tile = qnnpack::Q8GemmTile {
+        m: mr,
+        n: nr,
+        kc: k,
+        ks: 1,
+        a: rows.as_ptr(),
+        w: packed.block_ptr(0),
+        c: c.as_mut_ptr(),
+        ldc: nr,
+        out: Q8Output::new(0),
+        _lifetime: PhantomData,
+    };
+    let reps = if uk.target.is_empty() { 200 } else { 20_000 };
+    let best = (0..7)
+        .map(|_| {
+            let t0 = Instant::now();
+            for _ in 0..reps {
+                // SAFETY: the kernel set is available on this host; rows, the packed block and
+                // C have the sizes the tile describes.
+                unsafe { (uk.run)(black_box(&tile)) };
+            }
+            t0.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    black_box(&c);
+    2.0 * (mr * nr * k * reps) as f64 / best / 1e9
+}

@@ -1,0 +1,264 @@
+//! Weight packing (once, at load time) for the GEMM/conv and depthwise micro-kernels.
+//!
+//! # GEMM/conv layout ([`PackedQ8Gemm`]), per block of `nr` output channels
+//!
+//! ```text
+//! header (hdr = round_up(18·nr, 16) bytes):
+//!   [nr × i32 bias']  bias'[n] = bias[n] − a_zp · Σ_k (w[n,k] − w_zp[n])
+//!   [nr × u32 multiplier] [nr × u32 shift] [nr × i32 limit]   (fixed-point requant)
+//!   [nr × 2 u8 w_zp, each duplicated]                         (the kzp vector, pair layout)
+//! body, for each tap t < ks, for each 8-chunk of kc (kc padded to kc_align = 8 with w_zp):
+//!   for each k-pair p < 4: nr columns × (w[n, t·kc + k0+2p], w[n, t·kc + k0+2p+1]) u8
+//! ```
+//!
+//! The kernel zero-extends A and B to i16, subtracts the duplicated w_zp from B (QNNPACK
+//! `vxb = b − kzp`) and accumulates `pmaddwd` pair products onto bias'. Since
+//! `Σ a·(w − w_zp) = Σ (a − a_zp)(w − w_zp) + a_zp·Σ (w − w_zp)`, folding the second term into
+//! the bias makes the activation zero point free (QNNPACK `pack_q8conv_w`). Padded k lanes hold
+//! w_zp (product 0, whatever A holds); padded columns hold zeros and `Requant::ZERO`.
+//!
+//! # Depthwise layout ([`PackedQ8Dw`]), per block of `cr` channels
+//!
+//! ```text
+//! [cr × i32 bias'] [cr × u32 multiplier] [cr × u32 shift] [cr × i32 limit]
+//! for each tap pair q < ceil(taps/2): cr channels × (w_{2q} − w_zp, w_{2q+1} − w_zp) i16
+//! ```
+//!
+//! Taps are in indirection order `t = kx·KH + ky`; an odd last pair has a zero second weight.
+//! The kernel interleaves the activations of the two taps of a pair to u16 pairs and uses one
+//! `pmaddwd` per pair (|2·255·255| < 2³¹: exact). bias' = bias − a_zp·Σ_t (w_t − w_zp).
+
+use crate::kernels::reference::q8dwconv::Q8DwWeights;
+use crate::kernels::reference::q8gemm::Q8Weights;
+use crate::kernels::reference::requant_fixedpoint::Requant;
+
+use super::ukernel::{Q8DwUkernel, Q8GemmUkernel};
+
+/// Header bytes of a GEMM block of `nr` columns.
+pub const fn gemm_header_bytes(nr: usize) -> usize {
+    (18 * nr).div_ceil(16) * 16
+}
+
+fn put_i32(buf: &mut [u8], at: usize, v: i32) {
+    buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Weights packed for one GEMM/conv micro-kernel.
+#[derive(Clone, Debug)]
+pub struct PackedQ8Gemm {
+    uk: &'static Q8GemmUkernel,
+    data: Vec<u8>,
+    n: usize,
+    kc: usize,
+    ks: usize,
+    block_bytes: usize,
+    a_zp: u8,
+}
+
+impl PackedQ8Gemm {
+    /// Packs `w` (`[N][ks·kc]`, tap-major then channel) for `uk`, folding activation zero
+    /// point `a_zp`.
+    ///
+    /// # Panics
+    /// If `w.k != ks·kc` or the parameter arrays are inconsistent.
+    pub fn new(uk: &'static Q8GemmUkernel, w: &Q8Weights<'_>, ks: usize, a_zp: u8) -> Self {
+        w.validate();
+        assert!(ks >= 1 && w.k.is_multiple_of(ks), "w.k = ks·kc");
+        let kc = w.k / ks;
+        let (nr, align) = (usize::from(uk.nr), usize::from(uk.kc_align));
+        let kcp = kc.div_ceil(align) * align;
+        let hdr = gemm_header_bytes(nr);
+        let block_bytes = hdr + ks * kcp * nr;
+        let blocks = w.n.div_ceil(nr);
+        let mut data = vec![0u8; blocks * block_bytes];
+        for blk in 0..blocks {
+            let base = blk * block_bytes;
+            let buf = &mut data[base..base + block_bytes];
+            for j in 0..nr {
+                let n = blk * nr + j;
+                if n >= w.n {
+                    put_i32(buf, 4 * nr + 4 * j, Requant::ZERO.multiplier as i32);
+                    put_i32(buf, 8 * nr + 4 * j, Requant::ZERO.shift as i32);
+                    put_i32(buf, 12 * nr + 4 * j, Requant::ZERO.limit);
+                    continue;
+                }
+                let zw = w.zp_at(n);
+                let wsum: i32 = w.data[n * w.k..(n + 1) * w.k]
+                    .iter()
+                    .map(|&v| i32::from(v) - i32::from(zw))
+                    .sum();
+                let bias = w
+                    .bias_at(n)
+                    .wrapping_sub(i32::from(a_zp).wrapping_mul(wsum));
+                let rq = w.requant_at(n);
+                put_i32(buf, 4 * j, bias);
+                put_i32(buf, 4 * nr + 4 * j, rq.multiplier as i32);
+                put_i32(buf, 8 * nr + 4 * j, rq.shift as i32);
+                put_i32(buf, 12 * nr + 4 * j, rq.limit);
+                buf[16 * nr + 2 * j] = zw;
+                buf[16 * nr + 2 * j + 1] = zw;
+                for t in 0..ks {
+                    for kk in 0..kcp {
+                        let v = if kk < kc {
+                            w.data[n * w.k + t * kc + kk]
+                        } else {
+                            zw
+                        };
+                        // chunk of 8 → pair p → column j → element e
+                        let (chunk, p, e) = (kk / 8, (kk % 8) / 2, kk % 2);
+                        let off = hdr + t * kcp * nr + chunk * 8 * nr + p * 2 * nr + 2 * j + e;
+                        buf[off] = v;
+                    }
+                }
+            }
+        }
+        PackedQ8Gemm {
+            uk,
+            data,
+            n: w.n,
+            kc,
+            ks,
+            block_bytes,
+            a_zp,
+        }
+    }
+
+    pub fn ukernel(&self) -> &'static Q8GemmUkernel {
+        self.uk
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    pub fn kc(&self) -> usize {
+        self.kc
+    }
+
+    pub fn ks(&self) -> usize {
+        self.ks
+    }
+
+    /// The activation zero point folded into the bias.
+    pub fn a_zp(&self) -> u8 {
+        self.a_zp
+    }
+
+    /// Number of `nr`-column blocks.
+    pub fn blocks(&self) -> usize {
+        self.n.div_ceil(usize::from(self.uk.nr))
+    }
+
+    /// Start of block `b`.
+    pub fn block_ptr(&self, b: usize) -> *const u8 {
+        assert!(b < self.blocks());
+        self.data[b * self.block_bytes..].as_ptr()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+/// Bytes of one depthwise channel block.
+pub const fn dw_block_bytes(cr: usize, taps: usize) -> usize {
+    16 * cr + taps.div_ceil(2) * cr * 4
+}
+
+/// Weights packed for one depthwise micro-kernel.
+#[derive(Clone, Debug)]
+pub struct PackedQ8Dw {
+    uk: &'static Q8DwUkernel,
+    data: Vec<u8>,
+    channels: usize,
+    kernel_h: usize,
+    kernel_w: usize,
+    a_zp: u8,
+}
+
+impl PackedQ8Dw {
+    /// Packs depthwise weights `[KH][KW][C]` for `uk` (whose `taps` must be `KH·KW`).
+    ///
+    /// # Panics
+    /// On a tap-count mismatch or inconsistent parameter arrays.
+    pub fn new(
+        uk: &'static Q8DwUkernel,
+        w: &Q8DwWeights<'_>,
+        kernel_h: usize,
+        kernel_w: usize,
+        a_zp: u8,
+    ) -> Self {
+        let taps = kernel_h * kernel_w;
+        assert_eq!(taps, usize::from(uk.taps), "{}: tap count", uk.name);
+        w.validate(taps);
+        let (cr, ch) = (usize::from(uk.cr), w.channels);
+        let bb = dw_block_bytes(cr, taps);
+        let blocks = ch.div_ceil(cr);
+        let mut data = vec![0u8; blocks * bb];
+        for blk in 0..blocks {
+            let buf = &mut data[blk * bb..(blk + 1) * bb];
+            for j in 0..cr {
+                let c = blk * cr + j;
+                if c >= ch {
+                    put_i32(buf, 4 * cr + 4 * j, Requant::ZERO.multiplier as i32);
+                    put_i32(buf, 8 * cr + 4 * j, Requant::ZERO.shift as i32);
+                    put_i32(buf, 12 * cr + 4 * j, Requant::ZERO.limit);
+                    continue;
+                }
+                let zw = i32::from(w.zp_at(c));
+                // Tap t = kx·KH + ky (indirection order) ↔ weight [ky][kx][c].
+                let wt = |t: usize| -> i32 {
+                    if t >= taps {
+                        return 0;
+                    }
+                    let (kx, ky) = (t / kernel_h, t % kernel_h);
+                    i32::from(w.data[(ky * kernel_w + kx) * ch + c]) - zw
+                };
+                let wsum: i32 = (0..taps).map(wt).sum();
+                let rq = w.requant_at(c);
+                put_i32(
+                    buf,
+                    4 * j,
+                    w.bias_at(c)
+                        .wrapping_sub(i32::from(a_zp).wrapping_mul(wsum)),
+                );
+                put_i32(buf, 4 * cr + 4 * j, rq.multiplier as i32);
+                put_i32(buf, 8 * cr + 4 * j, rq.shift as i32);
+                put_i32(buf, 12 * cr + 4 * j, rq.limit);
+                for q in 0..taps.div_ceil(2) {
+                    let off = 16 * cr + q * cr * 4 + 4 * j;
+                    buf[off..off + 2].copy_from_slice(&(wt(2 * q) as i16).to_le_bytes());
+                    buf[off + 2..off + 4].copy_from_slice(&(wt(2 * q + 1) as i16).to_le_bytes());
+                }
+            }
+        }
+        PackedQ8Dw {
+            uk,
+            data,
+            channels: ch,
+            kernel_h,
+            kernel_w,
+            a_zp,
+        }
+    }
+
+    pub fn ukernel(&self) -> &'static Q8DwUkernel {
+        self.uk
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    pub fn kernel(&self) -> (usize, usize) {
+        (self.kernel_h, self.kernel_w)
+    }
+
+    pub fn a_zp(&self) -> u8 {
+        self.a_zp
+    }
+
+    pub fn as_ptr(&self) -> *const u8 {
+        self.data.as_ptr()
+    }
+}

@@ -1,0 +1,31 @@
+//! SSE2 depthwise 5×5 micro-kernel (NHWC, per-channel weights; stride, padding and
+//! dilation come from the indirection buffer). 8 channels per block; each pair of taps is
+//! interleaved to u16 pairs (`punpcklbw` of the two taps' bytes, then zero-extension) and
+//! multiplied with the pre-subtracted i16 weight pairs by one `pmaddwd` (exact). Fixed-point
+//! requant epilogue.
+
+use super::ukernel::{Q8DwRow, Q8DwUkernel};
+use crate::kernels::{Isa, Numerics};
+
+pub static Q8DWCONV_5X5_SSE2: Q8DwUkernel = Q8DwUkernel {
+    name: "q8dwconv_5x5_sse2",
+    isa: Isa::Avx2,
+    target: "sse2",
+    taps: 25,
+    cr: super::sse2::DW_CR as u8,
+    numerics: Numerics::Exact,
+    run,
+};
+
+#[target_feature(enable = "sse2")]
+unsafe fn row(r: &Q8DwRow<'_>) {
+    // SAFETY: forwarded contract; the feature is enabled here.
+    unsafe { super::sse2::dw_row::<25>(r) }
+}
+
+/// # Safety
+/// See [`Q8DwUkernel::run`].
+unsafe fn run(r: &Q8DwRow<'_>) {
+    // SAFETY: the caller guarantees the target feature and valid pointers.
+    unsafe { row(r) }
+}
