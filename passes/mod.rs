@@ -8,6 +8,7 @@ mod fold_batchnorm;
 mod fold_constants;
 mod fuse_activations;
 mod fuse_matmul_add;
+mod insert_observers;
 mod remove_identity;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
@@ -17,6 +18,7 @@ pub use fold_batchnorm::FoldBatchNorm;
 pub use fold_constants::FoldConstants;
 pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
+pub use insert_observers::InsertObservers;
 pub use remove_identity::RemoveIdentity;
 
 use crate::prelude::PassRegistry;
@@ -30,6 +32,9 @@ pub const OPTIMIZE: &str = "remove-identity,fold-constants,fold-batchnorm,batchn
 
 /// What quantization starts from: [`OPTIMIZE`], then marking the fused units.
 pub const FUSE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations";
+
+/// PyTorch's `prepare_fx`: [`FUSE`], then observer insertion.
+pub const PREPARE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations,insert-observers";
 
 /// Registers every built-in pass.
 pub fn register_builtin(r: &mut PassRegistry) {
@@ -59,6 +64,7 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "mark Conv/Gemm/MatMul + Relu/Clip(0,max)/LeakyRelu and Conv + Add + Relu as fused units",
         FuseActivations::from_options,
     );
+    r.register("insert-observers", "decide which values are observed during calibration (backend, observer, weight-observer, per-tensor, qconfig)", InsertObservers::from_options);
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",
         "fuse MatMul + Add of a bias into Gemm where Gemm's 2-D rule allows",

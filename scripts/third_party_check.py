@@ -24,11 +24,19 @@ from third_party_models import make_inputs  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run(path, feeds):
+def run(path, feeds, optimize=True):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def onnx_nodes(path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.node
 
 
 def main():
@@ -36,6 +44,8 @@ def main():
     ap.add_argument("--cache", default=str(ROOT / "models/.cache/third_party"))
     ap.add_argument("--bin", default=str(ROOT / "target/release/onnxq"))
     ap.add_argument("--only", default="")
+    ap.add_argument("--optimize", action="store_true",
+                    help="also run `onnxq optimize` and compare outputs (max abs error <= 1e-5 * max|output|)")
     a = ap.parse_args()
     cache = pathlib.Path(a.cache)
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -67,6 +77,35 @@ def main():
                 if not same:
                     raise RuntimeError("outputs differ after convert")
                 detail = f"{nodes}, {len(want)} output(s) bit-identical, inspect+convert {elapsed:.2f}s"
+                if a.optimize:
+                    opt = pathlib.Path(d) / ("opt_" + m["file"])
+                    r = subprocess.run([a.bin, "optimize", str(src), "-o", str(opt)], capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise RuntimeError("optimize: " + r.stderr.strip()[-300:])
+                    got = run(opt, feeds)
+                    worst = 0.0
+                    for w, g in zip(want, got):
+                        w = np.asarray(w, dtype=np.float64)
+                        scale = max(float(np.abs(w).max()), 1e-30)
+                        worst = max(worst, float(np.abs(w - np.asarray(g, dtype=np.float64)).max()) / scale)
+                    # ONNX Runtime's own graph optimizations (which also fold
+                    # BatchNorm) move outputs too: allow twice that noise.
+                    plain = run(src, feeds, optimize=False)
+                    noise = max(
+                        float(np.abs(np.asarray(w, np.float64) - np.asarray(p, np.float64)).max())
+                        / max(float(np.abs(np.asarray(w, np.float64)).max()), 1e-30)
+                        for w, p in zip(want, plain)
+                    )
+                    if worst > max(1e-5, 2 * noise):
+                        raise RuntimeError(
+                            f"optimize changed outputs: max error {worst:.2e} x max|output| "
+                            f"(ORT's own optimizer: {noise:.2e})"
+                        )
+                    detail += f"; ORT-opt noise {noise:.1e}"
+                    stats = [l.strip() for l in r.stderr.splitlines() if "=" in l and "ms" in l]
+                    folded = ", ".join(x.split("ms", 1)[1].strip() for x in stats if x.split("ms", 1)[1].strip())
+                    n_opt = sum(1 for _ in onnx_nodes(opt))
+                    detail += f"; optimize: rel err {worst:.1e}, nodes -> {n_opt} [{folded}]"
         except Exception as e:  # noqa: BLE001 - report and go on
             status, detail = "FAIL", str(e)[:300]
         print(f"{status:4} {m['name']:<24} {detail}")

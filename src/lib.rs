@@ -4,6 +4,7 @@
 //! (a petgraph graph), [`passes`] transform it, and [`emit`] writes ONNX back.
 
 pub mod backend;
+pub mod calib;
 pub mod data;
 pub mod emit;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod observe;
 pub mod onnx;
 pub mod pm;
 pub mod prelude;
+pub mod qconfig;
 pub mod summary;
 pub mod tract_runner;
 

@@ -51,12 +51,73 @@ enum Command {
         #[arg(long)]
         list_passes: bool,
     },
+    /// Run representative data through the float model and save the observers' statistics.
+    Calibrate {
+        model: PathBuf,
+        /// Calibration data: an .npz (arrays named after the inputs), a folder of them, or one .npy.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        q: QuantFlags,
+        /// Worker threads (observers that cannot merge use one).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Merge these partial calibration files into OUTPUT instead of running the model.
+        #[arg(long, num_args = 1.., value_name = "FILE")]
+        merge: Vec<PathBuf>,
+    },
     /// Import a model and export it again (a round trip through the IR).
     Convert {
         model: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
     },
+}
+
+/// How activations and weights are quantized (shared by calibrate and quantize).
+#[derive(clap::Args, Clone, Debug)]
+struct QuantFlags {
+    /// Kernel family whose capabilities and defaults apply.
+    #[arg(long, default_value = "fbgemm", value_parser = ["fbgemm", "qnnpack"])]
+    backend: String,
+    /// Activation observer: minmax, moving-average, histogram, percentile, entropy, mse.
+    #[arg(long)]
+    observer: Option<String>,
+    /// Weight observer: minmax, per-channel-minmax, ...
+    #[arg(long)]
+    weight_observer: Option<String>,
+    /// Quantize weights per tensor instead of per channel.
+    #[arg(long)]
+    per_tensor: bool,
+    /// A QConfigMapping JSON file (see README).
+    #[arg(long)]
+    qconfig: Option<PathBuf>,
+}
+
+impl QuantFlags {
+    /// The prepare pipeline (fusion + observer insertion) these flags describe.
+    fn prepare_pipeline(&self) -> String {
+        let mut opts = vec![format!("backend={}", self.backend)];
+        if let Some(o) = &self.observer {
+            opts.push(format!("observer={o}"));
+        }
+        if let Some(o) = &self.weight_observer {
+            opts.push(format!("weight-observer={o}"));
+        }
+        if self.per_tensor {
+            opts.push("per-tensor=true".into());
+        }
+        if let Some(q) = &self.qconfig {
+            opts.push(format!("qconfig={}", q.display()));
+        }
+        let fuse = onnxq::passes::FUSE.replace(
+            "fuse-activations",
+            &format!("fuse-activations{{backend={}}}", self.backend),
+        );
+        format!("{fuse},insert-observers{{{}}}", opts.join(","))
+    }
 }
 
 fn main() {
@@ -131,6 +192,61 @@ fn run(cli: Cli) -> Result<()> {
                     t.elapsed.as_secs_f64() * 1e3,
                     stats.join(", ")
                 );
+            }
+            eprintln!("wrote {}", output.display());
+        }
+        Command::Calibrate {
+            model,
+            data,
+            output,
+            q,
+            threads,
+            merge,
+        } => {
+            refuse_overwrite(&model, &output)?;
+            if !merge.is_empty() {
+                let mut table = onnxq::calib::CalibrationTable::read(&merge[0])?;
+                for f in &merge[1..] {
+                    table
+                        .merge(&onnxq::calib::CalibrationTable::read(f)?)
+                        .with_context(|| format!("merging {}", f.display()))?;
+                }
+                table.write(&output)?;
+                eprintln!(
+                    "merged {} tables ({} samples) into {}",
+                    merge.len(),
+                    table.samples,
+                    output.display()
+                );
+                return Ok(());
+            }
+            let mut m = onnxq::import::import_file(&model)?;
+            let pipeline = q.prepare_pipeline();
+            let mut pm =
+                onnxq::pm::PassManager::parse(&pipeline, &onnxq::pm::PassRegistry::builtin())?;
+            let mut cx = onnxq::pm::PassContext::new();
+            pm.run(&mut m, &mut cx)?;
+            let options = onnxq::calib::CalibrationOptions {
+                threads,
+                ..Default::default()
+            };
+            let (table, stats) = onnxq::calib::calibrate(&m, &pm.pipeline_text(), &data, options)?;
+            table.write(&output)?;
+            let roles =
+                |r: onnxq::calib::Role| table.entries.values().filter(|e| e.role == r).count();
+            eprintln!(
+                "calibrated {} activations, {} weights, {} fixed ranges on {} samples in {:.2} s ({:.0} samples/s, {} thread(s){})",
+                roles(onnxq::calib::Role::Activation),
+                roles(onnxq::calib::Role::Weight),
+                roles(onnxq::calib::Role::Fixed),
+                stats.samples,
+                stats.elapsed.as_secs_f64(),
+                stats.samples_per_sec(),
+                stats.threads,
+                stats.single_thread_reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            );
+            for d in cx.diagnostics() {
+                log::info!("{}: {}: {}", d.pass, d.subject, d.message);
             }
             eprintln!("wrote {}", output.display());
         }

@@ -6,6 +6,6 @@ pub use crate::ir::pattern::{any, constant, op, ops, Match, Pattern};
 pub use crate::ir::rewrite::for_each_graph_mut;
 pub use crate::ir::{
     AttrValue, Attribute, Const, ConstOrigin, DataType, Dim, Graph, Model, Node, NodeId, NodeKind,
-    Op, Slot, Tensor, TensorType, ValueId, ValueType,
+    Op, QuantAnnotation, Slot, Tensor, TensorType, ValueId, ValueType,
 };
 pub use crate::pm::{Pass, PassContext, PassManager, PassOptions, PassRegistry};

@@ -105,6 +105,7 @@ fn preset_pipeline_snapshots() {
         ("canonicalize", onnxq::passes::CANONICALIZE),
         ("optimize", onnxq::passes::OPTIMIZE),
         ("fuse", onnxq::passes::FUSE),
+        ("prepare", onnxq::passes::PREPARE),
     ];
     for path in bundled_models() {
         for (preset, text) in presets {

@@ -75,6 +75,18 @@ pub struct PatternConfig {
     pub weight_input: Option<usize>,
     /// Input slot of the bias of the first op, if it has one.
     pub bias_input: Option<usize>,
+    /// Which inputs carry real-valued signals to quantize (the others —
+    /// shapes, indices, Clip bounds, Resize scales — are never quantized).
+    pub data_inputs: DataInputs,
+}
+
+/// Which inputs of a pattern's first op are quantized signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataInputs {
+    /// Input 0 only.
+    First,
+    /// Every input (Add, Mul, Concat, MatMul with two activations).
+    All,
 }
 
 impl PatternConfig {
@@ -268,7 +280,13 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
                   dt: DTypeConfig,
                   w: Option<usize>,
                   b: Option<usize>| {
+        let data_inputs = if matches!(name, "add" | "mul" | "matmul" | "concat") {
+            DataInputs::All
+        } else {
+            DataInputs::First
+        };
         PatternConfig {
+            data_inputs,
             name,
             chain: vec![Step {
                 ops,
@@ -288,6 +306,7 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
         dtypes: vec![weighted],
         weight_input: Some(1),
         bias_input: Some(2),
+        data_inputs: DataInputs::First,
     });
     for (name, last) in [
         ("weighted-relu", step(acts)),
@@ -306,6 +325,7 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
             dtypes: vec![weighted],
             weight_input: Some(1),
             bias_input: Some(2),
+            data_inputs: DataInputs::First,
         });
     }
     v.push(single(
@@ -378,6 +398,15 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
     v.push(single(
         "sigmoid",
         &["Sigmoid"],
+        Observation::FixedRange { min: 0.0, max: 1.0 },
+        plain,
+        None,
+        None,
+    ));
+    // Quantizable, but kept float by the default QConfigMapping (accuracy).
+    v.push(single(
+        "softmax",
+        &["Softmax"],
         Observation::FixedRange { min: 0.0, max: 1.0 },
         plain,
         None,

@@ -61,6 +61,8 @@ pub struct Value {
     pub value_info: Option<(u64, Box<pb::ValueInfoProto>)>,
     /// Producer node and output index.
     pub producer: (NodeId, usize),
+    /// How it will be quantized (set by observer insertion).
+    pub quant: Option<super::quant::QuantAnnotation>,
 }
 
 /// How a constant was written in the file, so that export can write it back
@@ -449,6 +451,7 @@ impl Graph {
             declared: None,
             value_info: None,
             producer: (producer, index),
+            quant: None,
         }));
         self.by_name.insert(name.to_string(), id);
         id

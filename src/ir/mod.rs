@@ -6,6 +6,7 @@ mod dtype;
 mod graph;
 pub mod pattern;
 pub mod print;
+mod quant;
 pub mod rewrite;
 mod tensor;
 mod types;
@@ -16,6 +17,7 @@ pub use dtype::DataType;
 pub use graph::{
     Const, ConstOrigin, Edge, Graph, GraphError, Node, NodeId, NodeKind, Op, Slot, Value, ValueId,
 };
+pub use quant::QuantAnnotation;
 pub use tensor::{element_count, f16_to_f32, DataSizeMismatch, Fnv64, Tensor, TensorData};
 pub use types::{Dim, TensorType, ValueType};
 

@@ -106,8 +106,9 @@ impl Printer {
             names.insert(v, Ref::Num(k));
             let _ = writeln!(
                 self.out,
-                "{ind}  input %{k}: {}  // {}",
+                "{ind}  input %{k}: {}{}  // {}",
                 ty(&val.ty),
+                quant_note(g, v, &names),
                 val.name
             );
         }
@@ -126,7 +127,12 @@ impl Printer {
                 }
                 NodeKind::Const(c) => {
                     let v = node.outputs[0].expect("one output");
-                    let text = format!("@{}: {}", g.value(v).name, tensor_summary(&c.tensor));
+                    let text = format!(
+                        "@{}: {}{}",
+                        g.value(v).name,
+                        tensor_summary(&c.tensor),
+                        quant_note(g, v, &names)
+                    );
                     if g.inputs.contains(&v) {
                         let _ = writeln!(self.out, "{ind}  input {text}  // with default");
                     }
@@ -145,7 +151,8 @@ impl Printer {
                             Some(v) => {
                                 let k = self.fresh();
                                 names.insert(*v, Ref::Num(k));
-                                format!("%{k}: {}", ty(&g.value(*v).ty))
+                                let q = quant_note(g, *v, &names);
+                                format!("%{k}: {}{q}", ty(&g.value(*v).ty))
                             }
                             None => "_".to_string(),
                         })
@@ -216,6 +223,21 @@ impl Printer {
     fn fresh(&mut self) -> usize {
         self.next += 1;
         self.next - 1
+    }
+}
+
+/// ` <observe …>` / ` <weight …>` / ` <share %k>` / ` <fixed …>`, or nothing.
+fn quant_note(g: &Graph, v: ValueId, names: &HashMap<ValueId, Ref>) -> String {
+    use super::QuantAnnotation as Q;
+    match &g.value(v).quant {
+        None => String::new(),
+        Some(Q::Observe(c)) => format!(" <observe {c}>"),
+        Some(Q::Weight { config, axis }) if config.qscheme.is_per_channel() => {
+            format!(" <weight {config} axis={axis}>")
+        }
+        Some(Q::Weight { config, .. }) => format!(" <weight {config}>"),
+        Some(Q::ShareWith(o)) => format!(" <share {}>", show(names, *o, g)),
+        Some(Q::Fixed { config, min, max }) => format!(" <fixed [{min:?}, {max:?}] {config}>"),
     }
 }
 

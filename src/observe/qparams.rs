@@ -18,18 +18,25 @@ use super::ObserveError;
 #[serde(rename_all = "snake_case")]
 pub enum QDtype {
     /// `torch.quint8`: 0..=255.
+    #[serde(rename = "quint8")]
     QUInt8,
     /// `torch.qint8`: -128..=127.
+    #[serde(rename = "qint8")]
     QInt8,
     /// `torch.uint8` (same ranges as `QUInt8`).
+    #[serde(rename = "uint8")]
     UInt8,
     /// `torch.int8` (same ranges as `QInt8`).
+    #[serde(rename = "int8")]
     Int8,
     /// `torch.uint16`: 0..=65535, symmetric zero point 32768.
+    #[serde(rename = "uint16")]
     UInt16,
     /// `torch.int16`: -32768..=32767.
+    #[serde(rename = "int16")]
     Int16,
     /// `torch.qint32` / `torch.int32`.
+    #[serde(rename = "int32")]
     Int32,
 }
 

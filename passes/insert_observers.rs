@@ -1,0 +1,313 @@
+//! `insert-observers{backend=fbgemm|qnnpack,observer=…,weight-observer=…,per-tensor=true,qconfig=FILE}`:
+//! decides which values are observed during calibration, from the fused
+//! graph, the backend's patterns and the QConfigMapping (PyTorch's
+//! `prepare_fx` step 3).
+//!
+//! For every quantizable unit (a fused chain, or one op the backend has a
+//! pattern for) whose QConfig is not `None`:
+//! * its real-valued inputs are observed with the activation observer
+//!   (shapes, indices, Clip bounds, Resize scales never are);
+//! * its constant weight gets the weight observer, per channel on the
+//!   op's output-channel axis (0 Conv, 1 ConvTranspose, the output axis of
+//!   Gemm/MatMul);
+//! * its output is observed (Conv, Gemm, Add, ...), shares its input's
+//!   quantization (MaxPool, Reshape, Transpose, Concat, ...), or gets a
+//!   fixed range (Sigmoid [0, 1], Tanh [−1, 1]).
+//!
+//! Values inside a fused unit are not observed. Everything else stays float;
+//! the diagnostics say why, node by node. Subgraphs (If/Loop bodies) stay
+//! float in this version.
+
+use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
+use crate::prelude::*;
+use crate::qconfig::{ObserverConfig, ObserverKind, QConfig, QConfigMapping};
+use std::collections::BTreeMap;
+
+pub struct InsertObservers {
+    pub backend: BackendConfig,
+    pub mapping: QConfigMapping,
+    /// Option text to print back in the pipeline.
+    options: Vec<(String, String)>,
+}
+
+impl InsertObservers {
+    pub fn new(backend: BackendConfig, mapping: QConfigMapping) -> Self {
+        InsertObservers {
+            backend,
+            mapping,
+            options: vec![],
+        }
+    }
+
+    /// Factory for the registry.
+    pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
+        let mut options = vec![];
+        let mut take = |k: &str, o: &mut PassOptions| {
+            let v = o.take(k);
+            if let Some(v) = &v {
+                options.push((k.to_string(), v.clone()));
+            }
+            v
+        };
+        let backend_name = take("backend", &mut opts).unwrap_or_else(|| "fbgemm".into());
+        let observer = take("observer", &mut opts);
+        let weight_observer = take("weight-observer", &mut opts);
+        let per_tensor = take("per-tensor", &mut opts);
+        let qconfig_file = take("qconfig", &mut opts);
+        opts.finish(&[
+            "backend",
+            "observer",
+            "weight-observer",
+            "per-tensor",
+            "qconfig",
+        ])?;
+        let backend = BackendConfig::by_name(&backend_name).ok_or_else(|| {
+            Error::invalid(format!(
+                "insert-observers: unknown backend `{backend_name}`"
+            ))
+        })?;
+        let mut mapping = match qconfig_file {
+            Some(f) => QConfigMapping::from_file(std::path::Path::new(&f))?,
+            None => QConfigMapping::preset(&backend_name)?,
+        };
+        let per_tensor = matches!(per_tensor.as_deref(), Some("true" | "1"));
+        let adjust = |q: &mut QConfig| -> Result<()> {
+            if let Some(o) = &observer {
+                q.activation.observer = ObserverKind::parse(o)?;
+            }
+            if let Some(o) = &weight_observer {
+                q.weight.observer = ObserverKind::parse(o)?;
+            }
+            if per_tensor {
+                q.weight = per_tensor_weight(&q.weight);
+            }
+            Ok(())
+        };
+        if let Some(q) = mapping.global.as_mut() {
+            adjust(q)?;
+        }
+        for q in mapping.object_type.values_mut().flatten() {
+            adjust(q)?;
+        }
+        let mut p = InsertObservers::new(backend, mapping);
+        p.options = options;
+        Ok(Box::new(p))
+    }
+}
+
+/// The per-tensor version of a weight observer config.
+fn per_tensor_weight(c: &ObserverConfig) -> ObserverConfig {
+    use crate::observe::QScheme;
+    let mut c = c.clone();
+    c.qscheme = if c.qscheme.is_symmetric() {
+        QScheme::PerTensorSymmetric
+    } else {
+        QScheme::PerTensorAffine
+    };
+    c.observer = match c.observer {
+        ObserverKind::PerChannelMinMax => ObserverKind::MinMax,
+        ObserverKind::MovingAveragePerChannel => ObserverKind::MovingAverage,
+        o => o,
+    };
+    c
+}
+
+impl Pass for InsertObservers {
+    fn name(&self) -> &'static str {
+        "insert-observers"
+    }
+
+    fn options(&self) -> Vec<(String, String)> {
+        self.options.clone()
+    }
+
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let g = &mut model.graph;
+        let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
+        // Units in order of their first node; lone ops are units of one.
+        let mut units: Vec<Vec<NodeId>> = vec![];
+        let mut unit_index: BTreeMap<u32, usize> = BTreeMap::new();
+        for &n in &order {
+            let node = g.node(n);
+            if node.op().is_none() {
+                continue;
+            }
+            match &node.unit {
+                Some(u) => match unit_index.get(&u.id) {
+                    Some(&i) => units[i].push(n),
+                    None => {
+                        unit_index.insert(u.id, units.len());
+                        units.push(vec![n]);
+                    }
+                },
+                None => units.push(vec![n]),
+            }
+        }
+        for nodes in units {
+            self.annotate_unit(g, &nodes, cx);
+        }
+        // Subgraphs stay float for now: say so once per subgraph op.
+        for &n in &order {
+            if g.node(n).op().is_some_and(|op| op.has_subgraphs()) {
+                cx.note(
+                    g.display_node_name(n),
+                    "stays float: ops inside subgraphs are not quantized in this version",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InsertObservers {
+    fn pattern_for(&self, g: &Graph, nodes: &[NodeId]) -> Option<&PatternConfig> {
+        let first = g.node(nodes[0]);
+        match &first.unit {
+            Some(u) => self.backend.patterns.iter().find(|p| p.name == u.pattern),
+            None => self.backend.single(first.op_type()),
+        }
+    }
+
+    fn annotate_unit(&self, g: &mut Graph, nodes: &[NodeId], cx: &mut PassContext) {
+        let first = nodes[0];
+        let last = *nodes.last().expect("non-empty unit");
+        let name = g.display_node_name(first);
+        let op_type = g.node(first).op_type().to_string();
+        let Some(pattern) = self.pattern_for(g, nodes).cloned() else {
+            cx.note(
+                name,
+                format!(
+                    "stays float: {op_type} has no int8 kernel on {}",
+                    self.backend.name
+                ),
+            );
+            return;
+        };
+        let resolved = self.mapping.resolve(&op_type, &g.node(first).name);
+        let Some(qconfig) = resolved.qconfig.cloned() else {
+            cx.note(
+                name,
+                format!("stays float: qconfig is None ({})", resolved.rule),
+            );
+            return;
+        };
+        let Some(out) = g.node(last).outputs.first().copied().flatten() else {
+            return;
+        };
+        if g.value(out).ty.dtype() != Some(DataType::F32) {
+            cx.note(
+                name,
+                format!(
+                    "stays float: its output is {} rather than f32",
+                    g.value(out).ty
+                ),
+            );
+            return;
+        }
+        // Inputs: of the first node, plus the other operand of later chain
+        // ops (the residual of Conv + Add + Relu).
+        let mut data: Vec<ValueId> = vec![];
+        let mut weight: Option<ValueId> = None;
+        for (slot, v) in g.node(first).inputs.iter().enumerate() {
+            let Some(v) = *v else { continue };
+            if Some(slot) == pattern.weight_input {
+                weight = Some(v);
+                continue;
+            }
+            if Some(slot) == pattern.bias_input {
+                continue;
+            }
+            if slot == 0 || pattern.data_inputs == DataInputs::All {
+                data.push(v);
+            }
+        }
+        for w in nodes.windows(2) {
+            let prev_out = g.node(w[0]).outputs.first().copied().flatten();
+            for v in g.node(w[1]).inputs.iter().flatten() {
+                if Some(*v) != prev_out && g.node(w[1]).op_type() == "Add" {
+                    data.push(*v);
+                }
+            }
+        }
+        // Real-valued signals only: f32 tensors.
+        if let Some(&bad) = data
+            .iter()
+            .find(|&&v| g.value(v).ty.dtype() != Some(DataType::F32))
+        {
+            cx.note(
+                name,
+                format!(
+                    "stays float: input `{}` is {}, not f32",
+                    g.value(bad).name,
+                    g.value(bad).ty
+                ),
+            );
+            return;
+        }
+        if data.is_empty() {
+            cx.note(name, "stays float: no real-valued input");
+            return;
+        }
+        for &v in &data {
+            if g.value(v).quant.is_none() {
+                g.value_mut(v).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
+            }
+        }
+        if let Some(w) = weight {
+            match g.const_tensor(w) {
+                Some(t) if t.dtype == DataType::F32 => {
+                    let axis = output_channel_axis(g, first, t.dims.len());
+                    g.value_mut(w).quant = Some(QuantAnnotation::Weight {
+                        config: qconfig.weight.clone(),
+                        axis,
+                    });
+                }
+                _ if g.value(w).ty.dtype() == Some(DataType::F32) => {
+                    // MatMul of two activations: the second is observed too.
+                    if g.value(w).quant.is_none() {
+                        g.value_mut(w).quant =
+                            Some(QuantAnnotation::Observe(qconfig.activation.clone()));
+                    }
+                }
+                _ => {
+                    cx.note(name, "stays float: weight is not f32");
+                    return;
+                }
+            }
+        }
+        let annotation = match pattern.observation {
+            Observation::OwnOutput => QuantAnnotation::Observe(qconfig.activation.clone()),
+            Observation::ShareWithInput => QuantAnnotation::ShareWith(data[0]),
+            Observation::FixedRange { min, max } => QuantAnnotation::Fixed {
+                config: qconfig.activation.clone(),
+                min,
+                max,
+            },
+        };
+        g.value_mut(out).quant = Some(annotation);
+        cx.count(pattern.name, 1);
+    }
+}
+
+/// The output-channel axis of a weight: 0 for Conv, 1 for ConvTranspose,
+/// the output axis for Gemm (0 with transB) and MatMul (last).
+fn output_channel_axis(g: &Graph, n: NodeId, rank: usize) -> i64 {
+    let node = g.node(n);
+    match node.op_type() {
+        "ConvTranspose" => 1,
+        "Gemm" => {
+            let trans_b = node
+                .op()
+                .and_then(|o| o.attr("transB"))
+                .and_then(|a| a.as_int())
+                .unwrap_or(0);
+            if trans_b != 0 {
+                0
+            } else {
+                1
+            }
+        }
+        "MatMul" => rank as i64 - 1,
+        _ => 0,
+    }
+}
