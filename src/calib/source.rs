@@ -453,22 +453,7 @@ impl CalibrationData {
         let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let npy = npyz::NpyFile::new(BufReader::new(f))
             .map_err(|e| origin.err(format!("not a .npy array: {e}")))?;
-        if npy.order() != npyz::Order::C {
-            return Err(origin.err(
-                "Fortran-ordered arrays are not supported; save with np.ascontiguousarray".into(),
-            ));
-        }
-        let descr = match npy.dtype() {
-            npyz::DType::Plain(ts) => ts.to_string(),
-            other => return Err(origin.err(format!("unsupported dtype {other:?}"))),
-        };
-        if descr.starts_with('>') && !descr.ends_with('1') {
-            return Err(origin.err("big-endian arrays are not supported".into()));
-        }
-        let dtype =
-            npy_dtype(&descr).ok_or_else(|| origin.err(format!("unsupported dtype `{descr}`")))?;
-        let dims: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
-        let reader = npy.into_inner();
+        let (dtype, dims, reader) = crate::data::npy_data_reader(npy, &path.display().to_string())?;
         self.make_chunk(
             origin,
             ChunkArrays::Npy {
@@ -759,22 +744,4 @@ fn input_names(inputs: &[ModelInput]) -> String {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn npy_dtype(descr: &str) -> Option<DataType> {
-    Some(match descr.trim_start_matches(['<', '|', '=', '>']) {
-        "f4" => DataType::F32,
-        "f8" => DataType::F64,
-        "f2" => DataType::F16,
-        "i8" => DataType::I64,
-        "i4" => DataType::I32,
-        "i2" => DataType::I16,
-        "i1" => DataType::I8,
-        "u8" => DataType::U64,
-        "u4" => DataType::U32,
-        "u2" => DataType::U16,
-        "u1" => DataType::U8,
-        "b1" => DataType::Bool,
-        _ => return None,
-    })
 }

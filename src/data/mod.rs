@@ -48,7 +48,13 @@ fn read_npy_from<R: Read>(r: R, what: &str) -> Result<Tensor> {
     tensor_from_npy(npy, what)
 }
 
-fn tensor_from_npy<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
+/// Checks an opened `.npy` array's header (C order, little-endian, a numeric
+/// dtype) and returns its dtype, its shape, and the reader positioned at the
+/// data, so that callers can stream the data instead of loading it.
+pub fn npy_data_reader<R: Read>(
+    npy: npyz::NpyFile<R>,
+    what: &str,
+) -> Result<(DataType, Vec<i64>, R)> {
     if npy.order() != npyz::Order::C {
         return Err(Error::invalid(format!(
             "{what}: Fortran-ordered arrays are not supported; save with np.ascontiguousarray"
@@ -70,10 +76,14 @@ fn tensor_from_npy<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor>
     let dtype = npy_dtype(&descr)
         .ok_or_else(|| Error::invalid(format!("{what}: unsupported dtype `{descr}`")))?;
     let dims: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
-    let n = npy.len() as usize;
+    Ok((dtype, dims, npy.into_inner()))
+}
+
+fn tensor_from_npy<R: Read>(npy: npyz::NpyFile<R>, what: &str) -> Result<Tensor> {
+    let (dtype, dims, mut reader) = npy_data_reader(npy, what)?;
+    let n: usize = dims.iter().map(|&d| d as usize).product();
     let width = dtype.bit_width().expect("numeric") / 8;
     let mut raw = vec![0u8; n * width];
-    let mut reader = npy.into_inner();
     reader
         .read_exact(&mut raw)
         .map_err(|e| Error::invalid(format!("{what}: truncated array data: {e}")))?;
