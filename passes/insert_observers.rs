@@ -95,6 +95,54 @@ impl InsertObservers {
     }
 }
 
+impl InsertObservers {
+    /// The same pass (backend, printed options) with another mapping; the
+    /// flags' observer overrides are applied to its QConfigs.
+    pub fn with_mapping(
+        pass: Box<dyn Pass>,
+        mut mapping: QConfigMapping,
+    ) -> Result<InsertObservers> {
+        let opts: BTreeMap<String, String> = pass.options().into_iter().collect();
+        let backend_name = opts
+            .get("backend")
+            .cloned()
+            .unwrap_or_else(|| "fbgemm".into());
+        let backend = BackendConfig::by_name(&backend_name).ok_or_else(|| {
+            Error::invalid(format!(
+                "insert-observers: unknown backend `{backend_name}`"
+            ))
+        })?;
+        let per_tensor = matches!(
+            opts.get("per-tensor").map(String::as_str),
+            Some("true" | "1")
+        );
+        let adjust = |q: &mut QConfig| -> Result<()> {
+            if let Some(o) = opts.get("observer") {
+                q.activation.observer = ObserverKind::parse(o)?;
+            }
+            if let Some(o) = opts.get("weight-observer") {
+                q.weight.observer = ObserverKind::parse(o)?;
+            }
+            if per_tensor {
+                q.weight = per_tensor_weight(&q.weight);
+            }
+            Ok(())
+        };
+        if let Some(q) = mapping.global.as_mut() {
+            adjust(q)?;
+        }
+        for q in mapping.object_type.values_mut().flatten() {
+            adjust(q)?;
+        }
+        for q in mapping.name.values_mut().flatten() {
+            adjust(q)?;
+        }
+        let mut p = InsertObservers::new(backend, mapping);
+        p.options = pass.options();
+        Ok(p)
+    }
+}
+
 /// The per-tensor version of a weight observer config.
 fn per_tensor_weight(c: &ObserverConfig) -> ObserverConfig {
     use crate::observe::QScheme;

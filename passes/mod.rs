@@ -2,6 +2,7 @@
 //! API a user embedding onnxq's pass manager has.
 
 mod batchnorm_to_mul_add;
+mod convert_qdq;
 mod dedup_constants;
 mod eliminate_dead_code;
 mod fold_batchnorm;
@@ -12,6 +13,7 @@ mod insert_observers;
 mod remove_identity;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
+pub use convert_qdq::ConvertQdq;
 pub use dedup_constants::DedupConstants;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
@@ -65,6 +67,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         FuseActivations::from_options,
     );
     r.register("insert-observers", "decide which values are observed during calibration (backend, observer, weight-observer, per-tensor, qconfig)", InsertObservers::from_options);
+    r.register(
+        "convert-qdq",
+        "rewrite a calibrated graph into QuantizeLinear/DequantizeLinear form (calibration=FILE)",
+        ConvertQdq::from_options,
+    );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",
         "fuse MatMul + Add of a bias into Gemm where Gemm's 2-D rule allows",

@@ -68,6 +68,32 @@ enum Command {
         #[arg(long, num_args = 1.., value_name = "FILE")]
         merge: Vec<PathBuf>,
     },
+    /// Quantize a float model to INT8 (static QDQ): fuse, observe, calibrate, convert.
+    Quantize {
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Calibration data (see `calibrate`).
+        #[arg(long, conflicts_with = "calibration")]
+        data: Option<PathBuf>,
+        /// A calibration table from `onnxq calibrate` (same options).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+        #[command(flatten)]
+        q: QuantFlags,
+        /// Keep this node in float (repeatable).
+        #[arg(long, value_name = "NODE")]
+        exclude: Vec<String>,
+        /// Keep every node of this op type in float (repeatable).
+        #[arg(long, value_name = "TYPE")]
+        exclude_op: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// An evaluation set (.npz with the model's input arrays and `labels`):
+        /// prints fp32 vs int8 top-1 accuracy, both run in tract.
+        #[arg(long, value_name = "NPZ")]
+        eval: Option<PathBuf>,
+    },
     /// Import a model and export it again (a round trip through the IR).
     Convert {
         model: PathBuf,
@@ -250,6 +276,40 @@ fn run(cli: Cli) -> Result<()> {
             }
             eprintln!("wrote {}", output.display());
         }
+        Command::Quantize {
+            model,
+            output,
+            data,
+            calibration,
+            q,
+            exclude,
+            exclude_op,
+            threads,
+            eval,
+        } => {
+            quantize(
+                &model,
+                &output,
+                data.as_deref(),
+                calibration.as_deref(),
+                &q,
+                &exclude,
+                &exclude_op,
+                threads,
+            )?;
+            if let Some(eval) = eval {
+                let fp32 = top1_accuracy(&model, &eval)?;
+                let int8 = top1_accuracy(&output, &eval)?;
+                write_stdout(&format!(
+                    "top-1 accuracy on {} ({} samples, tract): fp32 {:.2} %, int8 {:.2} % ({:+.2} points)\n",
+                    eval.display(),
+                    fp32.1,
+                    fp32.0 * 100.0,
+                    int8.0 * 100.0,
+                    (int8.0 - fp32.0) * 100.0
+                ))?;
+            }
+        }
         Command::Convert { model, output } => {
             refuse_overwrite(&model, &output)?;
             let m = onnxq::import::import_file(&model)?;
@@ -259,6 +319,163 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn quantize(
+    model: &Path,
+    output: &Path,
+    data: Option<&Path>,
+    calibration: Option<&Path>,
+    q: &QuantFlags,
+    exclude: &[String],
+    exclude_op: &[String],
+    threads: usize,
+) -> Result<()> {
+    use std::time::Instant;
+    refuse_overwrite(model, output)?;
+    if data.is_none() && calibration.is_none() {
+        bail!("quantize needs --data PATH (calibration data) or --calibration FILE");
+    }
+    let t0 = Instant::now();
+    let mut m = onnxq::import::import_file(model)?;
+    let size_before = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
+    // Exclusions become `null` entries of the QConfigMapping.
+    let mut mapping = match &q.qconfig {
+        Some(f) => onnxq::qconfig::QConfigMapping::from_file(f)?,
+        None => onnxq::qconfig::QConfigMapping::preset(&q.backend)?,
+    };
+    let names: std::collections::BTreeSet<String> = m
+        .graph
+        .node_ids()
+        .map(|n| m.graph.node(n).name.clone())
+        .collect();
+    for n in exclude {
+        if !names.contains(n) {
+            bail!("--exclude {n}: the model has no node named `{n}`");
+        }
+        mapping.set_name(n, None);
+    }
+    for t in exclude_op {
+        mapping.set_object_type(t, None);
+    }
+    let registry = onnxq::pm::PassRegistry::builtin();
+    let fuse = onnxq::passes::FUSE.replace(
+        "fuse-activations",
+        &format!("fuse-activations{{backend={}}}", q.backend),
+    );
+    let mut pm = onnxq::pm::PassManager::parse(&fuse, &registry)?;
+    let mut cx = onnxq::pm::PassContext::new();
+    pm.run(&mut m, &mut cx)?;
+    let flags_pass = onnxq::pm::PassManager::parse(&q.prepare_pipeline(), &registry)?;
+    let insert = flags_pass
+        .passes()
+        .last()
+        .expect("insert-observers")
+        .options();
+    let mut opts: std::collections::BTreeMap<String, String> = insert.into_iter().collect();
+    opts.remove("qconfig");
+    let mut observers = onnxq::passes::InsertObservers::from_options(onnxq::pm::PassOptions::new(
+        "insert-observers",
+        opts,
+    ))?;
+    // Apply the mapping with the exclusions (overriding the flags' default mapping).
+    observers = Box::new(onnxq::passes::InsertObservers::with_mapping(
+        observers, mapping,
+    )?);
+    let mut pm2 = onnxq::pm::PassManager::new();
+    pm2.add_boxed(observers);
+    pm2.run(&mut m, &mut cx)?;
+    let t_prepare = t0.elapsed();
+    let pipeline = format!("{},{}", pm.pipeline_text(), pm2.pipeline_text());
+    let t1 = Instant::now();
+    let table = match calibration {
+        Some(f) => onnxq::calib::CalibrationTable::read(f)?,
+        None => {
+            let options = onnxq::calib::CalibrationOptions {
+                threads,
+                ..Default::default()
+            };
+            onnxq::calib::calibrate(&m, &pipeline, data.expect("checked"), options)?.0
+        }
+    };
+    let t_calib = t1.elapsed();
+    let t2 = Instant::now();
+    let mut pm3 = onnxq::pm::PassManager::new();
+    pm3.add(onnxq::passes::ConvertQdq::new(table))
+        .add(onnxq::passes::EliminateDeadCode);
+    pm3.run(&mut m, &mut cx)?;
+    onnxq::emit::write_file(&m, output).with_context(|| format!("writing {}", output.display()))?;
+    let t_convert = t2.elapsed();
+    let size_after = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
+    let mut text = String::new();
+    text += &format!("pipeline: {pipeline},convert-qdq,eliminate-dead-code\n");
+    text += &format!(
+        "quantized: {} activations, {} weights, {} biases, {} constants\n",
+        cx.stat("convert-qdq", "activations"),
+        cx.stat("convert-qdq", "weights"),
+        cx.stat("convert-qdq", "biases"),
+        cx.stat("convert-qdq", "constants")
+    );
+    let float_notes: Vec<&onnxq::pm::Diagnostic> = cx
+        .diagnostics()
+        .iter()
+        .filter(|d| d.pass == "insert-observers" || d.pass == "convert-qdq")
+        .collect();
+    if !float_notes.is_empty() {
+        text += "left in float / notes:\n";
+        for d in float_notes {
+            text += &format!("  {}: {}\n", d.subject, d.message);
+        }
+    }
+    text += &format!(
+        "size: {} -> {} ({:.2}x)\n",
+        onnxq::summary::human_bytes(size_before as usize),
+        onnxq::summary::human_bytes(size_after as usize),
+        size_after as f64 / size_before.max(1) as f64
+    );
+    text += &format!(
+        "time: prepare {:.2} s, calibrate {:.2} s, convert+write {:.2} s\nwrote {}\n",
+        t_prepare.as_secs_f64(),
+        t_calib.as_secs_f64(),
+        t_convert.as_secs_f64(),
+        output.display()
+    );
+    eprint!("{text}");
+    Ok(())
+}
+
+/// Top-1 accuracy of a single-input classifier on an .npz with the input
+/// array (named after the model input) and `labels`, run in tract.
+fn top1_accuracy(model: &Path, eval: &Path) -> Result<(f64, usize)> {
+    let m = onnxq::import::import_file_with(
+        model,
+        &onnxq::import::ImportOptions { infer_types: false },
+    )?;
+    let arrays = onnxq::data::read_npz(eval)?;
+    let input_name = &m.graph.value(m.graph.inputs[0]).name;
+    let find = |n: &str| arrays.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone());
+    let x =
+        find(input_name).with_context(|| format!("{}: no array `{input_name}`", eval.display()))?;
+    let labels =
+        find("labels").with_context(|| format!("{}: no array `labels`", eval.display()))?;
+    let labels = labels.to_i64_vec().context("labels must be integers")?;
+    let bytes = std::fs::read(model)?;
+    let out = onnxq::tract_runner::run_once(&bytes, model.parent(), std::slice::from_ref(&x))?;
+    let logits = out[0].to_f32_vec().context("float logits")?;
+    let classes = logits.len() / labels.len();
+    let correct = labels
+        .iter()
+        .enumerate()
+        .filter(|&(i, &l)| {
+            let row = &logits[i * classes..(i + 1) * classes];
+            let best = (0..classes)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap_or(0);
+            best as i64 == l
+        })
+        .count();
+    Ok((correct as f64 / labels.len() as f64, labels.len()))
 }
 
 /// Writes to stdout; a closed pipe (`onnxq inspect m | head`) is not an error.

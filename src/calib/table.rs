@@ -124,10 +124,32 @@ pub fn calibrate(
     for v in g.value_ids() {
         let name = g.value(v).name.clone();
         match &g.value(v).quant {
-            Some(QuantAnnotation::Observe(cfg)) => {
-                observed.push(v);
-                observers.push(cfg.build(1)?);
-            }
+            Some(QuantAnnotation::Observe(cfg)) => match g.const_tensor(v) {
+                // A constant operand (Add of a bias, Mul by a scale): its
+                // values are known, no data needed.
+                Some(t) => {
+                    let data = t
+                        .to_f32_vec()
+                        .ok_or_else(|| Error::invalid(format!("constant `{name}` is not float")))?;
+                    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                    let mut obs = cfg.build(1)?;
+                    obs.observe(&data, &shape)
+                        .map_err(|e| value_err(&name, e))?;
+                    let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
+                    table.entries.insert(
+                        name,
+                        Entry {
+                            role: Role::Activation,
+                            state: Some(obs),
+                            qparams,
+                        },
+                    );
+                }
+                None => {
+                    observed.push(v);
+                    observers.push(cfg.build(1)?);
+                }
+            },
             Some(QuantAnnotation::Weight { config, axis }) => {
                 let t = g
                     .const_tensor(v)

@@ -1,0 +1,413 @@
+//! `convert-qdq{calibration=FILE}`: rewrites a prepared, calibrated graph
+//! into ONNX's QDQ format (PyTorch's `convert_to_reference`, ONNX Runtime's
+//! QDQ conventions):
+//! * every observed activation gets one QuantizeLinear → DequantizeLinear
+//!   pair right after its producer, shared by all readers;
+//! * weights become int8 initializers followed by a DequantizeLinear
+//!   (per channel on the output-channel axis where the opset allows it);
+//! * Conv/Gemm biases become int32 with scale = input scale × weight scale
+//!   and zero point 0; a channel whose bias would overflow int32 gets a
+//!   larger weight scale instead (reported);
+//! * values that share their input's quantization reuse its qparams.
+//!
+//! Quantization follows the ONNX operator exactly: q = saturate(round_half_even(x / scale) + zp).
+
+use crate::calib::CalibrationTable;
+use crate::observe::{QDtype, QParams};
+use crate::prelude::*;
+use std::collections::HashMap;
+
+/// Activations whose calibrated range is wider than this stay float.
+pub const MAX_ACTIVATION_RANGE: f64 = 1e6;
+
+pub struct ConvertQdq {
+    table: CalibrationTable,
+    option: Option<String>,
+}
+
+impl ConvertQdq {
+    pub fn new(table: CalibrationTable) -> Self {
+        ConvertQdq {
+            table,
+            option: None,
+        }
+    }
+
+    pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
+        let file = opts.take("calibration");
+        opts.finish(&["calibration"])?;
+        let file = file.ok_or_else(|| {
+            Error::invalid("convert-qdq needs calibration=FILE (from `onnxq calibrate`)")
+        })?;
+        let table = CalibrationTable::read(std::path::Path::new(&file))?;
+        Ok(Box::new(ConvertQdq {
+            table,
+            option: Some(file),
+        }))
+    }
+}
+
+fn onnx_dtype(d: QDtype) -> DataType {
+    match d {
+        QDtype::QUInt8 | QDtype::UInt8 => DataType::U8,
+        QDtype::QInt8 | QDtype::Int8 => DataType::I8,
+        QDtype::UInt16 => DataType::U16,
+        QDtype::Int16 => DataType::I16,
+        QDtype::Int32 => DataType::I32,
+    }
+}
+
+/// Integer tensor of `dtype` from i64 values (already saturated).
+fn int_tensor(dtype: DataType, dims: Vec<i64>, v: &[i64]) -> Tensor {
+    let raw: Vec<u8> = match dtype {
+        DataType::U8 => v.iter().map(|&x| x as u8).collect(),
+        DataType::I8 => v.iter().map(|&x| x as i8 as u8).collect(),
+        DataType::U16 => v.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect(),
+        DataType::I16 => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
+    };
+    Tensor::from_raw(dtype, dims, raw).expect("sizes match")
+}
+
+/// ONNX QuantizeLinear of one value.
+fn quantize(x: f32, scale: f32, zp: i64, qmin: i64, qmax: i64) -> i64 {
+    let q = (x / scale).round_ties_even() as i64 + zp;
+    q.clamp(qmin, qmax)
+}
+
+impl Pass for ConvertQdq {
+    fn name(&self) -> &'static str {
+        "convert-qdq"
+    }
+
+    fn options(&self) -> Vec<(String, String)> {
+        self.option
+            .iter()
+            .map(|f| ("calibration".to_string(), f.clone()))
+            .collect()
+    }
+
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let opset = model.onnx_opset();
+        if opset < 10 {
+            return Err(Error::invalid(format!(
+                "the model imports opset {opset}; QuantizeLinear/DequantizeLinear need opset ≥ 10 (convert the model first)"
+            )));
+        }
+        let per_axis_ok = opset >= 13;
+        let g = &mut model.graph;
+        // Resolve every annotated value to qparams.
+        let annotated: Vec<ValueId> = g
+            .value_ids()
+            .filter(|&v| g.value(v).quant.is_some())
+            .collect();
+        let mut qp: HashMap<ValueId, QParams> = HashMap::new();
+        for &v in &annotated {
+            let mut cur = v;
+            let mut hops = 0;
+            while let Some(QuantAnnotation::ShareWith(src)) = &g.value(cur).quant {
+                cur = *src;
+                hops += 1;
+                if hops > 64 {
+                    return Err(Error::invalid(format!(
+                        "value `{}`: qparams sharing loops",
+                        g.value(v).name
+                    )));
+                }
+            }
+            let name = &g.value(cur).name;
+            let p = self
+                .table
+                .qparams(name)
+                .ok_or_else(|| Error::invalid(format!("calibration table has no entry for `{name}` (calibrated with another pipeline?)")))?;
+            qp.insert(v, p.clone());
+        }
+
+        // Weights (and the biases next to them), node by node.
+        let mut weight_scales: HashMap<ValueId, Vec<f32>> = HashMap::new();
+        let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
+        for &n in &order {
+            let inputs: Vec<Option<ValueId>> = g.node(n).inputs.to_vec();
+            for (slot, v) in inputs.iter().enumerate() {
+                let Some(v) = *v else { continue };
+                let Some(QuantAnnotation::Weight { axis, .. }) = g.value(v).quant.clone() else {
+                    continue;
+                };
+                if weight_scales.contains_key(&v) {
+                    continue;
+                }
+                let t = g.const_tensor(v).expect("weights are constants").clone();
+                let w = t.to_f32_vec().expect("f32 weights");
+                let mut p = qp[&v].clone();
+                let rank = t.dims.len() as i64;
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                if p.scale.len() > 1 && !per_axis_ok {
+                    // Per-axis DequantizeLinear needs opset 13: fall back to per tensor.
+                    let s = p.scale.iter().cloned().fold(0f32, f32::max);
+                    p = QParams {
+                        scale: vec![s],
+                        zero_point: vec![p.zero_point[0]],
+                        ch_axis: None,
+                        ..p
+                    };
+                    cx.note(g.value(v).name.clone(), format!("per-tensor weights: opset {opset} < 13 has no per-axis DequantizeLinear"));
+                }
+                // Bias overflow: widen the weight scale of that channel.
+                let channels = p.scale.len();
+                let bias = (slot == 1)
+                    .then(|| g.node(n).inputs.get(2).copied().flatten())
+                    .flatten();
+                let x_scale = g
+                    .node(n)
+                    .inputs
+                    .first()
+                    .copied()
+                    .flatten()
+                    .and_then(|x| qp.get(&x))
+                    .and_then(|q| q.per_tensor())
+                    .map(|q| q.0);
+                if let (Some(b), Some(sx)) = (bias, x_scale) {
+                    if let Some(bt) = g.const_tensor(b).and_then(|t| t.to_f32_vec()) {
+                        for (c, &bc) in bt.iter().enumerate() {
+                            let k = if channels == 1 {
+                                0
+                            } else {
+                                c.min(channels - 1)
+                            };
+                            let limit = (i32::MAX as f64) * 0.5;
+                            if (bc as f64 / (sx as f64 * p.scale[k] as f64)).abs() > limit {
+                                let needed = (bc.abs() as f64 / (sx as f64 * limit)) as f32;
+                                p.scale[k] = p.scale[k].max(needed);
+                                cx.warn(g.value(b).name.clone(), format!("channel {c}: bias would overflow int32; weight scale raised to {needed:e}"));
+                            }
+                        }
+                    }
+                }
+                let inner: usize = t.dims[axis + 1..]
+                    .iter()
+                    .map(|&d| d as usize)
+                    .product::<usize>()
+                    .max(1);
+                let per_c = t.dims.get(axis).copied().unwrap_or(1) as usize;
+                let q: Vec<i64> = w
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &x)| {
+                        let c = if p.scale.len() == 1 {
+                            0
+                        } else {
+                            (i / inner) % per_c
+                        };
+                        quantize(x, p.scale[c], p.zero_point[c], p.quant_min, p.quant_max)
+                    })
+                    .collect();
+                let dt = onnx_dtype(p.dtype);
+                let name = g.value(v).name.clone();
+                let qv = g.add_const(
+                    &format!("{name}_quantized"),
+                    int_tensor(dt, t.dims.clone(), &q),
+                );
+                let axis_attr = (p.scale.len() > 1).then_some(axis as i64);
+                let dq = dequantize_node(g, &name, qv, &p, axis_attr, dt);
+                g.value_mut(dq).ty = g.value(v).ty.clone();
+                g.replace_all_uses(v, dq);
+                g.remove_if_unused_const(v);
+                weight_scales.insert(dq, p.scale.clone());
+                cx.count("weights", 1);
+            }
+        }
+
+        // Biases of quantized Conv/Gemm: int32, scale = x_scale × w_scale.
+        for &n in &order {
+            if g.try_node(n).is_none()
+                || !(g.node(n).is_op("Conv")
+                    || g.node(n).is_op("Gemm")
+                    || g.node(n).is_op("ConvTranspose"))
+            {
+                continue;
+            }
+            let ins: Vec<Option<ValueId>> = g.node(n).inputs.to_vec();
+            let (Some(Some(x)), Some(Some(w)), Some(Some(b))) =
+                (ins.first(), ins.get(1), ins.get(2))
+            else {
+                continue;
+            };
+            let (Some(ws), Some(xq)) =
+                (weight_scales.get(w), qp.get(x).and_then(|q| q.per_tensor()))
+            else {
+                continue;
+            };
+            let Some(bt) = g.const_tensor(*b).and_then(|t| t.to_f32_vec()) else {
+                continue;
+            };
+            let scales: Vec<f32> = (0..bt.len())
+                .map(|c| {
+                    xq.0 * ws[if ws.len() == 1 {
+                        0
+                    } else {
+                        c.min(ws.len() - 1)
+                    }]
+                })
+                .collect();
+            let q: Vec<i64> = bt
+                .iter()
+                .zip(&scales)
+                .map(|(&x, &s)| quantize(x, s, 0, i32::MIN as i64, i32::MAX as i64))
+                .collect();
+            let name = g.value(*b).name.clone();
+            let qv = g.add_const(
+                &format!("{name}_quantized"),
+                int_tensor(DataType::I32, vec![bt.len() as i64], &q),
+            );
+            let per_channel = ws.len() > 1;
+            let p = QParams {
+                scale: if per_channel {
+                    scales.clone()
+                } else {
+                    vec![scales[0]]
+                },
+                zero_point: vec![0; if per_channel { scales.len() } else { 1 }],
+                quant_min: i32::MIN as i64,
+                quant_max: i32::MAX as i64,
+                dtype: QDtype::Int32,
+                qscheme: crate::observe::QScheme::PerChannelSymmetric,
+                ch_axis: per_channel.then_some(0),
+            };
+            let dq = dequantize_node(g, &name, qv, &p, per_channel.then_some(0), DataType::I32);
+            g.value_mut(dq).ty = g.value(*b).ty.clone();
+            let bias_v = *b;
+            g.set_input(n, 2, Some(dq));
+            g.remove_if_unused_const(bias_v);
+            cx.count("biases", 1);
+        }
+
+        // Activations: one Q → DQ pair per value, shared by all readers.
+        for v in annotated {
+            let Some(p) = qp.get(&v).cloned() else {
+                continue;
+            };
+            if g.try_value(v).is_none()
+                || matches!(g.value(v).quant, Some(QuantAnnotation::Weight { .. }))
+            {
+                continue;
+            }
+            let (s, zp) = p.per_tensor().ok_or_else(|| {
+                Error::invalid(format!(
+                    "activation `{}` has per-channel qparams",
+                    g.value(v).name
+                ))
+            })?;
+            let span = s as f64 * (p.quant_max - p.quant_min) as f64;
+            if !span.is_finite() || span > MAX_ACTIVATION_RANGE {
+                // Attention masks filled with float-min or -inf, and other
+                // huge-range values: 8 bits would erase the signal.
+                cx.note(
+                    g.value(v).name.clone(),
+                    format!("kept float: calibrated range spans {span:.3e}, beyond what 8 bits can carry (mask or huge-range value)"),
+                );
+                continue;
+            }
+            let dt = onnx_dtype(p.dtype);
+            let name = g.value(v).name.clone();
+            if let Some(t) = g.const_tensor(v).cloned() {
+                // A constant operand (Add/Mul by a constant): store it quantized.
+                let vals = t.to_f32_vec().expect("f32");
+                let q: Vec<i64> = vals
+                    .iter()
+                    .map(|&x| quantize(x, s, zp, p.quant_min, p.quant_max))
+                    .collect();
+                let qv = g.add_const(
+                    &format!("{name}_quantized"),
+                    int_tensor(dt, t.dims.clone(), &q),
+                );
+                let dq = dequantize_node(g, &name, qv, &p, None, dt);
+                g.value_mut(dq).ty = g.value(v).ty.clone();
+                g.replace_all_uses(v, dq);
+                g.remove_if_unused_const(v);
+                cx.count("constants", 1);
+                continue;
+            }
+            let was_output = g.is_graph_output(v);
+            let declared = g.value(v).declared.clone();
+            let ty = g.value(v).ty.clone();
+            let scale = g.add_const(&format!("{name}_scale"), Tensor::from_f32(vec![], &[s]));
+            let zero = g.add_const(&format!("{name}_zero_point"), int_tensor(dt, vec![], &[zp]));
+            // Readers switch to the DQ output; then the Q reads the original.
+            let placeholder =
+                g.add_const(&format!("{name}_pending"), Tensor::from_f32(vec![], &[0.0]));
+            g.replace_all_uses(v, placeholder);
+            let q = g.add_op(
+                &format!("{name}_QuantizeLinear"),
+                Op::new("QuantizeLinear"),
+                &[Some(v), Some(scale), Some(zero)],
+                &[&format!("{name}_quantized")],
+            );
+            let qv = g.node(q).outputs[0].expect("one output");
+            g.value_mut(qv).ty = ValueType::Tensor(TensorType {
+                dtype: Some(dt),
+                shape: ty.tensor().and_then(|t| t.shape.clone()),
+            });
+            let dq = g.add_op(
+                &format!("{name}_DequantizeLinear"),
+                Op::new("DequantizeLinear"),
+                &[Some(qv), Some(scale), Some(zero)],
+                &[&format!("{name}_dequantized")],
+            );
+            let dqv = g.node(dq).outputs[0].expect("one output");
+            g.value_mut(dqv).ty = ty;
+            g.replace_all_uses(placeholder, dqv);
+            g.remove_if_unused_const(placeholder);
+            if was_output {
+                // The graph output keeps its name: the float value is renamed.
+                let float_name = g.fresh_name(&format!("{name}_float"));
+                g.rename_value(v, &float_name);
+                g.value_mut(v).declared = None;
+                g.rename_value(dqv, &name);
+                g.value_mut(dqv).declared = declared;
+            }
+            cx.count("activations", 1);
+        }
+        // Annotations are consumed: the graph is plain ONNX again.
+        let ids: Vec<ValueId> = g.value_ids().collect();
+        for v in ids {
+            g.value_mut(v).quant = None;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `DequantizeLinear(q, scale, zero_point[, axis])` and returns its output.
+fn dequantize_node(
+    g: &mut Graph,
+    name: &str,
+    q: ValueId,
+    p: &QParams,
+    axis: Option<i64>,
+    dt: DataType,
+) -> ValueId {
+    let (scale, zero) = if p.scale.len() == 1 && axis.is_none() {
+        (
+            Tensor::from_f32(vec![], &[p.scale[0]]),
+            int_tensor(dt, vec![], &[p.zero_point[0]]),
+        )
+    } else {
+        let n = p.scale.len() as i64;
+        (
+            Tensor::from_f32(vec![n], &p.scale),
+            int_tensor(dt, vec![n], &p.zero_point),
+        )
+    };
+    let s = g.add_const(&format!("{name}_scale"), scale);
+    let z = g.add_const(&format!("{name}_zero_point"), zero);
+    let mut op = Op::new("DequantizeLinear");
+    if let Some(a) = axis {
+        op = op.with_attr("axis", a);
+    }
+    let n = g.add_op(
+        &format!("{name}_DequantizeLinear"),
+        op,
+        &[Some(q), Some(s), Some(z)],
+        &[&format!("{name}_dequantized")],
+    );
+    g.node(n).outputs[0].expect("one output")
+}

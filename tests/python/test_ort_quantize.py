@@ -1,0 +1,41 @@
+"""`onnxq quantize` output checked by ONNX Runtime: onnx's full checker
+accepts it, ORT runs it, outputs keep their SQNR, digits_cnn its accuracy."""
+
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import MODELS
+from test_ort_roundtrip import run_ort
+
+FLOORS = {"digits_cnn": 30.0, "residual_block": 26.0, "inverted_residual": 20.0, "mlp": 30.0,
+          "transformer_layer": 18.0, "lstm": 30.0}
+
+
+def quantize(onnxq_bin, name, out):
+    calib = next(p for p in (MODELS / f"{name}.calib.npy", MODELS / f"{name}.calib.npz") if p.exists())
+    subprocess.run([onnxq_bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(out), "--data", str(calib)],
+                   check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_quantized_model_runs_in_ort_with_good_sqnr(name, onnxq_bin, tmp_path):
+    out = tmp_path / f"{name}.int8.onnx"
+    quantize(onnxq_bin, name, out)
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    feeds = dict(np.load(MODELS / f"{name}.sample.npz"))
+    want = run_ort(MODELS / f"{name}.onnx", feeds)[0].astype(np.float64)
+    got = run_ort(out, feeds)[0].astype(np.float64)
+    sqnr = 10 * np.log10((want ** 2).sum() / max(((want - got) ** 2).sum(), 1e-30))
+    assert sqnr >= FLOORS[name], f"{name}: SQNR {sqnr:.1f} dB"
+
+
+def test_digits_accuracy_within_half_a_point_in_ort(onnxq_bin, tmp_path):
+    out = tmp_path / "digits.int8.onnx"
+    quantize(onnxq_bin, "digits_cnn", out)
+    ev = np.load(MODELS / "digits_cnn.eval.npz")
+    acc = [float((run_ort(p, {"input": ev["input"]})[0].argmax(1) == ev["labels"]).mean())
+           for p in (MODELS / "digits_cnn.onnx", out)]
+    assert acc[0] >= 0.95 and acc[1] >= acc[0] - 0.005, acc
