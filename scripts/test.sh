@@ -7,4 +7,4 @@ scripts/setup-python.sh
 cargo build --bins
 cargo test --lib --bins --tests --examples
 cargo test --doc
-ONNXQ_BIN="$PWD/target/debug/onnxq" .venv/bin/python -m pytest tests/python -q
+ONNXQ_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/onnxq" .venv/bin/python -m pytest tests/python -q
