@@ -11,7 +11,9 @@
 
 use onnxq::calib::{CalibrationData, CalibrationOptions, Calibrator, ModelInput};
 use onnxq::ir::{DataType, Model, Tensor, ValueId};
-use onnxq::observe::{HistogramObserver, MinMaxObserver, ObserverState, QuantSpec};
+use onnxq::observe::{
+    HistogramObserver, MinMaxObserver, ObserveError, Observer, ObserverState, QParams, QuantSpec,
+};
 use onnxq::tract_runner::TractModel;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -92,6 +94,31 @@ fn observers(kind: &str, n: usize) -> Vec<ObserverState> {
     vec![o; n]
 }
 
+const TRIES: usize = 5;
+
+/// An observer that ignores its input.
+#[derive(Clone)]
+struct Null;
+
+impl Observer for Null {
+    fn observe(&mut self, x: &[f32], _shape: &[usize]) -> Result<(), ObserveError> {
+        std::hint::black_box(x);
+        Ok(())
+    }
+    fn range(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        None
+    }
+    fn qparams(&self) -> Result<QParams, ObserveError> {
+        Err(ObserveError::InvalidState("no-op observer".into()))
+    }
+    fn state(&self) -> ObserverState {
+        ObserverState::MinMax(MinMaxObserver::new(QuantSpec::default()).unwrap())
+    }
+    fn merge(&mut self, _other: &Self) -> Result<(), ObserveError> {
+        Ok(())
+    }
+}
+
 fn vm_hwm_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
@@ -128,7 +155,7 @@ fn throughput(name: &str, bs: usize, reps: usize) {
             plans.push((key, TractModel::load(&bytes, None, b).unwrap()));
         }
     }
-    let plain = best_rate(samples, 3, || {
+    let plain = best_rate(samples, TRIES, || {
         for b in &batches {
             let key: Vec<Vec<i64>> = b.iter().map(|t| t.dims.clone()).collect();
             let p = &plans.iter().find(|(k, _)| *k == key).unwrap().1;
@@ -139,6 +166,30 @@ fn throughput(name: &str, bs: usize, reps: usize) {
         "{name:<18} {:>4} values  batch {bs:<3} {samples:>6} samples  plain tract, 1 thread     {plain:>10.0} samples/s",
         values.len()
     );
+    // Calibration with observers that do nothing: the cost of exposing the
+    // observed values (tract cannot fuse across a graph output) and of the
+    // calibration loop, without the statistics.
+    {
+        let cal = Calibrator::new(&m, &values)
+            .unwrap()
+            .with_options(CalibrationOptions {
+                threads: 1,
+                show_progress: false,
+            });
+        let run = || {
+            let data = CalibrationData::from_batches(&inputs, batches.clone().into_iter().map(Ok))
+                .unwrap();
+            let mut obs = vec![Null; values.len()];
+            cal.run(data, &mut obs).unwrap();
+        };
+        run();
+        let rate = best_rate(samples, TRIES, run);
+        println!(
+            "{:<70} calibrate no-op     1 thr {rate:>10.0} samples/s  {:>5.0} % of plain",
+            "",
+            100.0 * rate / plain
+        );
+    }
     for kind in ["minmax", "histogram"] {
         for threads in [1, 2] {
             let cal = Calibrator::new(&m, &values)
@@ -155,7 +206,7 @@ fn throughput(name: &str, bs: usize, reps: usize) {
                 cal.run(data, &mut obs).unwrap();
             };
             run(); // builds the plans
-            let rate = best_rate(samples, 3, run);
+            let rate = best_rate(samples, TRIES, run);
             println!(
                 "{:<70} calibrate {kind:<9} {threads} thr {rate:>10.0} samples/s  {:>5.0} % of plain",
                 "",
@@ -230,7 +281,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    println!("== throughput (best of 3) ==");
+    println!("== throughput (best of {TRIES}) ==");
     throughput("digits_cnn", 32, 10);
     throughput("transformer_layer", 16, 10);
     println!("\n== peak RSS (histogram observers on every f32 activation, 2 threads) ==");

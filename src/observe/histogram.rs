@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::minmax::aminmax;
+use super::minmax::{aminmax, finish_minmax, lanes_minmax};
 use super::qparams::{calculate_qparams, QParams, QuantSpec};
 use super::{check_shape, ObserveError, Observer, ObserverState};
 
@@ -52,9 +52,10 @@ pub(crate) fn torch_linspace(start: f32, end: f32, steps: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `torch.histc(x, bins, min=lo, max=hi)` for float32 on CPU (the legacy
-/// LINEAR_INTERPOLATION path: no bin-edge correction).
-pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> {
+/// Resolves `torch.histc`'s range: an empty range becomes the data's range,
+/// then `[lo - 1, hi + 1]` if still empty (computed in f64, like torch's
+/// scalar arguments). Returns the f32 ends linspace would produce.
+fn histc_range(x: &[f32], lo: f32, hi: f32) -> (f32, f32) {
     let (mut lo, mut hi) = (lo as f64, hi as f64);
     if lo == hi && !x.is_empty() {
         if let Some((a, b)) = aminmax(x) {
@@ -67,9 +68,92 @@ pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> 
         hi += 1.0;
     }
     // linspace's first and last values are exactly the (f32-rounded) ends.
-    let (left, right) = (lo as f32, hi as f32);
+    (lo as f32, hi as f32)
+}
+
+/// Batches above this many values use the float32 reference loop: torch
+/// counts in float32, which stops being exact at 2^24.
+const EXACT_COUNT_LIMIT: usize = 1 << 24;
+
+/// Values whose bin indices are computed in one vectorised pass.
+const INDEX_CHUNK: usize = 256;
+
+thread_local! {
+    /// Scratch count buffers for [`histc_counts`], reused across calls.
+    static COUNT_SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Per-bin counts of `torch.histc` over the resolved ends `[left, right]`,
+/// handed to `emit(bin, count)` in bin order. Only for `x.len() <
+/// EXACT_COUNT_LIMIT`, where integer counts equal torch's float32 ones.
+///
+/// Each value's bin is `((e - left) * bins / (right - left))` with the same
+/// float32 operations in the same order as the reference loop; the indices
+/// are computed a chunk at a time (vectorised), then counted into four
+/// interleaved sub-histograms to break store-to-load dependency chains when
+/// many consecutive values fall in the same bin.
+fn histc_counts(x: &[f32], bins: usize, left: f32, right: f32, mut emit: impl FnMut(usize, u32)) {
+    debug_assert!(x.len() < EXACT_COUNT_LIMIT);
     let nb = bins as f32;
+    let width = right - left;
+    let last = bins as u32 - 1;
+    // Out-of-range values (and NaN) go to an extra, discarded slot.
+    let dummy = bins as u32;
+    let stride = bins + 1;
+    let copies = if x.len() >= 8 * bins { 4 } else { 1 };
+    COUNT_SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.clear();
+        scratch.resize(copies * stride, 0);
+        let mut idx = [0u32; INDEX_CHUNK];
+        for chunk in x.chunks(INDEX_CHUNK) {
+            let idx = &mut idx[..chunk.len()];
+            for (i, &e) in idx.iter_mut().zip(chunk) {
+                // `as u32` saturates (NaN -> 0), so this equals the reference
+                // `as i64`, clamp to bins - 1, then max(0).
+                let pos = (((e - left) * nb / width) as u32).min(last);
+                *i = if e >= left && e <= right { pos } else { dummy };
+            }
+            if copies == 4 {
+                let (c0, rest) = scratch.split_at_mut(stride);
+                let (c1, rest) = rest.split_at_mut(stride);
+                let (c2, c3) = rest.split_at_mut(stride);
+                let mut quads = idx.chunks_exact(4);
+                for q in &mut quads {
+                    c0[q[0] as usize] += 1;
+                    c1[q[1] as usize] += 1;
+                    c2[q[2] as usize] += 1;
+                    c3[q[3] as usize] += 1;
+                }
+                for &i in quads.remainder() {
+                    c0[i as usize] += 1;
+                }
+            } else {
+                for &i in idx.iter() {
+                    scratch[i as usize] += 1;
+                }
+            }
+        }
+        for b in 0..bins {
+            let mut c = scratch[b];
+            for k in 1..copies {
+                c += scratch[k * stride + b];
+            }
+            emit(b, c);
+        }
+    });
+}
+
+/// `torch.histc(x, bins, min=lo, max=hi)` for float32 on CPU (the legacy
+/// LINEAR_INTERPOLATION path: no bin-edge correction).
+pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let (left, right) = histc_range(x, lo, hi);
     let mut hist = vec![0.0f32; bins];
+    if x.len() < EXACT_COUNT_LIMIT {
+        histc_counts(x, bins, left, right, |b, c| hist[b] = c as f32);
+        return hist;
+    }
+    let nb = bins as f32;
     for &e in x {
         if !(e >= left && e <= right) {
             continue;
@@ -81,6 +165,20 @@ pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> 
         hist[pos.max(0) as usize] += 1.0;
     }
     hist
+}
+
+/// `hist += torch.histc(x, hist.len(), min=lo, max=hi)` without building the
+/// intermediate histogram (each bin gets the same single float32 addition).
+fn add_torch_histc(hist: &mut [f32], x: &[f32], lo: f32, hi: f32) {
+    if x.len() < EXACT_COUNT_LIMIT {
+        let (left, right) = histc_range(x, lo, hi);
+        histc_counts(x, hist.len(), left, right, |b, c| hist[b] += c as f32);
+    } else {
+        let update = torch_histc(x, hist.len(), lo, hi);
+        for (h, u) in hist.iter_mut().zip(&update) {
+            *h += u;
+        }
+    }
 }
 
 fn f32_sum(v: &[f32]) -> f32 {
@@ -131,18 +229,23 @@ impl TorchHistogram {
     /// `HistogramObserver.forward`. Infinite values are ignored like torch
     /// does; NaNs are ignored too (torch would poison min/max with them).
     pub fn observe(&mut self, x: &[f32]) {
+        // One pass finds min/max and whether anything is non-finite.
+        let (lo, hi, nan) = lanes_minmax(x);
         let filtered;
-        let x = if x.iter().all(|v| v.is_finite()) {
-            x
+        let (x, minmax) = if !nan && lo.is_finite() && hi.is_finite() {
+            (x, finish_minmax(x, lo, hi))
+        } else if !nan && lo > hi {
+            // empty
+            return;
         } else {
             filtered = x
                 .iter()
                 .copied()
                 .filter(|v| v.is_finite())
                 .collect::<Vec<_>>();
-            &filtered[..]
+            (&filtered[..], aminmax(&filtered))
         };
-        let Some((x_min, x_max)) = aminmax(x) else {
+        let Some((x_min, x_max)) = minmax else {
             return;
         };
         match self.min_max {
@@ -153,12 +256,10 @@ impl TorchHistogram {
             Some((cur_min, cur_max)) => {
                 let new_min = cur_min.min(x_min);
                 let new_max = cur_max.max(x_max);
-                let update = torch_histc(x, self.bins, new_min, new_max);
                 if new_min == cur_min && new_max == cur_max {
-                    for (h, u) in self.histogram.iter_mut().zip(&update) {
-                        *h += u;
-                    }
+                    add_torch_histc(&mut self.histogram, x, new_min, new_max);
                 } else {
+                    let update = torch_histc(x, self.bins, new_min, new_max);
                     self.histogram =
                         self.combine(&self.histogram, cur_min, cur_max, &update, new_min, new_max);
                     self.min_max = Some((new_min, new_max));
@@ -182,16 +283,49 @@ impl TorchHistogram {
         let up_f = up as f32;
         let bin_size = (orig_max - orig_min) / (n_fine as f32);
         let half = 0.5f32 * bin_size;
-        let fine_edges = torch_linspace(orig_min, orig_max, n_fine + 1);
+        // torch_linspace(orig_min, orig_max, n_fine + 1), element by element.
+        let steps = n_fine + 1;
+        let step = (orig_max - orig_min) / ((steps - 1) as f32);
+        let lin_half = steps / 2;
+        let fine_edge = |i: usize| -> f32 {
+            if i < lin_half {
+                step.mul_add(i as f32, orig_min)
+            } else {
+                (-step).mul_add((steps - 1 - i) as f32, orig_max)
+            }
+        };
         let boundaries = torch_linspace(update_min, update_max, self.bins + 1);
+        let last_bin = self.bins as i64 - 1;
         let mut out = vec![0.0f32; self.bins];
-        for i in 0..n_fine {
-            let w = hist[i / up] / up_f;
-            let mid = fine_edges[i] + half;
-            // bucketize(right=True) - 1: index of the last boundary <= mid.
-            let ub = boundaries.partition_point(|&b| b <= mid) as i64 - 1;
-            let b = ub.clamp(0, self.bins as i64 - 1) as usize;
-            out[b] += w;
+        // On sorted boundaries, `partition_point(|b| b <= mid)` is the number
+        // of boundaries <= mid, which a cursor can track in amortised O(1)
+        // as the midpoints move (almost always forward).
+        let sorted = boundaries.windows(2).all(|w| w[0] <= w[1]);
+        let mut p = 0usize;
+        for (j, &h) in hist.iter().enumerate().take(self.bins) {
+            let w = h / up_f;
+            // out[b] only ever holds sums of non-negative weights (never
+            // -0.0), so adding +0.0 leaves it unchanged: skip empty bins.
+            if w == 0.0 && w.is_sign_positive() {
+                continue;
+            }
+            for i in j * up..(j + 1) * up {
+                let mid = fine_edge(i) + half;
+                // bucketize(right=True) - 1: index of the last boundary <= mid.
+                let pp = if !sorted || mid.is_nan() {
+                    boundaries.partition_point(|&b| b <= mid)
+                } else {
+                    while p < boundaries.len() && boundaries[p] <= mid {
+                        p += 1;
+                    }
+                    while p > 0 && boundaries[p - 1] > mid {
+                        p -= 1;
+                    }
+                    p
+                };
+                let b = (pp as i64 - 1).clamp(0, last_bin) as usize;
+                out[b] += w;
+            }
         }
         out
     }

@@ -17,11 +17,68 @@ use super::{check_shape, ObserveError, Observer, ObserverState};
 /// torch's default `averaging_constant`.
 pub const DEFAULT_AVERAGING_CONSTANT: f64 = 0.01;
 
-/// `torch.aminmax` over the non-NaN values.
+/// Lanes of the chunked min/max reduction (a multiple of every SIMD width).
+const LANES: usize = 16;
+
+/// Numeric min and max of the non-NaN values of `x` (`(+inf, -inf)` if there
+/// are none) and whether `x` holds a NaN. Written as fixed-width lanes of
+/// compare-and-select so that the compiler vectorises it; the sign of a zero
+/// result is not meaningful (see [`aminmax`]).
+pub(crate) fn lanes_minmax(x: &[f32]) -> (f32, f32, bool) {
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
+    let mut nan = [false; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for j in 0..LANES {
+            let v = c[j];
+            lo[j] = if v < lo[j] { v } else { lo[j] };
+            hi[j] = if v > hi[j] { v } else { hi[j] };
+            nan[j] |= v.is_nan();
+        }
+    }
+    let (mut l, mut h, mut n) = (f32::INFINITY, f32::NEG_INFINITY, false);
+    for j in 0..LANES {
+        l = if lo[j] < l { lo[j] } else { l };
+        h = if hi[j] > h { hi[j] } else { h };
+        n |= nan[j];
+    }
+    for &v in rem {
+        l = if v < l { v } else { l };
+        h = if v > h { v } else { h };
+        n |= v.is_nan();
+    }
+    (l, h, n)
+}
+
+/// The bits the sequential fold `lo.min(v)` / `hi.max(v)` returns for the
+/// extreme value `v`: that fold keeps the first element equal to the extreme,
+/// which only matters for zeros (`0.0 == -0.0`).
+fn first_equal(x: &[f32], v: f32) -> f32 {
+    if v == 0.0 {
+        x.iter().copied().find(|&e| e == 0.0).unwrap_or(v)
+    } else {
+        v
+    }
+}
+
+/// `torch.aminmax` over the non-NaN values. Bit-identical to the sequential
+/// fold `(lo.min(v), hi.max(v))` from the first non-NaN element, including
+/// the sign of a zero result.
 pub(crate) fn aminmax(x: &[f32]) -> Option<(f32, f32)> {
-    let mut it = x.iter().copied().filter(|v| !v.is_nan());
-    let first = it.next()?;
-    Some(it.fold((first, first), |(lo, hi), v| (lo.min(v), hi.max(v))))
+    let (lo, hi, _) = lanes_minmax(x);
+    finish_minmax(x, lo, hi)
+}
+
+/// Turns a [`lanes_minmax`] result for `x` into the [`aminmax`] result.
+pub(crate) fn finish_minmax(x: &[f32], lo: f32, hi: f32) -> Option<(f32, f32)> {
+    // Any non-NaN value v gives lo <= v <= hi.
+    // lo and hi are never NaN.
+    if lo > hi {
+        return None;
+    }
+    Some((first_equal(x, lo), first_equal(x, hi)))
 }
 
 fn per_tensor_only(spec: &QuantSpec, who: &str) -> Result<(), ObserveError> {
