@@ -186,3 +186,22 @@ fn mse_symmetric_hits_the_analytic_optimum() {
     let want = 2.0 * 270.0 / (6.0 + 2.0 * n / 195_075.0);
     assert!((t - want).abs() < 1.5, "t = {t}, analytic {want}");
 }
+
+/// A float-min attention mask after small activations: ORT-style histograms
+/// would need billions of bins; observing is a clear error, not an OOM.
+#[test]
+fn ort_histograms_refuse_runaway_growth() {
+    use onnxq::observe::{
+        EntropyObserver, Observer, PercentileObserver, QDtype, QScheme, QuantSpec,
+    };
+    let spec = QuantSpec::new(QDtype::QUInt8, QScheme::PerTensorAffine);
+    let small: Vec<f32> = (0..64).map(|i| i as f32 * 1e-3).collect();
+    let mask = vec![0.0, f32::MIN, -1.0, 2.0];
+    let mut p = PercentileObserver::new(spec, 99.99, 2048).unwrap();
+    p.observe(&small, &[64]).unwrap();
+    let e = p.observe(&mask, &[4]).unwrap_err().to_string();
+    assert!(e.contains("bins"), "{e}");
+    let mut h = EntropyObserver::new(spec, 2048, 128).unwrap();
+    h.observe(&small, &[64]).unwrap();
+    assert!(h.observe(&mask, &[4]).is_err());
+}

@@ -490,9 +490,65 @@ impl PercentileObserver {
     }
 }
 
+/// ORT's histograms grow by bins of the first batch's width; a range that
+/// jumps by orders of magnitude (a float-min mask after small activations)
+/// would need billions of bins. Above this many, observing is an error.
+pub const MAX_HISTOGRAM_BINS: usize = 1 << 20;
+
+/// Bins an ORT-style histogram of stride `width` needs to reach `amax`.
+fn bins_to_reach(width: f32, amax: f32) -> f64 {
+    if width.is_nan() || width <= 0.0 {
+        return 0.0;
+    }
+    (amax as f64 / width as f64).abs()
+}
+
+fn check_growth(bins: f64, amax: f32) -> Result<(), ObserveError> {
+    if bins > MAX_HISTOGRAM_BINS as f64 {
+        return Err(ObserveError::InvalidState(format!(
+            "the observed range grew to {amax:e}, which this histogram (fixed bin width, ONNX Runtime's scheme) \
+             would need {bins:.3e} bins to cover; use the histogram or minmax observer for this value, or keep it float"
+        )));
+    }
+    Ok(())
+}
+
+fn finite_absmax(x: &[f32]) -> f32 {
+    x.iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |a, &v| a.max(v.abs()))
+}
+
+impl ValueHistogram {
+    /// Bins the next batch would need (before observing it).
+    fn bins_needed(&self, x: &[f32]) -> f64 {
+        match self.min_max_threshold {
+            Some((_, _, othr)) if othr > 0.0 && !self.hist.is_empty() => {
+                bins_to_reach(2.0 * othr / self.hist.len() as f32, 2.0 * finite_absmax(x))
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+impl AbsHistogram {
+    /// Bins the next batch would need (before observing it).
+    fn bins_needed(&self, x: &[f32]) -> f64 {
+        if self.edges.len() < 2 {
+            return 0.0;
+        }
+        bins_to_reach(self.edges[1] - self.edges[0], finite_absmax(x))
+    }
+}
+
 impl Observer for PercentileObserver {
     fn observe(&mut self, x: &[f32], shape: &[usize]) -> Result<(), ObserveError> {
         check_shape(x, shape)?;
+        let needed = match &self.hist {
+            PercentileHistogram::Abs(h) => h.bins_needed(x),
+            PercentileHistogram::Value(h) => h.bins_needed(x),
+        };
+        check_growth(needed, finite_absmax(x))?;
         match &mut self.hist {
             PercentileHistogram::Abs(h) => h.observe(x),
             PercentileHistogram::Value(h) => h.observe(x),
@@ -675,6 +731,7 @@ impl EntropyObserver {
 impl Observer for EntropyObserver {
     fn observe(&mut self, x: &[f32], shape: &[usize]) -> Result<(), ObserveError> {
         check_shape(x, shape)?;
+        check_growth(self.hist.bins_needed(x), finite_absmax(x))?;
         self.hist.observe(x);
         Ok(())
     }
