@@ -20,7 +20,7 @@
 
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
-use crate::qconfig::{ObserverConfig, ObserverKind, QConfig, QConfigMapping};
+use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
 use std::collections::BTreeMap;
 
 pub struct InsertObservers {
@@ -41,104 +41,73 @@ impl InsertObservers {
 
     /// Factory for the registry.
     pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
-        let mut options = vec![];
-        let mut take = |k: &str, o: &mut PassOptions| {
-            let v = o.take(k);
-            if let Some(v) = &v {
-                options.push((k.to_string(), v.clone()));
-            }
-            v
-        };
-        let backend_name = take("backend", &mut opts).unwrap_or_else(|| "fbgemm".into());
-        let observer = take("observer", &mut opts);
-        let weight_observer = take("weight-observer", &mut opts);
-        let per_tensor = take("per-tensor", &mut opts);
-        let qconfig_file = take("qconfig", &mut opts);
-        opts.finish(&[
+        const KEYS: [&str; 5] = [
             "backend",
             "observer",
             "weight-observer",
             "per-tensor",
             "qconfig",
-        ])?;
-        let backend = BackendConfig::by_name(&backend_name).ok_or_else(|| {
+        ];
+        let options: Vec<(String, String)> = KEYS
+            .iter()
+            .filter_map(|&k| opts.take(k).map(|v| (k.to_string(), v)))
+            .collect();
+        opts.finish(&KEYS)?;
+        let get = |k: &str| {
+            options
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let mapping = match get("qconfig") {
+            Some(f) => QConfigMapping::from_file(std::path::Path::new(f))?,
+            None => QConfigMapping::preset(get("backend").unwrap_or("fbgemm"))?,
+        };
+        Ok(Box::new(Self::with_mapping(options, mapping)?))
+    }
+
+    /// The pass for pipeline `options` (`backend`, `observer`,
+    /// `weight-observer`, `per-tensor`; `qconfig` is only recorded) and a
+    /// QConfigMapping; the observer options override every QConfig in it.
+    pub fn with_mapping(
+        options: Vec<(String, String)>,
+        mut mapping: QConfigMapping,
+    ) -> Result<InsertObservers> {
+        let get = |k: &str| {
+            options
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let backend_name = get("backend").unwrap_or("fbgemm");
+        let backend = BackendConfig::by_name(backend_name).ok_or_else(|| {
             Error::invalid(format!(
                 "insert-observers: unknown backend `{backend_name}`"
             ))
         })?;
-        let mut mapping = match qconfig_file {
-            Some(f) => QConfigMapping::from_file(std::path::Path::new(&f))?,
-            None => QConfigMapping::preset(&backend_name)?,
-        };
-        let per_tensor = matches!(per_tensor.as_deref(), Some("true" | "1"));
-        let adjust = |q: &mut QConfig| -> Result<()> {
+        let observer = get("observer").map(ObserverKind::parse).transpose()?;
+        let weight_observer = get("weight-observer")
+            .map(ObserverKind::parse)
+            .transpose()?;
+        let per_tensor = matches!(get("per-tensor"), Some("true" | "1"));
+        let qconfigs = mapping
+            .global
+            .iter_mut()
+            .chain(mapping.object_type.values_mut().flatten())
+            .chain(mapping.name.values_mut().flatten());
+        for q in qconfigs {
             if let Some(o) = &observer {
-                q.activation.observer = ObserverKind::parse(o)?;
+                q.activation.observer = o.clone();
             }
             if let Some(o) = &weight_observer {
-                q.weight.observer = ObserverKind::parse(o)?;
+                q.weight.observer = o.clone();
             }
             if per_tensor {
                 q.weight = per_tensor_weight(&q.weight);
             }
-            Ok(())
-        };
-        if let Some(q) = mapping.global.as_mut() {
-            adjust(q)?;
-        }
-        for q in mapping.object_type.values_mut().flatten() {
-            adjust(q)?;
         }
         let mut p = InsertObservers::new(backend, mapping);
         p.options = options;
-        Ok(Box::new(p))
-    }
-}
-
-impl InsertObservers {
-    /// The same pass (backend, printed options) with another mapping; the
-    /// flags' observer overrides are applied to its QConfigs.
-    pub fn with_mapping(
-        pass: Box<dyn Pass>,
-        mut mapping: QConfigMapping,
-    ) -> Result<InsertObservers> {
-        let opts: BTreeMap<String, String> = pass.options().into_iter().collect();
-        let backend_name = opts
-            .get("backend")
-            .cloned()
-            .unwrap_or_else(|| "fbgemm".into());
-        let backend = BackendConfig::by_name(&backend_name).ok_or_else(|| {
-            Error::invalid(format!(
-                "insert-observers: unknown backend `{backend_name}`"
-            ))
-        })?;
-        let per_tensor = matches!(
-            opts.get("per-tensor").map(String::as_str),
-            Some("true" | "1")
-        );
-        let adjust = |q: &mut QConfig| -> Result<()> {
-            if let Some(o) = opts.get("observer") {
-                q.activation.observer = ObserverKind::parse(o)?;
-            }
-            if let Some(o) = opts.get("weight-observer") {
-                q.weight.observer = ObserverKind::parse(o)?;
-            }
-            if per_tensor {
-                q.weight = per_tensor_weight(&q.weight);
-            }
-            Ok(())
-        };
-        if let Some(q) = mapping.global.as_mut() {
-            adjust(q)?;
-        }
-        for q in mapping.object_type.values_mut().flatten() {
-            adjust(q)?;
-        }
-        for q in mapping.name.values_mut().flatten() {
-            adjust(q)?;
-        }
-        let mut p = InsertObservers::new(backend, mapping);
-        p.options = pass.options();
         Ok(p)
     }
 }

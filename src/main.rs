@@ -125,24 +125,42 @@ struct QuantFlags {
 impl QuantFlags {
     /// The prepare pipeline (fusion + observer insertion) these flags describe.
     fn prepare_pipeline(&self) -> String {
-        let mut opts = vec![format!("backend={}", self.backend)];
-        if let Some(o) = &self.observer {
-            opts.push(format!("observer={o}"));
-        }
-        if let Some(o) = &self.weight_observer {
-            opts.push(format!("weight-observer={o}"));
-        }
-        if self.per_tensor {
-            opts.push("per-tensor=true".into());
-        }
-        if let Some(q) = &self.qconfig {
-            opts.push(format!("qconfig={}", q.display()));
-        }
-        let fuse = onnxq::passes::FUSE.replace(
+        let opts: Vec<String> = self
+            .insert_options()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(
+            "{},insert-observers{{{}}}",
+            self.fuse_pipeline(),
+            opts.join(",")
+        )
+    }
+
+    /// Canonicalization and fusion for this backend.
+    fn fuse_pipeline(&self) -> String {
+        onnxq::passes::FUSE.replace(
             "fuse-activations",
             &format!("fuse-activations{{backend={}}}", self.backend),
-        );
-        format!("{fuse},insert-observers{{{}}}", opts.join(","))
+        )
+    }
+
+    /// The `insert-observers` options these flags give.
+    fn insert_options(&self) -> Vec<(String, String)> {
+        let mut opts = vec![("backend".to_string(), self.backend.clone())];
+        if let Some(o) = &self.observer {
+            opts.push(("observer".into(), o.clone()));
+        }
+        if let Some(o) = &self.weight_observer {
+            opts.push(("weight-observer".into(), o.clone()));
+        }
+        if self.per_tensor {
+            opts.push(("per-tensor".into(), "true".into()));
+        }
+        if let Some(q) = &self.qconfig {
+            opts.push(("qconfig".into(), q.display().to_string()));
+        }
+        opts
     }
 }
 
@@ -360,31 +378,13 @@ fn quantize(
         mapping.set_object_type(t, None);
     }
     let registry = onnxq::pm::PassRegistry::builtin();
-    let fuse = onnxq::passes::FUSE.replace(
-        "fuse-activations",
-        &format!("fuse-activations{{backend={}}}", q.backend),
-    );
-    let mut pm = onnxq::pm::PassManager::parse(&fuse, &registry)?;
+    let mut pm = onnxq::pm::PassManager::parse(&q.fuse_pipeline(), &registry)?;
     let mut cx = onnxq::pm::PassContext::new();
     pm.run(&mut m, &mut cx)?;
-    let flags_pass = onnxq::pm::PassManager::parse(&q.prepare_pipeline(), &registry)?;
-    let insert = flags_pass
-        .passes()
-        .last()
-        .expect("insert-observers")
-        .options();
-    let mut opts: std::collections::BTreeMap<String, String> = insert.into_iter().collect();
-    opts.remove("qconfig");
-    let mut observers = onnxq::passes::InsertObservers::from_options(onnxq::pm::PassOptions::new(
-        "insert-observers",
-        opts,
-    ))?;
-    // Apply the mapping with the exclusions (overriding the flags' default mapping).
-    observers = Box::new(onnxq::passes::InsertObservers::with_mapping(
-        observers, mapping,
-    )?);
+    // Observer insertion with the mapping that carries the exclusions.
+    let observers = onnxq::passes::InsertObservers::with_mapping(q.insert_options(), mapping)?;
     let mut pm2 = onnxq::pm::PassManager::new();
-    pm2.add_boxed(observers);
+    pm2.add(observers);
     pm2.run(&mut m, &mut cx)?;
     let t_prepare = t0.elapsed();
     let pipeline = format!("{},{}", pm.pipeline_text(), pm2.pipeline_text());
