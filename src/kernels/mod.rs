@@ -15,6 +15,7 @@
 
 pub mod cpu;
 pub mod fbgemm;
+pub mod histc; // histogram binning of the calibration observers
 pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
 pub mod reference;
 pub mod testing;
@@ -97,6 +98,8 @@ pub struct Kernels {
     pub dwconv_u8s8: &'static [&'static DwConvUkernel],
     /// qnnpack-style u8×u8 kernels (GEMM/conv, depthwise, pooling, Add) of this tier.
     pub qnnpack: &'static qnnpack::QnnpackKernels,
+    /// Histogram bin indices (calibration's histogram observers).
+    pub histc: &'static histc::HistcUkernel,
 }
 
 static SCALAR: Kernels = Kernels {
@@ -108,6 +111,7 @@ static SCALAR: Kernels = Kernels {
         &fbgemm::dwconv_u8s8_scalar::DWCONV_U8S8_5X5_SCALAR,
     ],
     qnnpack: &qnnpack::SCALAR,
+    histc: &histc::histc_scalar::HISTC_SCALAR,
 };
 
 // [fbconv] AVX2 depthwise kernels, also used by the VNNI sets (no VNNI-specific ones yet).
@@ -126,6 +130,7 @@ static AVX2: Kernels = Kernels {
     ],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
     qnnpack: &qnnpack::AVX2,
+    histc: &histc::histc_avx2::HISTC_AVX2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -134,6 +139,7 @@ static AVXVNNI: Kernels = Kernels {
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x16c4_avxvnni::GEMM_U8S8_6X16C4_AVXVNNI],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
     qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
+    histc: &histc::histc_avx2::HISTC_AVX2,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -142,6 +148,7 @@ static AVX512VNNI: Kernels = Kernels {
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x64c4_avx512vnni::GEMM_U8S8_6X64C4_AVX512VNNI],
     dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
     qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
+    histc: &histc::histc_avx2::HISTC_AVX2,
 };
 
 /// The kernel set of `isa`, whether or not this host can run it (`None` if none is compiled in,

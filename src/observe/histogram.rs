@@ -18,6 +18,7 @@
 //! chosen bins, and hence scale and zero point, match torch exactly (see
 //! `tests/observe_torch_refs.rs`).
 
+use crate::kernels::histc::HistcBins;
 use serde::{Deserialize, Serialize};
 
 use super::minmax::{aminmax, finish_minmax, lanes_minmax};
@@ -84,36 +85,33 @@ thread_local! {
 }
 
 /// Per-bin counts of `torch.histc` over the resolved ends `[left, right]`,
-/// handed to `emit(bin, count)` in bin order. Only for `x.len() <
+/// handed to `counts` (one per bin). Only for `x.len() <
 /// EXACT_COUNT_LIMIT`, where integer counts equal torch's float32 ones.
 ///
 /// Each value's bin is `((e - left) * bins / (right - left))` with the same
 /// float32 operations in the same order as the reference loop; the indices
-/// are computed a chunk at a time (vectorised), then counted into four
+/// are computed a chunk at a time (by the host's `kernels::histc` kernel), then counted into four
 /// interleaved sub-histograms to break store-to-load dependency chains when
 /// many consecutive values fall in the same bin.
-fn histc_counts(x: &[f32], bins: usize, left: f32, right: f32, mut emit: impl FnMut(usize, u32)) {
+fn histc_counts(x: &[f32], bins: usize, left: f32, right: f32, counts: impl FnOnce(&[u32])) {
     debug_assert!(x.len() < EXACT_COUNT_LIMIT);
-    let nb = bins as f32;
-    let width = right - left;
-    let last = bins as u32 - 1;
     // Out-of-range values (and NaN) go to an extra, discarded slot.
-    let dummy = bins as u32;
     let stride = bins + 1;
     let copies = if x.len() >= 8 * bins { 4 } else { 1 };
     COUNT_SCRATCH.with(|cell| {
         let mut scratch = cell.borrow_mut();
         scratch.clear();
         scratch.resize(copies * stride, 0);
+        let histc = crate::kernels::best().histc;
+        let spec = HistcBins {
+            left,
+            right,
+            bins: bins as u32,
+        };
         let mut idx = [0u32; INDEX_CHUNK];
         for chunk in x.chunks(INDEX_CHUNK) {
             let idx = &mut idx[..chunk.len()];
-            for (i, &e) in idx.iter_mut().zip(chunk) {
-                // `as u32` saturates (NaN -> 0), so this equals the reference
-                // `as i64`, clamp to bins - 1, then max(0).
-                let pos = (((e - left) * nb / width) as u32).min(last);
-                *i = if e >= left && e <= right { pos } else { dummy };
-            }
+            histc.indices(chunk, &spec, idx);
             if copies == 4 {
                 let (c0, rest) = scratch.split_at_mut(stride);
                 let (c1, rest) = rest.split_at_mut(stride);
@@ -134,13 +132,14 @@ fn histc_counts(x: &[f32], bins: usize, left: f32, right: f32, mut emit: impl Fn
                 }
             }
         }
-        for b in 0..bins {
-            let mut c = scratch[b];
-            for k in 1..copies {
-                c += scratch[k * stride + b];
+        // Fold the sub-histograms into the first (vectorised adds).
+        let (first, rest) = scratch.split_at_mut(stride);
+        for k in 1..copies {
+            for (a, b) in first.iter_mut().zip(&rest[(k - 1) * stride..k * stride]) {
+                *a += b;
             }
-            emit(b, c);
         }
+        counts(&first[..bins]);
     });
 }
 
@@ -150,7 +149,11 @@ pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> 
     let (left, right) = histc_range(x, lo, hi);
     let mut hist = vec![0.0f32; bins];
     if x.len() < EXACT_COUNT_LIMIT {
-        histc_counts(x, bins, left, right, |b, c| hist[b] = c as f32);
+        histc_counts(x, bins, left, right, |c| {
+            for (h, &c) in hist.iter_mut().zip(c) {
+                *h = c as f32;
+            }
+        });
         return hist;
     }
     let nb = bins as f32;
@@ -172,7 +175,11 @@ pub(crate) fn torch_histc(x: &[f32], bins: usize, lo: f32, hi: f32) -> Vec<f32> 
 fn add_torch_histc(hist: &mut [f32], x: &[f32], lo: f32, hi: f32) {
     if x.len() < EXACT_COUNT_LIMIT {
         let (left, right) = histc_range(x, lo, hi);
-        histc_counts(x, hist.len(), left, right, |b, c| hist[b] += c as f32);
+        histc_counts(x, hist.len(), left, right, |c| {
+            for (h, &c) in hist.iter_mut().zip(c) {
+                *h += c as f32;
+            }
+        });
     } else {
         let update = torch_histc(x, hist.len(), lo, hi);
         for (h, u) in hist.iter_mut().zip(&update) {
