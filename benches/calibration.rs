@@ -1,8 +1,10 @@
 //! Calibration throughput and memory. `cargo bench --bench calibration`
 //!
-//! 1. Throughput: calibration (every f32 op output observed, MinMax and
-//!    Histogram observers, 1 and 2 threads) against plain tract inference on
-//!    the same batches, for `digits_cnn` and `transformer_layer`. The target is
+//! 1. Throughput: calibration as `onnxq calibrate` runs it (the values the
+//!    prepared graph observes, the fbgemm preset's histogram observers), and
+//!    as a stress case with every f32 op output observed (MinMax and
+//!    Histogram), 1 and 2 threads, against plain tract inference on the same
+//!    batches, for `digits_cnn` and `transformer_layer`. The target is
 //!    calibration at ≥ 70 % of plain inference on one thread.
 //! 2. Peak RSS (`VmHWM`) when calibrating on N and then 10×N samples, the
 //!    larger set synthesised lazily (the bundled set repeated with a small
@@ -189,6 +191,38 @@ fn throughput(name: &str, bs: usize, reps: usize) {
             "",
             100.0 * rate / plain
         );
+    }
+    // As shipped: what `onnxq calibrate` observes (the fbgemm preset:
+    // histogram activations) on the prepared graph.
+    {
+        let mut prepared = m.clone();
+        let mut cx = onnxq::pm::PassContext::new();
+        let options = onnxq::quantize::QuantizeOptions::default();
+        let pipeline = onnxq::quantize::prepare(&mut prepared, &options, &mut cx).unwrap();
+        let pending = onnxq::calib::begin(&prepared, &pipeline).unwrap();
+        for threads in [1, 2] {
+            let cal = Calibrator::new(&prepared, &pending.observed)
+                .unwrap()
+                .with_options(CalibrationOptions {
+                    threads,
+                    show_progress: false,
+                });
+            let run = || {
+                let data =
+                    CalibrationData::from_batches(&inputs, batches.clone().into_iter().map(Ok))
+                        .unwrap();
+                let mut obs = pending.observers.clone();
+                cal.run(data, &mut obs).unwrap();
+            };
+            run();
+            let rate = best_rate(samples, TRIES, run);
+            println!(
+                "{:<70} as shipped ({:>2} values) {threads} thr {rate:>8.0} samples/s  {:>5.0} % of plain",
+                "",
+                pending.observed.len(),
+                100.0 * rate / plain
+            );
+        }
     }
     for kind in ["minmax", "histogram"] {
         for threads in [1, 2] {

@@ -209,7 +209,6 @@ impl Pass for ConvertQdq {
                 );
                 let axis_attr = (p.scale.len() > 1).then_some(axis as i64);
                 let dq = dequantize_node(g, &name, qv, &p, axis_attr, dt);
-                g.value_mut(dq).ty = g.value(v).ty.clone();
                 g.replace_all_uses(v, dq);
                 g.remove_if_unused_const(v);
                 weight_scales.insert(dq, p.scale.clone());
@@ -274,7 +273,6 @@ impl Pass for ConvertQdq {
                 ch_axis: per_channel.then_some(0),
             };
             let dq = dequantize_node(g, &name, qv, &p, per_channel.then_some(0), DataType::I32);
-            g.value_mut(dq).ty = g.value(*b).ty.clone();
             let bias_v = *b;
             g.set_input(n, 2, Some(dq));
             g.remove_if_unused_const(bias_v);
@@ -301,9 +299,10 @@ impl Pass for ConvertQdq {
             if !span.is_finite() || span > MAX_ACTIVATION_RANGE {
                 // Attention masks filled with float-min or -inf, and other
                 // huge-range values: 8 bits would erase the signal.
+                log::info!("{}: calibrated range spans {span:.3e}", g.value(v).name);
                 cx.note(
                     g.value(v).name.clone(),
-                    format!("kept float: calibrated range spans {span:.3e}, beyond what 8 bits can carry (mask or huge-range value)"),
+                    "kept float: calibrated range too wide for 8 bits (mask or huge-range value)",
                 );
                 continue;
             }
@@ -409,5 +408,13 @@ fn dequantize_node(
         &[Some(q), Some(s), Some(z)],
         &[&format!("{name}_dequantized")],
     );
-    g.node(n).outputs[0].expect("one output")
+    let out = g.node(n).outputs[0].expect("one output");
+    // Float with the integer tensor's shape, when it is a constant.
+    if let Some(dims) = g.const_tensor(q).map(|t| t.dims.clone()) {
+        g.value_mut(out).ty = ValueType::Tensor(TensorType::new(
+            DataType::F32,
+            dims.into_iter().map(Dim::Fixed).collect(),
+        ));
+    }
+    out
 }

@@ -18,6 +18,7 @@
 //! the diagnostics say why, node by node. Subgraphs (If/Loop bodies) stay
 //! float in this version.
 
+use crate::backend::composite::find_composites;
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
 use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
@@ -160,7 +161,29 @@ impl Pass for InsertObservers {
                 None => units.push(vec![n]),
             }
         }
+        // Decomposed LayerNormalization / Gelu: decided as one op of that type.
+        let mut float_nodes: BTreeMap<NodeId, String> = BTreeMap::new();
+        for c in find_composites(g) {
+            let first_name = g.node(c.nodes[0]).name.clone();
+            let resolved = self.mapping.resolve(c.op_type, &first_name);
+            let why = if resolved.qconfig.is_none() {
+                format!("qconfig is None ({})", resolved.rule)
+            } else if self.backend.single(c.op_type).is_none() {
+                format!("{} has no int8 kernel on {}", c.op_type, self.backend.name)
+            } else {
+                continue;
+            };
+            for &n in &c.nodes {
+                float_nodes.insert(n, format!("part of a decomposed {} ({why})", c.op_type));
+            }
+        }
         for nodes in units {
+            if let Some(why) = nodes.iter().find_map(|n| float_nodes.get(n)) {
+                for &n in &nodes {
+                    cx.note(g.display_node_name(n), format!("stays float: {why}"));
+                }
+                continue;
+            }
             self.annotate_unit(g, &nodes, cx);
         }
         // Subgraphs stay float for now: say so once per subgraph op.
@@ -190,6 +213,23 @@ impl InsertObservers {
         let last = *nodes.last().expect("non-empty unit");
         let name = g.display_node_name(first);
         let op_type = g.node(first).op_type().to_string();
+        // Shapes, indices and masks computed in integers are not signals.
+        if let Some(out) = g.node(last).outputs.first().copied().flatten() {
+            let dt = g.value(out).ty.dtype();
+            if dt.is_some_and(|d| d != DataType::F32) {
+                cx.note(
+                    name,
+                    format!(
+                        "stays float: not a real-valued signal (its output is {})",
+                        dtype_name(dt)
+                    ),
+                );
+                return;
+            }
+        }
+        if g.node(first).op().is_some_and(|op| op.has_subgraphs()) {
+            return; // noted once below, with the subgraph rule
+        }
         let Some(pattern) = self.pattern_for(g, nodes).cloned() else {
             cx.note(
                 name,
@@ -215,8 +255,8 @@ impl InsertObservers {
             cx.note(
                 name,
                 format!(
-                    "stays float: its output is {} rather than f32",
-                    g.value(out).ty
+                    "stays float: not a real-valued signal (its output is {})",
+                    dtype_name(g.value(out).ty.dtype())
                 ),
             );
             return;
@@ -254,9 +294,8 @@ impl InsertObservers {
             cx.note(
                 name,
                 format!(
-                    "stays float: input `{}` is {}, not f32",
-                    g.value(bad).name,
-                    g.value(bad).ty
+                    "stays float: not a real-valued signal (an input is {})",
+                    dtype_name(g.value(bad).ty.dtype())
                 ),
             );
             return;
@@ -327,4 +366,12 @@ fn output_channel_axis(g: &Graph, n: NodeId, rank: usize) -> i64 {
         "MatMul" => rank as i64 - 1,
         _ => 0,
     }
+}
+
+/// A dtype for messages (`unknown` when inference could not tell).
+fn dtype_name(d: Option<DataType>) -> String {
+    d.map_or_else(
+        || "of a type inference could not determine".to_string(),
+        |d| d.to_string(),
+    )
 }

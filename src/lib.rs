@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod pm;
 pub mod prelude;
 pub mod qconfig;
+pub mod quantize;
 pub mod summary;
 pub mod tract_runner;
 

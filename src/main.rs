@@ -89,6 +89,9 @@ enum Command {
         exclude_op: Vec<String>,
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Float pipeline run before observer insertion (default: the fusion preset).
+        #[arg(long)]
+        passes: Option<String>,
         /// An evaluation set (.npz with the model's input arrays and `labels`):
         /// prints fp32 vs int8 top-1 accuracy, both run in tract.
         #[arg(long, value_name = "NPZ")]
@@ -123,44 +126,17 @@ struct QuantFlags {
 }
 
 impl QuantFlags {
-    /// The prepare pipeline (fusion + observer insertion) these flags describe.
-    fn prepare_pipeline(&self) -> String {
-        let opts: Vec<String> = self
-            .insert_options()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!(
-            "{},insert-observers{{{}}}",
-            self.fuse_pipeline(),
-            opts.join(",")
-        )
-    }
-
-    /// Canonicalization and fusion for this backend.
-    fn fuse_pipeline(&self) -> String {
-        onnxq::passes::FUSE.replace(
-            "fuse-activations",
-            &format!("fuse-activations{{backend={}}}", self.backend),
-        )
-    }
-
-    /// The `insert-observers` options these flags give.
-    fn insert_options(&self) -> Vec<(String, String)> {
-        let mut opts = vec![("backend".to_string(), self.backend.clone())];
-        if let Some(o) = &self.observer {
-            opts.push(("observer".into(), o.clone()));
+    /// The library options these flags give (exclusions and threads are
+    /// added by the commands that have them).
+    fn options(&self) -> onnxq::quantize::QuantizeOptions {
+        onnxq::quantize::QuantizeOptions {
+            backend: self.backend.clone(),
+            observer: self.observer.clone(),
+            weight_observer: self.weight_observer.clone(),
+            per_tensor: self.per_tensor,
+            qconfig: self.qconfig.clone(),
+            ..Default::default()
         }
-        if let Some(o) = &self.weight_observer {
-            opts.push(("weight-observer".into(), o.clone()));
-        }
-        if self.per_tensor {
-            opts.push(("per-tensor".into(), "true".into()));
-        }
-        if let Some(q) = &self.qconfig {
-            opts.push(("qconfig".into(), q.display().to_string()));
-        }
-        opts
     }
 }
 
@@ -265,16 +241,13 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             let mut m = onnxq::import::import_file(&model)?;
-            let pipeline = q.prepare_pipeline();
-            let mut pm =
-                onnxq::pm::PassManager::parse(&pipeline, &onnxq::pm::PassRegistry::builtin())?;
             let mut cx = onnxq::pm::PassContext::new();
-            pm.run(&mut m, &mut cx)?;
+            let pipeline = onnxq::quantize::prepare(&mut m, &q.options(), &mut cx)?;
             let options = onnxq::calib::CalibrationOptions {
                 threads,
                 ..Default::default()
             };
-            let (table, stats) = onnxq::calib::calibrate(&m, &pm.pipeline_text(), &data, options)?;
+            let (table, stats) = onnxq::calib::calibrate(&m, &pipeline, &data, options)?;
             table.write(&output)?;
             let roles =
                 |r: onnxq::calib::Role| table.entries.values().filter(|e| e.role == r).count();
@@ -303,18 +276,32 @@ fn run(cli: Cli) -> Result<()> {
             exclude,
             exclude_op,
             threads,
+            passes,
             eval,
         } => {
-            quantize(
-                &model,
-                &output,
-                data.as_deref(),
-                calibration.as_deref(),
-                &q,
-                &exclude,
-                &exclude_op,
-                threads,
-            )?;
+            refuse_overwrite(&model, &output)?;
+            let calibration = match (&data, &calibration) {
+                (Some(d), _) => onnxq::quantize::Calibration::Data(d),
+                (None, Some(f)) => {
+                    onnxq::quantize::Calibration::Table(onnxq::calib::CalibrationTable::read(f)?)
+                }
+                (None, None) => {
+                    bail!("quantize needs --data PATH (calibration data) or --calibration FILE")
+                }
+            };
+            let options = onnxq::quantize::QuantizeOptions {
+                exclude,
+                exclude_op,
+                passes,
+                calibration: onnxq::calib::CalibrationOptions {
+                    threads,
+                    ..Default::default()
+                },
+                ..q.options()
+            };
+            let summary = onnxq::quantize::quantize_file(&model, &output, calibration, &options)?;
+            eprint!("{summary}");
+            eprintln!("wrote {}", output.display());
             if let Some(eval) = eval {
                 let fp32 = top1_accuracy(&model, &eval)?;
                 let int8 = top1_accuracy(&output, &eval)?;
@@ -336,112 +323,6 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", output.display());
         }
     }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn quantize(
-    model: &Path,
-    output: &Path,
-    data: Option<&Path>,
-    calibration: Option<&Path>,
-    q: &QuantFlags,
-    exclude: &[String],
-    exclude_op: &[String],
-    threads: usize,
-) -> Result<()> {
-    use std::time::Instant;
-    refuse_overwrite(model, output)?;
-    if data.is_none() && calibration.is_none() {
-        bail!("quantize needs --data PATH (calibration data) or --calibration FILE");
-    }
-    let t0 = Instant::now();
-    let mut m = onnxq::import::import_file(model)?;
-    let size_before = std::fs::metadata(model).map(|m| m.len()).unwrap_or(0);
-    // Exclusions become `null` entries of the QConfigMapping.
-    let mut mapping = match &q.qconfig {
-        Some(f) => onnxq::qconfig::QConfigMapping::from_file(f)?,
-        None => onnxq::qconfig::QConfigMapping::preset(&q.backend)?,
-    };
-    let names: std::collections::BTreeSet<String> = m
-        .graph
-        .node_ids()
-        .map(|n| m.graph.node(n).name.clone())
-        .collect();
-    for n in exclude {
-        if !names.contains(n) {
-            bail!("--exclude {n}: the model has no node named `{n}`");
-        }
-        mapping.set_name(n, None);
-    }
-    for t in exclude_op {
-        mapping.set_object_type(t, None);
-    }
-    let registry = onnxq::pm::PassRegistry::builtin();
-    let mut pm = onnxq::pm::PassManager::parse(&q.fuse_pipeline(), &registry)?;
-    let mut cx = onnxq::pm::PassContext::new();
-    pm.run(&mut m, &mut cx)?;
-    // Observer insertion with the mapping that carries the exclusions.
-    let observers = onnxq::passes::InsertObservers::with_mapping(q.insert_options(), mapping)?;
-    let mut pm2 = onnxq::pm::PassManager::new();
-    pm2.add(observers);
-    pm2.run(&mut m, &mut cx)?;
-    let t_prepare = t0.elapsed();
-    let pipeline = format!("{},{}", pm.pipeline_text(), pm2.pipeline_text());
-    let t1 = Instant::now();
-    let table = match calibration {
-        Some(f) => onnxq::calib::CalibrationTable::read(f)?,
-        None => {
-            let options = onnxq::calib::CalibrationOptions {
-                threads,
-                ..Default::default()
-            };
-            onnxq::calib::calibrate(&m, &pipeline, data.expect("checked"), options)?.0
-        }
-    };
-    let t_calib = t1.elapsed();
-    let t2 = Instant::now();
-    let mut pm3 = onnxq::pm::PassManager::new();
-    pm3.add(onnxq::passes::ConvertQdq::new(table))
-        .add(onnxq::passes::EliminateDeadCode);
-    pm3.run(&mut m, &mut cx)?;
-    onnxq::emit::write_file(&m, output).with_context(|| format!("writing {}", output.display()))?;
-    let t_convert = t2.elapsed();
-    let size_after = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-    let mut text = String::new();
-    text += &format!("pipeline: {pipeline},convert-qdq,eliminate-dead-code\n");
-    text += &format!(
-        "quantized: {} activations, {} weights, {} biases, {} constants\n",
-        cx.stat("convert-qdq", "activations"),
-        cx.stat("convert-qdq", "weights"),
-        cx.stat("convert-qdq", "biases"),
-        cx.stat("convert-qdq", "constants")
-    );
-    let float_notes: Vec<&onnxq::pm::Diagnostic> = cx
-        .diagnostics()
-        .iter()
-        .filter(|d| d.pass == "insert-observers" || d.pass == "convert-qdq")
-        .collect();
-    if !float_notes.is_empty() {
-        text += "left in float / notes:\n";
-        for d in float_notes {
-            text += &format!("  {}: {}\n", d.subject, d.message);
-        }
-    }
-    text += &format!(
-        "size: {} -> {} ({:.2}x)\n",
-        onnxq::summary::human_bytes(size_before as usize),
-        onnxq::summary::human_bytes(size_after as usize),
-        size_after as f64 / size_before.max(1) as f64
-    );
-    text += &format!(
-        "time: prepare {:.2} s, calibrate {:.2} s, convert+write {:.2} s\nwrote {}\n",
-        t_prepare.as_secs_f64(),
-        t_calib.as_secs_f64(),
-        t_convert.as_secs_f64(),
-        output.display()
-    );
-    eprint!("{text}");
     Ok(())
 }
 

@@ -9,6 +9,8 @@
 mod fbgemm;
 mod qnnpack;
 
+pub mod composite;
+
 use crate::ir::{Graph, NodeId};
 
 /// How a pattern's output is observed relative to its input (PyTorch's

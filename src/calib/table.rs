@@ -101,6 +101,42 @@ impl CalibrationTable {
     }
 }
 
+/// A calibration whose constant-only entries (weights, fixed ranges,
+/// constant operands) are done, waiting for the activation observers to see
+/// data: [`begin`], feed `observers[k]` with value `observed[k]`, [`Pending::finish`].
+/// [`calibrate`] does all three with tract; tests and embedders with their own
+/// data source drive it directly.
+pub struct Pending {
+    table: CalibrationTable,
+    /// Activations to observe, in order.
+    pub observed: Vec<ValueId>,
+    /// Their names, in the same order.
+    pub names: Vec<String>,
+    /// One observer per observed value, as configured by the prepared graph.
+    pub observers: Vec<ObserverState>,
+}
+
+impl Pending {
+    /// The table, with every activation's qparams from its observer.
+    pub fn finish(mut self, samples: usize) -> Result<CalibrationTable> {
+        self.table.samples = samples;
+        for (name, obs) in self.names.into_iter().zip(self.observers) {
+            let qparams = obs
+                .qparams()
+                .map_err(|e| Error::invalid(format!("value `{name}`: {e}")))?;
+            self.table.entries.insert(
+                name,
+                Entry {
+                    role: Role::Activation,
+                    state: Some(obs),
+                    qparams,
+                },
+            );
+        }
+        Ok(self.table)
+    }
+}
+
 /// Calibrates a prepared model (after `insert-observers`): weights are
 /// observed from their constants, activations by running `data` through
 /// tract, fixed ranges computed directly.
@@ -110,6 +146,15 @@ pub fn calibrate(
     data_path: &Path,
     options: CalibrationOptions,
 ) -> Result<(CalibrationTable, CalibrationStats)> {
+    let mut pending = begin(model, pipeline)?;
+    let cal = Calibrator::new(model, &pending.observed)?.with_options(options);
+    let data = CalibrationData::open(data_path, cal.inputs())?;
+    let stats = cal.run(data, &mut pending.observers)?;
+    Ok((pending.finish(stats.samples)?, stats))
+}
+
+/// Starts the calibration of a prepared `model` (see [`Pending`]).
+pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
     let g = &model.graph;
     let mut table = CalibrationTable {
         format_version: FORMAT_VERSION,
@@ -192,21 +237,11 @@ pub fn calibrate(
             "nothing to calibrate: no activation is observed (is anything quantizable?)",
         ));
     }
-    let cal = Calibrator::new(model, &observed)?.with_options(options);
-    let data = CalibrationData::open(data_path, cal.inputs())?;
-    let stats = cal.run(data, &mut observers)?;
-    table.samples = stats.samples;
-    for (v, obs) in observed.into_iter().zip(observers) {
-        let name = g.value(v).name.clone();
-        let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
-        table.entries.insert(
-            name,
-            Entry {
-                role: Role::Activation,
-                state: Some(obs),
-                qparams,
-            },
-        );
-    }
-    Ok((table, stats))
+    let names = observed.iter().map(|&v| g.value(v).name.clone()).collect();
+    Ok(Pending {
+        table,
+        observed,
+        names,
+        observers,
+    })
 }

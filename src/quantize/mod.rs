@@ -1,0 +1,235 @@
+//! The whole post-training quantization job, as a library call: what
+//! `onnxq quantize` runs, for embedders.
+//!
+//! ```text
+//! import → fuse (FUSE preset, or --passes) → insert-observers (QConfigMapping)
+//!        → calibrate through tract (or a saved table) → convert-qdq → emit
+//! ```
+//!
+//! [`quantize`] works on an in-memory [`Model`] and returns the quantized one
+//! with a [`Summary`]; [`quantize_file`] adds reading and the atomic write.
+
+mod summary;
+
+pub use summary::{FloatGroup, Summary};
+
+use crate::calib::{CalibrationOptions, CalibrationTable};
+use crate::error::{Error, Result};
+use crate::ir::Model;
+use crate::pm::{PassContext, PassManager, PassRegistry};
+use crate::qconfig::QConfigMapping;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How a model is quantized. The defaults are `onnxq quantize`'s.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    /// Kernel family whose capabilities and qconfig preset apply: `fbgemm` or `qnnpack`.
+    pub backend: String,
+    /// Activation observer override (kebab-case name, e.g. `minmax`, `percentile`).
+    pub observer: Option<String>,
+    /// Weight observer override.
+    pub weight_observer: Option<String>,
+    /// Per-tensor weights instead of per-channel.
+    pub per_tensor: bool,
+    /// A QConfigMapping file; default: the backend's preset.
+    pub qconfig: Option<PathBuf>,
+    /// Node names kept in float.
+    pub exclude: Vec<String>,
+    /// Op types kept in float.
+    pub exclude_op: Vec<String>,
+    /// Float pipeline run before observer insertion; default: [`crate::passes::FUSE`]
+    /// with this backend's fusion patterns.
+    pub passes: Option<String>,
+    /// Calibration settings (threads, progress bar).
+    pub calibration: CalibrationOptions,
+}
+
+impl Default for QuantizeOptions {
+    fn default() -> Self {
+        QuantizeOptions {
+            backend: "fbgemm".into(),
+            observer: None,
+            weight_observer: None,
+            per_tensor: false,
+            qconfig: None,
+            exclude: vec![],
+            exclude_op: vec![],
+            passes: None,
+            calibration: CalibrationOptions::default(),
+        }
+    }
+}
+
+/// Where the activation ranges come from.
+pub enum Calibration<'a> {
+    /// Calibration data (see [`crate::calib::CalibrationData::open`]).
+    Data(&'a Path),
+    /// A table saved by `onnxq calibrate` with the same options.
+    Table(CalibrationTable),
+}
+
+impl QuantizeOptions {
+    /// Canonicalization and fusion for this backend (before observers).
+    pub fn fuse_pipeline(&self) -> String {
+        match &self.passes {
+            Some(p) => p.clone(),
+            None => crate::passes::FUSE.replace(
+                "fuse-activations",
+                &format!("fuse-activations{{backend={}}}", self.backend),
+            ),
+        }
+    }
+
+    /// The `insert-observers` options these settings give.
+    pub fn insert_options(&self) -> Vec<(String, String)> {
+        let mut opts = vec![("backend".to_string(), self.backend.clone())];
+        if let Some(o) = &self.observer {
+            opts.push(("observer".into(), o.clone()));
+        }
+        if let Some(o) = &self.weight_observer {
+            opts.push(("weight-observer".into(), o.clone()));
+        }
+        if self.per_tensor {
+            opts.push(("per-tensor".into(), "true".into()));
+        }
+        if let Some(q) = &self.qconfig {
+            opts.push(("qconfig".into(), q.display().to_string()));
+        }
+        opts
+    }
+
+    /// The QConfigMapping (file or preset) with the exclusions added as
+    /// `None` entries. Unknown node names are an error: a typo must not
+    /// silently quantize the node the user wanted in float.
+    pub fn mapping(&self, model: &Model) -> Result<QConfigMapping> {
+        let mut mapping = match &self.qconfig {
+            Some(f) => QConfigMapping::from_file(f)?,
+            None => QConfigMapping::preset(&self.backend)?,
+        };
+        let names: std::collections::BTreeSet<&str> = model
+            .graph
+            .node_ids()
+            .map(|n| model.graph.node(n).name.as_str())
+            .collect();
+        for n in &self.exclude {
+            if !names.contains(n.as_str()) {
+                return Err(Error::invalid(format!(
+                    "exclude {n}: the model has no node named `{n}`"
+                )));
+            }
+            mapping.set_name(n, None);
+        }
+        for t in &self.exclude_op {
+            mapping.set_object_type(t, None);
+        }
+        Ok(mapping)
+    }
+}
+
+/// PyTorch's `prepare_fx`: fusion, then observer insertion. Returns the
+/// pipeline text that ran (recorded in calibration tables).
+pub fn prepare(
+    model: &mut Model,
+    options: &QuantizeOptions,
+    cx: &mut PassContext,
+) -> Result<String> {
+    let registry = PassRegistry::builtin();
+    let mut fuse = PassManager::parse(&options.fuse_pipeline(), &registry)?;
+    fuse.run(model, cx)?;
+    let observers = crate::passes::InsertObservers::with_mapping(
+        options.insert_options(),
+        options.mapping(model)?,
+    )?;
+    let mut insert = PassManager::new();
+    insert.add(observers);
+    insert.run(model, cx)?;
+    Ok(format!(
+        "{},{}",
+        fuse.pipeline_text(),
+        insert.pipeline_text()
+    ))
+}
+
+/// The result of [`quantize`].
+pub struct Quantized {
+    pub model: Model,
+    pub summary: Summary,
+}
+
+/// Static post-training quantization of `model` into the QDQ format.
+pub fn quantize(
+    mut model: Model,
+    calibration: Calibration<'_>,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    let mut cx = PassContext::new();
+    let t0 = Instant::now();
+    let pipeline = prepare(&mut model, options, &mut cx)?;
+    let t_prepare = t0.elapsed();
+    let t1 = Instant::now();
+    let (table, samples) = match calibration {
+        Calibration::Table(t) => (t, None),
+        Calibration::Data(path) => {
+            let (t, stats) =
+                crate::calib::calibrate(&model, &pipeline, path, options.calibration.clone())?;
+            (t, Some(stats.samples))
+        }
+    };
+    let t_calibrate = t1.elapsed();
+    let t2 = Instant::now();
+    let mut convert = PassManager::new();
+    convert
+        .add(crate::passes::ConvertQdq::new(table))
+        .add(crate::passes::EliminateDeadCode);
+    convert.run(&mut model, &mut cx)?;
+    let pipeline = format!("{pipeline},{}", convert.pipeline_text());
+    let summary = Summary::from_context(
+        pipeline,
+        &cx,
+        samples,
+        vec![
+            ("prepare", t_prepare),
+            ("calibrate", t_calibrate),
+            ("convert", t2.elapsed()),
+        ],
+    );
+    Ok(Quantized { model, summary })
+}
+
+/// [`quantize`] from a file to a file, written atomically (a failure leaves
+/// no output behind). The input file is only read.
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    calibration: Calibration<'_>,
+    options: &QuantizeOptions,
+) -> Result<Summary> {
+    let t0 = Instant::now();
+    let model = crate::import::import_file(input)?;
+    let t_import = t0.elapsed();
+    let Quantized { model, mut summary } = quantize(model, calibration, options)?;
+    let t1 = Instant::now();
+    crate::emit::write_file(&model, output)
+        .map_err(|e| Error::invalid(format!("writing {}: {e}", output.display())))?;
+    summary.stage_times.insert(0, ("import", t_import));
+    summary.stage_times.push(("write", t1.elapsed()));
+    summary.size_before = file_size(input);
+    summary.size_after = file_size(output);
+    Ok(summary)
+}
+
+/// A model's size on disk, external data included.
+fn file_size(path: &Path) -> Option<u64> {
+    let main = std::fs::metadata(path).ok()?.len();
+    // Our writer's external data file (see `emit::write_file`).
+    let mut data = path.as_os_str().to_owned();
+    data.push(".data");
+    let ext = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+    Some(main + ext)
+}
+
+/// Total of the stage times.
+pub fn total_time(stages: &[(&'static str, Duration)]) -> Duration {
+    stages.iter().map(|(_, d)| *d).sum()
+}

@@ -1,0 +1,249 @@
+//! Decomposed LayerNormalization and Gelu are recognised (and only when the
+//! structure really is one), so observer insertion keeps them whole.
+
+use onnxq::backend::composite::find_composites;
+use onnxq::onnx::pb;
+use std::path::Path;
+
+fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
+
+fn scalar(name: &str, v: f32) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: 1,
+        float_data: vec![v],
+        ..Default::default()
+    }
+}
+
+fn vector(name: &str, v: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: 1,
+        dims: vec![v.len() as i64],
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn reduce_mean(input: &str, output: &str) -> pb::NodeProto {
+    let mut n = node("ReduceMean", &[input], output);
+    n.attribute.push(pb::AttributeProto {
+        name: "axes".into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: vec![-1],
+        ..Default::default()
+    });
+    n
+}
+
+/// x: f32[2, 4] → `out`.
+fn build(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, out: &str) -> onnxq::ir::Model {
+    let proto = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: nodes,
+            initializer: inits,
+            input: vec![value_info("x", &[2, 4])],
+            output: vec![value_info(out, &[2, 4])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    onnxq::import::import_proto(&proto, None).unwrap()
+}
+
+fn found(m: &onnxq::ir::Model) -> Vec<(String, Vec<String>)> {
+    find_composites(&m.graph)
+        .into_iter()
+        .map(|c| {
+            (
+                c.op_type.to_string(),
+                c.nodes
+                    .iter()
+                    .map(|&n| m.graph.node(n).name.clone())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn layer_norm(
+    square_by_mul: bool,
+    eps_first: bool,
+    affine: bool,
+    extra_reader: bool,
+) -> onnxq::ir::Model {
+    let mut nodes = vec![
+        reduce_mean("x", "m"),
+        node("Sub", &["x", "m"], "d"),
+        if square_by_mul {
+            node("Mul", &["d", "d"], "p")
+        } else {
+            node("Pow", &["d", "two"], "p")
+        },
+        reduce_mean("p", "v"),
+        if eps_first {
+            node("Add", &["eps", "v"], "a")
+        } else {
+            node("Add", &["v", "eps"], "a")
+        },
+        node("Sqrt", &["a"], "s"),
+        node("Div", &["d", "s"], "n"),
+    ];
+    let mut out = "n".to_string();
+    if affine {
+        nodes.push(node("Mul", &["n", "gamma"], "g"));
+        nodes.push(node("Add", &["g", "beta"], "y"));
+        out = "y".into();
+    }
+    if extra_reader {
+        nodes.push(node("Add", &[out.as_str(), "d"], "z"));
+        out = "z".into();
+    }
+    build(
+        nodes,
+        vec![
+            scalar("two", 2.0),
+            scalar("eps", 1e-5),
+            vector("gamma", &[1.0, 2.0, 3.0, 4.0]),
+            vector("beta", &[0.1, 0.2, 0.3, 0.4]),
+        ],
+        &out,
+    )
+}
+
+#[test]
+fn layer_norm_variants() {
+    let m = layer_norm(false, false, true, false);
+    assert_eq!(
+        found(&m),
+        vec![(
+            "LayerNormalization".into(),
+            ["m", "d", "p", "v", "a", "s", "n", "g", "y"]
+                .map(String::from)
+                .to_vec()
+        )]
+    );
+    let m = layer_norm(true, true, false, false);
+    assert_eq!(
+        found(&m),
+        vec![(
+            "LayerNormalization".into(),
+            ["m", "d", "p", "v", "a", "s", "n"]
+                .map(String::from)
+                .to_vec()
+        )]
+    );
+    // The centred value is also read elsewhere: not a LayerNorm's private value.
+    assert_eq!(found(&layer_norm(false, false, false, true)), vec![]);
+}
+
+#[test]
+fn gelu_variants() {
+    let after = build(
+        vec![
+            node("Div", &["x", "sqrt2"], "q"),
+            node("Erf", &["q"], "e"),
+            node("Add", &["e", "one"], "a"),
+            node("Mul", &["x", "a"], "u"),
+            node("Mul", &["u", "half"], "y"),
+        ],
+        vec![
+            scalar("sqrt2", std::f32::consts::SQRT_2),
+            scalar("one", 1.0),
+            scalar("half", 0.5),
+        ],
+        "y",
+    );
+    assert_eq!(
+        found(&after),
+        vec![(
+            "Gelu".into(),
+            ["q", "e", "a", "u", "y"].map(String::from).to_vec()
+        )]
+    );
+    let before = build(
+        vec![
+            node("Mul", &["x", "half"], "h"),
+            node("Mul", &["x", "isqrt2"], "q"),
+            node("Erf", &["q"], "e"),
+            node("Add", &["one", "e"], "a"),
+            node("Mul", &["h", "a"], "y"),
+        ],
+        vec![
+            scalar("isqrt2", std::f32::consts::FRAC_1_SQRT_2),
+            scalar("one", 1.0),
+            scalar("half", 0.5),
+        ],
+        "y",
+    );
+    assert_eq!(
+        found(&before),
+        vec![(
+            "Gelu".into(),
+            ["h", "q", "e", "a", "y"].map(String::from).to_vec()
+        )]
+    );
+    // Erf of something else is just Erf.
+    let plain = build(
+        vec![node("Div", &["x", "three"], "q"), node("Erf", &["q"], "y")],
+        vec![scalar("three", 3.0)],
+        "y",
+    );
+    assert_eq!(found(&plain), vec![]);
+}
+
+#[test]
+fn torch_exported_transformer_layer() {
+    let m = onnxq::import::import_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models/transformer_layer.onnx"),
+    )
+    .unwrap();
+    let f = found(&m);
+    let kinds: Vec<(&str, usize)> = f.iter().map(|(k, n)| (k.as_str(), n.len())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("LayerNormalization", 9),
+            ("Gelu", 5),
+            ("LayerNormalization", 9)
+        ]
+    );
+}
