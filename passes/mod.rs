@@ -11,6 +11,7 @@ mod fuse_activations;
 mod fuse_matmul_add;
 mod insert_observers;
 mod remove_identity;
+mod upgrade_opset;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
 pub use convert_qdq::ConvertQdq;
@@ -22,6 +23,7 @@ pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
 pub use remove_identity::RemoveIdentity;
+pub use upgrade_opset::UpgradeOpset;
 
 use crate::prelude::PassRegistry;
 
@@ -71,6 +73,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "convert-qdq",
         "rewrite a calibrated graph into QuantizeLinear/DequantizeLinear form (calibration=FILE)",
         ConvertQdq::from_options,
+    );
+    r.register(
+        "upgrade-opset",
+        "raise the ONNX opset import (from 11+) to=N, rewriting ops whose definition changed",
+        UpgradeOpset::from_options,
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

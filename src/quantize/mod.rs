@@ -21,6 +21,9 @@ use crate::qconfig::QConfigMapping;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The opset of per-axis QuantizeLinear/DequantizeLinear.
+pub const PER_AXIS_OPSET: i64 = 13;
+
 /// How a model is quantized. The defaults are `onnxq quantize`'s.
 #[derive(Clone, Debug)]
 pub struct QuantizeOptions {
@@ -135,6 +138,20 @@ pub fn prepare(
     cx: &mut PassContext,
 ) -> Result<String> {
     let registry = PassRegistry::builtin();
+    let mut upgraded = String::new();
+    let from = model.onnx_opset();
+    if !options.per_tensor && (11..PER_AXIS_OPSET).contains(&from) {
+        // Per-channel weights need per-axis DequantizeLinear (opset 13).
+        let mut up = PassManager::new();
+        up.add(crate::passes::UpgradeOpset { to: PER_AXIS_OPSET });
+        match up.run(model, cx) {
+            Ok(_) => upgraded = format!("{},", up.pipeline_text()),
+            Err(e) => cx.warn(
+                "opset",
+                format!("kept opset {from}, so weights are per tensor: {e}"),
+            ),
+        }
+    }
     let mut fuse = PassManager::parse(&options.fuse_pipeline(), &registry)?;
     fuse.run(model, cx)?;
     let observers = crate::passes::InsertObservers::with_mapping(
@@ -145,7 +162,7 @@ pub fn prepare(
     insert.add(observers);
     insert.run(model, cx)?;
     Ok(format!(
-        "{},{}",
+        "{upgraded}{},{}",
         fuse.pipeline_text(),
         insert.pipeline_text()
     ))
