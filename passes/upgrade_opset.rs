@@ -436,9 +436,11 @@ fn upgrade_softmax(g: &mut Graph, n: NodeId) -> Result<bool> {
         &[&y_name],
     );
     let out = g.node(reshape).outputs[0].expect("one output");
-    let ty = g.value(x).ty.clone();
+    // The reshaped value is the old output: its type and declaration move.
+    let ty = std::mem::take(&mut g.value_mut(y).ty);
+    let declared = g.value_mut(y).declared.take();
     g.value_mut(out).ty = ty;
-    g.value_mut(y).ty = ValueType::Unknown;
+    g.value_mut(out).declared = declared;
     g.replace_all_uses(y, out);
     g.set_input(reshape, 0, Some(y));
     Ok(true)

@@ -1,8 +1,14 @@
 """Tries onnxq on the third-party models fetched by third_party_models.py, as
 a new user would: `inspect` must work, and `convert` must preserve outputs
 exactly (ONNX Runtime on the original vs the converted model, same inputs).
+With --quantize, `quantize` (static QDQ, calibrated on 8 seeded samples of the
+model's input spec) must give a model that passes onnx's full checker and runs
+in ONNX Runtime; its output SQNR against the float model (on another sample)
+and the summary's float-node count are reported, not judged: random inputs
+are no evaluation set. A clear refusal (an error naming why) is reported as
+such.
 
-    .venv/bin/python scripts/third_party_check.py [--bin target/release/onnxq] [--only a,b]
+    .venv/bin/python scripts/third_party_check.py [--bin target/release/onnxq] [--only a,b] [--optimize] [--quantize]
 
 Prints one line per model and a closing "N passed, M failed" line.
 """
@@ -39,6 +45,40 @@ def onnx_nodes(path):
     return onnx.load(str(path), load_external_data=False).graph.node
 
 
+def sqnr_db(want, got):
+    w = np.asarray(want, dtype=np.float64)
+    e = w - np.asarray(got, dtype=np.float64)
+    return 10 * np.log10(max(float((w ** 2).sum()), 1e-30) / max(float((e ** 2).sum()), 1e-30))
+
+
+def check_quantize(bin_, src, m, d, want, feeds):
+    import onnx
+
+    calib = d / "calib"
+    calib.mkdir()
+    for k in range(8):
+        np.savez(calib / f"s{k}.npz", **make_inputs(m["sample_input"], seed=k + 1))
+    out = d / ("int8_" + m["file"])
+    r = subprocess.run([bin_, "quantize", str(src), "-o", str(out), "--data", str(calib)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "?"
+        if out.exists():
+            raise RuntimeError("quantize failed but left an output file")
+        return f"quantize refused: {err[:200]}"
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    got = run(out, feeds)
+    if [np.asarray(g).shape for g in got] != [np.asarray(w).shape for w in want]:
+        raise RuntimeError("quantized model's output shapes differ")
+    floats = [sqnr_db(w, g) for w, g in zip(want, got) if np.asarray(w).dtype.kind == "f"]
+    summary = r.stderr
+    quantized = next((l.split(":", 1)[1].strip() for l in summary.splitlines() if l.startswith("quantized:")), "?")
+    left = next((l.split("(", 1)[1].split(")")[0] for l in summary.splitlines() if l.startswith("left in float")), "0")
+    size = next((l.split("(")[-1].rstrip(")") for l in summary.splitlines() if l.startswith("size:")), "?")
+    sq = ", ".join(f"{x:.1f}" for x in floats) or "no float output"
+    return f"quantize: {quantized}; {left} left float; size {size}; SQNR dB [{sq}]"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=str(ROOT / "models/.cache/third_party"))
@@ -46,6 +86,8 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--optimize", action="store_true",
                     help="also run `onnxq optimize` and compare outputs (max abs error <= 1e-5 * max|output|)")
+    ap.add_argument("--quantize", action="store_true",
+                    help="also run `onnxq quantize` on seeded calibration samples and report SQNR")
     a = ap.parse_args()
     cache = pathlib.Path(a.cache)
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -106,6 +148,8 @@ def main():
                     folded = ", ".join(x.split("ms", 1)[1].strip() for x in stats if x.split("ms", 1)[1].strip())
                     n_opt = sum(1 for _ in onnx_nodes(opt))
                     detail += f"; optimize: rel err {worst:.1e}, nodes -> {n_opt} [{folded}]"
+                if a.quantize:
+                    detail += "; " + check_quantize(a.bin, src, m, pathlib.Path(d), want, feeds)
         except Exception as e:  # noqa: BLE001 - report and go on
             status, detail = "FAIL", str(e)[:300]
         print(f"{status:4} {m['name']:<24} {detail}")

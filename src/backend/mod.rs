@@ -374,6 +374,9 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
             &["Relu", "LeakyRelu", "Clip", "HardSwish", "HardSigmoid"],
         ),
         ("resize", &["Resize"]),
+        // Every input observed on its own, the output over their union:
+        // sharing one input's range would clip the others.
+        ("concat", &["Concat"]),
     ] {
         v.push(single(name, ops, Observation::OwnOutput, plain, None, None));
     }
@@ -389,7 +392,6 @@ pub(crate) fn standard_patterns(weighted: DTypeConfig, plain: DTypeConfig) -> Ve
             "Split",
             "Slice",
             "Gather",
-            "Concat",
             "Pad",
         ],
         Observation::ShareWithInput,

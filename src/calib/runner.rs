@@ -152,6 +152,23 @@ impl Calibrator {
             names.push(value.name.clone());
             output_index.push(idx);
         }
+        // Only element types on intermediate values: shapes declared in the
+        // file (symbolic batch names, sometimes plain wrong) must not
+        // contradict what tract infers from the concrete input shapes.
+        let inputs_set: Vec<ValueId> = export.graph.inputs.clone();
+        let ids: Vec<ValueId> = export.graph.value_ids().collect();
+        for v in ids {
+            if inputs_set.contains(&v) || export.graph.const_tensor(v).is_some() {
+                continue;
+            }
+            let dtype = export.graph.value(v).ty.dtype();
+            if dtype.is_some() {
+                export.graph.set_value_type(
+                    v,
+                    crate::ir::ValueType::Tensor(crate::ir::TensorType { dtype, shape: None }),
+                );
+            }
+        }
         let bytes = crate::emit::to_bytes(&export);
         drop(export);
         let proto = {
