@@ -18,7 +18,7 @@
 //! the diagnostics say why, node by node. Subgraphs (If/Loop bodies) stay
 //! float in this version.
 
-use crate::backend::composite::find_composites;
+use crate::backend::composite::{find_composites, Composite};
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
 use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
@@ -163,21 +163,35 @@ impl Pass for InsertObservers {
         }
         // Decomposed LayerNormalization / Gelu: decided as one op of that type.
         let mut float_nodes: BTreeMap<NodeId, String> = BTreeMap::new();
+        let mut handled: std::collections::BTreeSet<NodeId> = Default::default();
         for c in find_composites(g) {
             let first_name = g.node(c.nodes[0]).name.clone();
             let resolved = self.mapping.resolve(c.op_type, &first_name);
-            let why = if resolved.qconfig.is_none() {
-                format!("qconfig is None ({})", resolved.rule)
-            } else if self.backend.single(c.op_type).is_none() {
-                format!("{} has no int8 kernel on {}", c.op_type, self.backend.name)
-            } else {
-                continue;
+            let why = match resolved.qconfig {
+                None => format!("qconfig is None ({})", resolved.rule),
+                Some(_) if self.backend.single(c.op_type).is_none() => {
+                    format!("{} has no int8 kernel on {}", c.op_type, self.backend.name)
+                }
+                Some(q) => {
+                    // Quantized as the one op it is: its input and its output
+                    // are observed, its inner values (x·relu6(x+3) spans far
+                    // more than the result) are not.
+                    let q = q.clone();
+                    self.annotate_composite(g, &c, &q, cx);
+                    for &n in &c.nodes {
+                        handled.insert(n);
+                    }
+                    continue;
+                }
             };
             for &n in &c.nodes {
                 float_nodes.insert(n, format!("part of a decomposed {} ({why})", c.op_type));
             }
         }
         for nodes in units {
+            if nodes.iter().all(|n| handled.contains(n)) {
+                continue;
+            }
             if let Some(why) = nodes.iter().find_map(|n| float_nodes.get(n)) {
                 for &n in &nodes {
                     cx.note(g.display_node_name(n), format!("stays float: {why}"));
@@ -200,6 +214,38 @@ impl Pass for InsertObservers {
 }
 
 impl InsertObservers {
+    /// A decomposed op the backend supports: observe its real-valued input
+    /// and its output, like the single op it stands for.
+    fn annotate_composite(
+        &self,
+        g: &mut Graph,
+        c: &Composite,
+        qconfig: &crate::qconfig::QConfig,
+        cx: &mut PassContext,
+    ) {
+        let first = c.nodes[0];
+        let last = *c.nodes.last().expect("non-empty composite");
+        let x = g
+            .node(first)
+            .inputs
+            .iter()
+            .flatten()
+            .copied()
+            .find(|&v| g.const_tensor(v).is_none());
+        let out = g.node(last).outputs.first().copied().flatten();
+        let (Some(x), Some(out)) = (x, out) else {
+            return;
+        };
+        if g.value(x).ty.dtype() != Some(DataType::F32) {
+            return;
+        }
+        if g.value(x).quant.is_none() {
+            g.value_mut(x).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
+        }
+        g.value_mut(out).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
+        cx.count(c.op_type, 1);
+    }
+
     fn pattern_for(&self, g: &Graph, nodes: &[NodeId]) -> Option<&PatternConfig> {
         let first = g.node(nodes[0]);
         match &first.unit {

@@ -247,3 +247,63 @@ fn torch_exported_transformer_layer() {
         ]
     );
 }
+
+#[test]
+fn hard_swish_and_hard_sigmoid() {
+    let hs = build(
+        vec![
+            node("Add", &["x", "three"], "a"),
+            node("Clip", &["a", "zero", "six"], "c"),
+            node("Mul", &["c", "x"], "m"),
+            node("Div", &["m", "six"], "y"),
+        ],
+        vec![
+            scalar("three", 3.0),
+            scalar("zero", 0.0),
+            scalar("six", 6.0),
+        ],
+        "y",
+    );
+    assert_eq!(
+        found(&hs),
+        vec![(
+            "HardSwish".into(),
+            ["a", "c", "m", "y"].map(String::from).to_vec()
+        )]
+    );
+    let hsig = build(
+        vec![
+            node("Add", &["three", "x"], "a"),
+            node("Clip", &["a", "zero", "six"], "c"),
+            node("Mul", &["c", "sixth"], "y"),
+        ],
+        vec![
+            scalar("three", 3.0),
+            scalar("zero", 0.0),
+            scalar("six", 6.0),
+            scalar("sixth", 1.0 / 6.0),
+        ],
+        "y",
+    );
+    assert_eq!(
+        found(&hsig),
+        vec![(
+            "HardSigmoid".into(),
+            ["a", "c", "y"].map(String::from).to_vec()
+        )]
+    );
+    // relu6(x + 3) read by something else is not a HardSigmoid.
+    let relu6 = build(
+        vec![
+            node("Add", &["x", "three"], "a"),
+            node("Clip", &["a", "zero", "six"], "y"),
+        ],
+        vec![
+            scalar("three", 3.0),
+            scalar("zero", 0.0),
+            scalar("six", 6.0),
+        ],
+        "y",
+    );
+    assert_eq!(found(&relu6), vec![]);
+}

@@ -1,5 +1,6 @@
 //! Composite ops that exporters decompose: LayerNormalization (torch < 2
-//! exports, TF, Paddle) and Gelu (erf form). Quantizing their inner nodes
+//! exports, TF, Paddle), Gelu (erf form), HardSwish and HardSigmoid
+//! (`x · relu6(x + 3) / 6`, Paddle and TF). Quantizing their inner nodes
 //! one by one puts 8-bit steps on a variance or an erf argument, which
 //! destroys accuracy for no speed gain; like NNCF's ignored patterns for
 //! transformers, observer insertion treats each match as one op of the
@@ -17,7 +18,7 @@ pub struct Composite {
     pub nodes: Vec<NodeId>,
 }
 
-/// Every decomposed LayerNormalization and Gelu of `g` (not of subgraphs).
+/// Every decomposed LayerNormalization, Gelu, HardSwish and HardSigmoid of `g` (not of subgraphs).
 /// A node belongs to at most one composite.
 pub fn find_composites(g: &Graph) -> Vec<Composite> {
     let mut found: Vec<Composite> = vec![];
@@ -26,7 +27,14 @@ pub fn find_composites(g: &Graph) -> Vec<Composite> {
         return found;
     };
     for n in order {
-        for c in [layer_norm_at(g, n), gelu_at(g, n)].into_iter().flatten() {
+        for c in [
+            layer_norm_at(g, n),
+            gelu_at(g, n),
+            hard_sigmoid_family_at(g, n),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if c.nodes.iter().all(|x| !taken.contains(x)) {
                 taken.extend(c.nodes.iter().copied());
                 found.push(c);
@@ -186,5 +194,63 @@ fn gelu_at(g: &Graph, erf: NodeId) -> Option<Composite> {
     Some(Composite {
         op_type: "Gelu",
         nodes,
+    })
+}
+
+/// The float value of a Clip bound (input from opset 11, attribute before).
+fn clip_bound(g: &Graph, clip: NodeId, slot: usize, attr: &str) -> Option<f32> {
+    match input(g, clip, slot) {
+        Some(v) => const_scalar(g, v),
+        None => g.node(clip).op()?.attr(attr)?.as_float(),
+    }
+}
+
+/// Division by `d` as Div(·, d) or Mul(·, 1/d) of a constant: its reader.
+fn divides_by(g: &Graph, n: NodeId, v: ValueId, d: f32) -> bool {
+    let Some(c) = other_input(g, n, v).and_then(|c| const_scalar(g, c)) else {
+        return false;
+    };
+    (op_is(g, n, "Div") && input(g, n, 0) == Some(v) && (c - d).abs() < 1e-6)
+        || (op_is(g, n, "Mul") && (c - 1.0 / d).abs() < 1e-6)
+}
+
+/// Anchored on `Clip(Add(x, 3), 0, 6)`: then `Mul(x, ·)` and a division by
+/// 6 is HardSwish; a division by 6 alone is HardSigmoid (alpha 1/6).
+fn hard_sigmoid_family_at(g: &Graph, clip: NodeId) -> Option<Composite> {
+    if !op_is(g, clip, "Clip") {
+        return None;
+    }
+    let (lo, hi) = (
+        clip_bound(g, clip, 1, "min")?,
+        clip_bound(g, clip, 2, "max")?,
+    );
+    if lo != 0.0 || hi != 6.0 {
+        return None;
+    }
+    let add = producer_op(g, input(g, clip, 0)?).filter(|&n| op_is(g, n, "Add"))?;
+    if sole_reader(g, add) != Some(clip) {
+        return None;
+    }
+    let (a0, a1) = (input(g, add, 0)?, input(g, add, 1)?);
+    let x = if const_scalar(g, a1) == Some(3.0) {
+        a0
+    } else if const_scalar(g, a0) == Some(3.0) {
+        a1
+    } else {
+        return None;
+    };
+    let clip_out = output(g, clip)?;
+    let next = sole_reader(g, clip)?;
+    if op_is(g, next, "Mul") && other_input(g, next, clip_out) == Some(x) {
+        let mul_out = output(g, next)?;
+        let div = sole_reader(g, next).filter(|&d| divides_by(g, d, mul_out, 6.0))?;
+        return Some(Composite {
+            op_type: "HardSwish",
+            nodes: vec![add, clip, next, div],
+        });
+    }
+    divides_by(g, next, clip_out, 6.0).then(|| Composite {
+        op_type: "HardSigmoid",
+        nodes: vec![add, clip, next],
     })
 }
