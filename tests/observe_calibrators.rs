@@ -205,3 +205,32 @@ fn ort_histograms_refuse_runaway_growth() {
     h.observe(&small, &[64]).unwrap();
     assert!(h.observe(&mask, &[4]).is_err());
 }
+
+/// Constant data (a bias of equal values, a scale tensor of ones) gives
+/// qparams that represent the value, for every scheme; ONNX Runtime's
+/// thresholds invert on such data.
+#[test]
+fn clipping_calibrators_on_constant_data() {
+    for value in [1.0f32, -2.5, 0.0, 1e-3] {
+        for s in [QScheme::PerTensorAffine, QScheme::PerTensorSymmetric] {
+            let observers = [
+                ObserverState::Percentile(PercentileObserver::new(spec(s), 99.999, 2048).unwrap()),
+                ObserverState::Entropy(EntropyObserver::new(spec(s), 2048, 128).unwrap()),
+            ];
+            for mut obs in observers {
+                obs.observe(&[value; 64], &[64]).unwrap();
+                let q = obs
+                    .qparams()
+                    .unwrap_or_else(|e| panic!("{value} {s:?}: {e}"));
+                let x = ((value / q.scale[0]).round() as i64 + q.zero_point[0])
+                    .clamp(q.quant_min, q.quant_max);
+                let back = (x - q.zero_point[0]) as f32 * q.scale[0];
+                assert!(
+                    (back - value).abs() <= q.scale[0] / 2.0 + 1e-6,
+                    "{value} {s:?}: {back} (scale {})",
+                    q.scale[0]
+                );
+            }
+        }
+    }
+}

@@ -486,7 +486,19 @@ impl PercentileObserver {
         if hi > mx {
             hi = mx;
         }
-        Some((lo, hi))
+        Some(uninvert(lo, hi, mn, mx))
+    }
+}
+
+/// A threshold pair inverted by the clamping to the data range happens on
+/// (nearly) constant data, whose histogram edges straddle the one value:
+/// ONNX Runtime would then quantize over [0, hi] and clip the value; the
+/// data range itself is used instead.
+fn uninvert(lo: f32, hi: f32, mn: f32, mx: f32) -> (f32, f32) {
+    if lo > hi {
+        (mn, mx)
+    } else {
+        (lo, hi)
     }
 }
 
@@ -724,7 +736,7 @@ impl EntropyObserver {
         if hi > mx {
             hi = mx;
         }
-        Some((lo, hi))
+        Some(uninvert(lo, hi, mn, mx))
     }
 }
 
