@@ -307,3 +307,44 @@ fn hard_swish_and_hard_sigmoid() {
     );
     assert_eq!(found(&relu6), vec![]);
 }
+
+#[test]
+fn tanh_gelu_as_bert_exports_it() {
+    // HF BERT's gelu_new: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+    let m = build(
+        vec![
+            node("Mul", &["x", "half"], "h"),
+            node("Pow", &["x", "three"], "p"),
+            node("Mul", &["p", "c1"], "m1"),
+            node("Add", &["x", "m1"], "a"),
+            node("Mul", &["a", "c2"], "m2"),
+            node("Tanh", &["m2"], "t"),
+            node("Add", &["t", "one"], "a1"),
+            node("Mul", &["h", "a1"], "y"),
+        ],
+        vec![
+            scalar("half", 0.5),
+            scalar("three", 3.0),
+            scalar("c1", 0.044715),
+            scalar("c2", 0.797_884_6),
+            scalar("one", 1.0),
+        ],
+        "y",
+    );
+    assert_eq!(
+        found(&m),
+        vec![(
+            "Gelu".into(),
+            ["h", "p", "m1", "a", "m2", "t", "a1", "y"]
+                .map(String::from)
+                .to_vec()
+        )]
+    );
+    // A plain tanh of a scaled sum is not a Gelu.
+    let plain = build(
+        vec![node("Mul", &["x", "c2"], "m2"), node("Tanh", &["m2"], "y")],
+        vec![scalar("c2", 0.797_884_6)],
+        "y",
+    );
+    assert_eq!(found(&plain), vec![]);
+}

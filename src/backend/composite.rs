@@ -30,6 +30,7 @@ pub fn find_composites(g: &Graph) -> Vec<Composite> {
         for c in [
             layer_norm_at(g, n),
             gelu_at(g, n),
+            gelu_tanh_at(g, n),
             hard_sigmoid_family_at(g, n),
         ]
         .into_iter()
@@ -252,5 +253,88 @@ fn hard_sigmoid_family_at(g: &Graph, clip: NodeId) -> Option<Composite> {
     divides_by(g, next, clip_out, 6.0).then(|| Composite {
         op_type: "HardSigmoid",
         nodes: vec![add, clip, next],
+    })
+}
+
+/// `Mul(a, c)` (either operand order) by a scalar constant near `want`: `a`.
+fn mul_by(g: &Graph, n: NodeId, want: f32, tol: f32) -> Option<ValueId> {
+    if !op_is(g, n, "Mul") {
+        return None;
+    }
+    let (a, b) = (input(g, n, 0)?, input(g, n, 1)?);
+    let near = |v: ValueId| const_scalar(g, v).is_some_and(|c| (c - want).abs() <= tol);
+    if near(b) {
+        Some(a)
+    } else if near(a) {
+        Some(b)
+    } else {
+        None
+    }
+}
+
+/// Anchored on Tanh: the tanh approximation of Gelu,
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`, with x³ as Pow(x, 3) or
+/// x·x·x, and the 0.5 applied to x first or to the product last.
+fn gelu_tanh_at(g: &Graph, tanh: NodeId) -> Option<Composite> {
+    if !op_is(g, tanh, "Tanh") {
+        return None;
+    }
+    let scale = producer_op(g, input(g, tanh, 0)?)?;
+    let inner = mul_by(g, scale, 0.797_884_6, 1e-3)?;
+    let add = producer_op(g, inner).filter(|&n| op_is(g, n, "Add"))?;
+    // One Add operand is x, the other 0.044715·x³.
+    let (a0, a1) = (input(g, add, 0)?, input(g, add, 1)?);
+    let (x, cubic_v, cubic_c) = [(a0, a1), (a1, a0)].into_iter().find_map(|(x, c)| {
+        let mc = producer_op(g, c)?;
+        let cube_v = mul_by(g, mc, 0.044_715, 1e-5)?;
+        let cube = producer_op(g, cube_v)?;
+        let is_cube = (op_is(g, cube, "Pow")
+            && input(g, cube, 0) == Some(x)
+            && input(g, cube, 1).and_then(|e| const_scalar(g, e)) == Some(3.0))
+            || (op_is(g, cube, "Mul") && {
+                // x·(x·x) or (x·x)·x
+                let (p, q) = (input(g, cube, 0)?, input(g, cube, 1)?);
+                let sq = |v: ValueId| {
+                    producer_op(g, v).is_some_and(|s| {
+                        op_is(g, s, "Mul") && input(g, s, 0) == Some(x) && input(g, s, 1) == Some(x)
+                    })
+                };
+                (p == x && sq(q)) || (q == x && sq(p))
+            });
+        is_cube.then_some((x, cube, mc))
+    })?;
+    let mut nodes = vec![];
+    if op_is(g, cubic_v, "Mul") {
+        // x·x·x: the inner square too.
+        let (p, q) = (input(g, cubic_v, 0)?, input(g, cubic_v, 1)?);
+        let sq_v = if p == x { q } else { p };
+        nodes.push(producer_op(g, sq_v)?);
+    }
+    nodes.extend([cubic_v, cubic_c, add, scale, tanh]);
+    let one = sole_reader(g, tanh).filter(|&n| op_is(g, n, "Add"))?;
+    (const_scalar(g, other_input(g, one, output(g, tanh)?)?)? == 1.0).then_some(())?;
+    nodes.push(one);
+    let mul = sole_reader(g, one).filter(|&n| op_is(g, n, "Mul"))?;
+    let lhs = other_input(g, mul, output(g, one)?)?;
+    if lhs == x {
+        let half = sole_reader(g, mul)?;
+        mul_by(g, half, 0.5, 0.0)?;
+        nodes.extend([mul, half]);
+    } else {
+        let half = producer_op(g, lhs)?;
+        (mul_by(g, half, 0.5, 0.0)? == x && sole_reader(g, half) == Some(mul)).then_some(())?;
+        nodes.insert(0, half);
+        nodes.push(mul);
+    }
+    // Inner values must be private to the composite.
+    for &n in &nodes[..nodes.len() - 1] {
+        let out = output(g, n)?;
+        if g.is_graph_output(out) || g.consumers(out).iter().any(|(c, _)| !nodes.contains(c)) {
+            return None;
+        }
+    }
+    Some(Composite {
+        op_type: "Gelu",
+        nodes,
     })
 }
