@@ -609,3 +609,58 @@ fn calibrator_rejects_bad_values_and_observer_counts() {
     let e = err_of(Calibrator::new(&cf, &[v]));
     assert!(e.contains("x_proj_pos") && e.contains("f32"), "{e}");
 }
+
+/// A recurrent state `[2, batch, 4]` beside `x [batch, 3]` (silero-style):
+/// the state's axis 0 is fixed by the model and disagrees with the samples,
+/// so it is fed whole with every batch; with a matching count it would be a
+/// batch axis like any other.
+#[test]
+fn fixed_leading_state_is_fed_whole() {
+    use onnxq::ir::Dim;
+    let inputs = vec![
+        ModelInput {
+            name: "x".into(),
+            dtype: DataType::F32,
+            shape: vec![Dim::Sym("batch".into()), Dim::Fixed(3)],
+        },
+        ModelInput {
+            name: "state".into(),
+            dtype: DataType::F32,
+            shape: vec![Dim::Fixed(2), Dim::Sym("batch".into()), Dim::Fixed(4)],
+        },
+    ];
+    let x = Tensor::from_f32(vec![5, 3], &[0.5; 15]);
+    let state = Tensor::from_f32(vec![2, 1, 4], &[0.25; 8]);
+    let d = tmpdir("state");
+    write_npz(&d.join("s.npz"), &[("x", &x), ("state", &state)]);
+    let batches: Vec<Vec<Tensor>> = CalibrationData::open(&d.join("s.npz"), &inputs)
+        .unwrap()
+        .with_batch_size(2)
+        .map(Result::unwrap)
+        .collect();
+    let dims: Vec<Vec<Vec<i64>>> = batches
+        .iter()
+        .map(|b| b.iter().map(|t| t.dims.clone()).collect())
+        .collect();
+    assert_eq!(
+        dims,
+        vec![
+            vec![vec![2, 3], vec![2, 1, 4]],
+            vec![vec![2, 3], vec![2, 1, 4]],
+            vec![vec![1, 3], vec![2, 1, 4]],
+        ]
+    );
+    // Two inputs whose counts disagree without a fixed axis 0 stay an error.
+    let y = Tensor::from_f32(vec![4, 3], &[0.5; 12]);
+    write_npz(&d.join("bad.npz"), &[("x", &x), ("state", &y)]);
+    let bad = vec![
+        inputs[0].clone(),
+        ModelInput {
+            name: "state".into(),
+            dtype: DataType::F32,
+            shape: vec![Dim::Sym("batch".into()), Dim::Fixed(3)],
+        },
+    ];
+    let e = data_error(&d.join("bad.npz"), &bad);
+    assert!(e.contains("bad.npz") && e.contains("samples"), "{e}");
+}

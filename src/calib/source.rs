@@ -128,6 +128,11 @@ enum Layout {
     Batched,
     /// Axis 0 indexes samples, each fed as-is.
     Stacked,
+    /// Fed unchanged with every batch of the file: an input whose axis 0
+    /// the model fixes and which is not a batch axis (a recurrent state
+    /// `[layers, batch, hidden]`, a sample rate), told apart from a batch
+    /// axis by its count disagreeing with the other inputs' samples.
+    Whole,
 }
 
 /// A file's arrays after validation, cut into batches on demand.
@@ -472,6 +477,7 @@ impl CalibrationData {
             ChunkArrays::Npy { dtype, dims, .. } => vec![(*dtype, dims.clone())],
         };
         let mut layouts = Vec::with_capacity(metas.len());
+        let mut counts: Vec<(usize, bool)> = Vec::with_capacity(metas.len());
         let mut samples: Option<(usize, &str)> = None;
         for (inp, (dtype, dims)) in self.inputs.iter().zip(&metas) {
             if *dtype != inp.dtype {
@@ -481,6 +487,12 @@ impl CalibrationData {
                 )));
             }
             let r = inp.shape.len();
+            if r == 0 && dims.is_empty() {
+                // A scalar input (a sample rate, a step count): fed with every batch.
+                counts.push((1, true));
+                layouts.push(Layout::Whole);
+                continue;
+            }
             let layout = if dims.len() == r && r > 0 {
                 Layout::Batched
             } else if dims.len() == r + 1 {
@@ -496,7 +508,7 @@ impl CalibrationData {
             };
             // The per-batch dims that must match the model's fixed dims.
             let (fixed_from, model_from) = match layout {
-                Layout::Batched => (1, 1),
+                Layout::Batched | Layout::Whole => (1, 1),
                 Layout::Stacked => (1, 0),
             };
             for (k, (&d, md)) in dims[fixed_from..]
@@ -528,17 +540,38 @@ impl CalibrationData {
                     }
                 }
             }
+            let fixed0 =
+                matches!(inp.shape.first(), Some(Dim::Fixed(k)) if *k == dims[0] && *k > 1);
+            counts.push((n, layout == Layout::Batched && fixed0));
+            layouts.push(layout);
+        }
+        // Sample counts must agree, except for inputs whose axis 0 the model
+        // fixes: those that disagree are fed whole (Layout::Whole).
+        let voters: Vec<usize> = (0..counts.len()).filter(|&i| !counts[i].1).collect();
+        let pool: Vec<usize> = if voters.is_empty() {
+            (0..counts.len()).collect()
+        } else {
+            voters
+        };
+        for &i in &pool {
+            let (n, _) = counts[i];
             match samples {
-                None => samples = Some((n, &inp.name)),
+                None => samples = Some((n, &self.inputs[i].name)),
                 Some((m, other)) if m != n => {
                     return Err(origin.err(format!(
                         "input `{}` has {n} samples (axis 0) but input `{other}` has {m}",
-                        inp.name
+                        self.inputs[i].name
                     )))
                 }
                 _ => {}
             }
-            layouts.push(layout);
+        }
+        if let Some((m, _)) = samples {
+            for (i, &(n, fixed0)) in counts.iter().enumerate() {
+                if fixed0 && n != m {
+                    layouts[i] = Layout::Whole;
+                }
+            }
         }
         let samples = samples.map(|s| s.0).unwrap_or(0);
         let step = batch_step(&self.inputs, &layouts, self.batch_size);
@@ -605,7 +638,8 @@ impl Chunk {
                 }
                 let mut bdims = dims.clone();
                 match self.layouts[0] {
-                    Layout::Batched => bdims[0] = (end - start) as i64,
+                    // A lone input has no other count to disagree with.
+                    Layout::Batched | Layout::Whole => bdims[0] = (end - start) as i64,
                     Layout::Stacked => {
                         bdims.remove(0);
                     }
@@ -627,6 +661,9 @@ impl Chunk {
 
 /// Rows `[start, end)` of `t` along axis 0; a stacked sample drops the axis.
 fn slice_rows(t: &Tensor, start: usize, end: usize, layout: Layout) -> Result<Tensor> {
+    if layout == Layout::Whole {
+        return Ok(t.clone());
+    }
     let raw = t
         .raw()
         .ok_or_else(|| Error::Unsupported("string tensors as calibration data".into()))?;
@@ -639,6 +676,7 @@ fn slice_rows(t: &Tensor, start: usize, end: usize, layout: Layout) -> Result<Te
         Layout::Stacked => {
             dims.remove(0);
         }
+        Layout::Whole => {} // returned above
     }
     Tensor::from_raw(t.dtype, dims, bytes).map_err(|e| Error::invalid(e.to_string()))
 }

@@ -180,9 +180,27 @@ pub fn quantize(
     calibration: Calibration<'_>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
+    refuse_quantized(&model)?;
     let mut cx = PassContext::new();
     let t0 = Instant::now();
     let pipeline = prepare(&mut model, options, &mut cx)?;
+    let observed = model
+        .graph
+        .value_ids()
+        .filter(|&v| model.graph.value(v).quant.is_some())
+        .count();
+    if observed == 0 {
+        let s = Summary::from_context(pipeline, &cx, None, vec![]);
+        let reasons: Vec<String> = s
+            .float
+            .iter()
+            .map(|g| format!("{} ({} nodes)", g.reason, g.subjects.len()))
+            .collect();
+        return Err(Error::invalid(format!(
+            "nothing to quantize: every node stays float: {}",
+            reasons.join("; ")
+        )));
+    }
     let t_prepare = t0.elapsed();
     let t1 = Instant::now();
     let (table, samples) = match calibration {
@@ -234,6 +252,40 @@ pub fn quantize_file(
     summary.size_before = file_size(input);
     summary.size_after = file_size(output);
     Ok(summary)
+}
+
+/// Ops that mean the model is quantized already (standard or ORT contrib).
+const QUANTIZED_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "DynamicQuantizeLSTM",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QGemm",
+    "QLinearAdd",
+    "QLinearMul",
+];
+
+/// Quantizing a quantized model again is refused, naming a node.
+fn refuse_quantized(model: &Model) -> Result<()> {
+    let g = &model.graph;
+    for n in g.node_ids() {
+        if let Some(op) = g.node(n).op() {
+            if QUANTIZED_OPS.contains(&op.op_type.as_str()) {
+                return Err(Error::invalid(format!(
+                    "the model is quantized already: node `{}` is {}",
+                    g.display_node_name(n),
+                    op.qualified_name()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A model's size on disk, external data included.
