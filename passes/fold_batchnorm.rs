@@ -1,9 +1,13 @@
 //! `fold-batchnorm`: folds an inference BatchNormalization into the Conv,
 //! ConvTranspose, Gemm or MatMul that feeds it (PyTorch's `fuse_conv_bn`
-//! over ONNX), so it costs nothing and quantizes with the weights.
+//! over ONNX), so it costs nothing and quantizes with the weights. The same
+//! for a BatchNorm that exporters decomposed (Paddle, TF): a Mul by and an
+//! Add of constants that are per output channel (or scalar), after a Conv,
+//! ConvTranspose or Gemm, fold one after the other.
 //!
 //! With s = gamma / sqrt(var + eps) per channel: W' = W·s on the output
-//! channel axis, b' = (b − mean)·s + beta. Arithmetic in f64, rounded once.
+//! channel axis, b' = (b − mean)·s + beta (Mul: s = c, Add: b' = b + c).
+//! Arithmetic in f64, rounded once.
 
 use crate::prelude::*;
 
@@ -25,13 +29,103 @@ impl Pass for FoldBatchNorm {
         for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
             for m in g.find_matches(&pattern) {
                 let (bn, prod) = (m.node("bn"), m.node("producer"));
-                match fold(g, bn, prod) {
+                match bn_affine(g, bn).and_then(|(s, t)| fold(g, bn, prod, &s, &t)) {
                     Ok(()) => cx.count("folded", 1),
                     Err(why) => cx.note(g.display_node_name(bn), format!("not folded: {why}")),
                 }
             }
+            // Decomposed BatchNorm: Mul / Add by per-channel constants, until
+            // nothing more folds (Conv → Mul → Add takes two rounds).
+            loop {
+                let mut folded = false;
+                let candidates: Vec<NodeId> = g
+                    .node_ids()
+                    .filter(|&n| g.node(n).is_op("Mul") || g.node(n).is_op("Add"))
+                    .collect();
+                for n in candidates {
+                    if g.try_node(n).is_none() {
+                        continue;
+                    }
+                    let Some((prod, s, t)) = const_affine(g, n) else {
+                        continue;
+                    };
+                    if fold(g, n, prod, &s, &t).is_ok() {
+                        cx.count("folded-affine", 1);
+                        folded = true;
+                    }
+                }
+                if !folded {
+                    break;
+                }
+            }
             Ok(())
         })
+    }
+}
+
+/// A Mul by or Add of a constant that is per output channel (or a scalar),
+/// reading the only output of a Conv/ConvTranspose/Gemm with constant
+/// weights: that producer and the (scale, shift) per channel.
+fn const_affine(g: &Graph, n: NodeId) -> Option<(NodeId, Vec<f64>, Vec<f64>)> {
+    let node = g.node(n);
+    let (a, b) = (
+        node.inputs.first().copied().flatten()?,
+        node.inputs.get(1).copied().flatten()?,
+    );
+    let (x, c) = if g.const_tensor(b).is_some() {
+        (a, b)
+    } else if g.const_tensor(a).is_some() {
+        (b, a)
+    } else {
+        return None;
+    };
+    let prod = g.producer(x);
+    let p = g.node(prod);
+    let t = p.op()?.op_type.as_str();
+    if !matches!(t, "Conv" | "ConvTranspose" | "Gemm")
+        || p.outputs.first().copied().flatten() != Some(x)
+    {
+        return None;
+    }
+    if g.consumers(x).len() != 1 || g.is_graph_output(x) {
+        return None;
+    }
+    let w = g.const_tensor(p.inputs.get(1).copied().flatten()?)?;
+    // Output rank and the output-channel count.
+    let (rank, channels) = match t {
+        "Conv" => (w.dims.len(), *w.dims.first()? as usize),
+        "ConvTranspose" => {
+            let group = p.op()?.attr("group").and_then(|a| a.as_int()).unwrap_or(1);
+            (w.dims.len(), (*w.dims.get(1)? * group) as usize)
+        }
+        _ => {
+            let trans_b = p.op()?.attr("transB").and_then(|a| a.as_int()).unwrap_or(0) != 0;
+            (2, *w.dims.get(if trans_b { 0 } else { 1 })? as usize)
+        }
+    };
+    let ct = g.const_tensor(c)?;
+    let vals = ct.to_f32_vec()?;
+    if ct.dtype != DataType::F32 || ct.dims.len() > rank {
+        return None;
+    }
+    // Right-aligned on the output: only the channel axis (1) may be > 1.
+    let offset = rank - ct.dims.len();
+    for (i, &d) in ct.dims.iter().enumerate() {
+        if d != 1 && !(i + offset == 1 && d as usize == channels) {
+            return None;
+        }
+    }
+    let per: Vec<f64> = if vals.len() == channels {
+        vals.iter().map(|&v| v as f64).collect()
+    } else if vals.len() == 1 {
+        vec![vals[0] as f64; channels]
+    } else {
+        return None;
+    };
+    if node.is_op("Mul") {
+        Some((prod, per, vec![0.0; channels]))
+    } else {
+        Some((prod, vec![1.0; channels], per))
     }
 }
 
@@ -78,8 +172,15 @@ pub(crate) fn bn_affine(
     Ok((scale, shift))
 }
 
-fn fold(g: &mut Graph, bn: NodeId, prod: NodeId) -> std::result::Result<(), String> {
-    let (scale, shift) = bn_affine(g, bn)?;
+/// Folds the per-channel affine map `bn` (a BatchNormalization, Mul or Add)
+/// computes, `y = x·scale + shift`, into its producer `prod`.
+fn fold(
+    g: &mut Graph,
+    bn: NodeId,
+    prod: NodeId,
+    scale: &[f64],
+    shift: &[f64],
+) -> std::result::Result<(), String> {
     let c = scale.len();
     let pnode = g.node(prod).clone();
     let pop = pnode.op().expect("an op").clone();
@@ -206,7 +307,6 @@ fn fold(g: &mut Graph, bn: NodeId, prod: NodeId) -> std::result::Result<(), Stri
         .node(bn)
         .inputs
         .iter()
-        .skip(1)
         .chain(pnode.inputs.iter().skip(1))
         .flatten()
         .copied()

@@ -26,3 +26,46 @@ def test_optimize_preserves_outputs(model, onnxq_bin, tmp_path):
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     if model.stem in ("digits_cnn", "residual_block", "inverted_residual"):
         assert "BatchNormalization" not in ops
+
+
+def test_decomposed_batchnorm_folds(onnxq_bin, tmp_path):
+    """Paddle/TF-style BatchNorm as Mul + Add of per-channel constants folds
+    into the Conv and the Gemm; a Mul varying over space does not."""
+    from onnx import TensorProto, helper, numpy_helper as nh
+
+    rng = np.random.default_rng(1)
+
+    def init(name, a):
+        return nh.from_array(np.asarray(a, dtype=np.float32), name)
+
+    inits = [
+        init("w", rng.standard_normal((4, 3, 3, 3))), init("b", rng.standard_normal(4)),
+        init("s", rng.uniform(0.5, 2, (1, 4, 1, 1))), init("t", rng.standard_normal((4, 1, 1))),
+        init("sp", rng.uniform(0.5, 2, (1, 1, 6, 6))),
+        init("gw", rng.standard_normal((5, 144))), init("gs", [1.5]), init("gt", rng.standard_normal(5)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Mul", ["c", "s"], ["cm"], name="bn_mul"),
+        helper.make_node("Add", ["t", "cm"], ["ca"], name="bn_add"),
+        helper.make_node("Mul", ["ca", "sp"], ["spatial"], name="spatial_mul"),
+        helper.make_node("Flatten", ["spatial"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "gw"], ["g"], transB=1, name="gemm"),
+        helper.make_node("Mul", ["gs", "g"], ["gm"], name="gemm_mul"),
+        helper.make_node("Add", ["gm", "gt"], ["y"], name="gemm_add"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], initializer=inits),
+                          opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    src, out = tmp_path / "bn.onnx", tmp_path / "bn.opt.onnx"
+    onnx.save(m, str(src))
+    subprocess.run([onnxq_bin, "optimize", str(src), "-o", str(out)], check=True, capture_output=True)
+    opt = onnx.load(str(out))
+    onnx.checker.check_model(opt, full_check=True)
+    names = [n.name for n in opt.graph.node]
+    assert not {"bn_mul", "bn_add", "gemm_mul", "gemm_add"} & set(names), names
+    assert "spatial_mul" in names
+    feeds = {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(src, feeds)[0], rtol=1e-5, atol=1e-5)
