@@ -10,6 +10,7 @@ mod fold_constants;
 mod fuse_activations;
 mod fuse_matmul_add;
 mod insert_observers;
+mod quantize_dynamic;
 mod remove_identity;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
@@ -21,6 +22,7 @@ pub use fold_constants::FoldConstants;
 pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
+pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DYNAMIC_OPS};
 pub use remove_identity::RemoveIdentity;
 
 use crate::prelude::PassRegistry;
@@ -71,6 +73,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "convert-qdq",
         "rewrite a calibrated graph into QuantizeLinear/DequantizeLinear form (calibration=FILE)",
         ConvertQdq::from_options,
+    );
+    r.register(
+        "quantize-dynamic",
+        "int8 weights + run-time activation quantization: DynamicQuantizeLinear → MatMulInteger/ConvInteger → float rescale; LSTM/GRU/RNN weights int8 + DequantizeLinear (per-tensor, reduce-range, ops, exclude)",
+        QuantizeDynamic::from_options,
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

@@ -11,11 +11,13 @@ pub mod error;
 pub mod import;
 pub mod ir;
 pub mod kernels;
+pub mod modes;
 pub mod observe;
 pub mod onnx;
 pub mod pm;
 pub mod prelude;
 pub mod qconfig;
+pub mod qdq;
 pub mod summary;
 pub mod tract_runner;
 
