@@ -11,6 +11,7 @@ mod fuse_activations;
 mod fuse_matmul_add;
 mod insert_observers;
 mod quantize_dynamic;
+mod quantize_weight_only;
 mod remove_identity;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
@@ -23,6 +24,7 @@ pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
 pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DYNAMIC_OPS};
+pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 
 use crate::prelude::PassRegistry;
@@ -78,6 +80,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "quantize-dynamic",
         "int8 weights + run-time activation quantization: DynamicQuantizeLinear → MatMulInteger/ConvInteger → float rescale; LSTM/GRU/RNN weights int8 + DequantizeLinear (per-tensor, reduce-range, ops, exclude)",
         QuantizeDynamic::from_options,
+    );
+    r.register(
+        "quantize-weight-only",
+        "MatMul/Gemm weights to int8 per channel or int4 blockwise (opset 21) + DequantizeLinear; activations stay float (bits, block, symmetric, per-tensor, ops, exclude)",
+        QuantizeWeightOnly::from_options,
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

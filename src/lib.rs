@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod modes;
 pub mod observe;
 pub mod onnx;
+pub mod opset;
 pub mod pm;
 pub mod prelude;
 pub mod qconfig;

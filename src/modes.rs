@@ -5,7 +5,10 @@
 
 use crate::error::Result;
 use crate::ir::Model;
-use crate::passes::{DynamicOptions, EliminateDeadCode, QuantizeDynamic, OPTIMIZE};
+use crate::passes::{
+    DynamicOptions, EliminateDeadCode, QuantizeDynamic, QuantizeWeightOnly, WeightOnlyOptions,
+    OPTIMIZE,
+};
 use crate::pm::{PassContext, PassManager, PassRegistry};
 
 /// The float graph optimisations every mode starts from ([`OPTIMIZE`]).
@@ -26,6 +29,23 @@ pub fn quantize_dynamic(
     let first = optimize(model, cx)?;
     let mut pm = PassManager::new();
     pm.add(QuantizeDynamic::new(options)?)
+        .add(EliminateDeadCode);
+    pm.run(model, cx)?;
+    Ok(format!("{first},{}", pm.pipeline_text()))
+}
+
+/// Weight-only quantization (no calibration data): [`OPTIMIZE`], then
+/// `quantize-weight-only` with `options`, then dead-code elimination.
+/// `bits: 4` raises the opset to 21 or fails naming the op that forbids it.
+/// Returns the pipeline text that ran.
+pub fn quantize_weight_only(
+    model: &mut Model,
+    options: WeightOnlyOptions,
+    cx: &mut PassContext,
+) -> Result<String> {
+    let first = optimize(model, cx)?;
+    let mut pm = PassManager::new();
+    pm.add(QuantizeWeightOnly::new(options)?)
         .add(EliminateDeadCode);
     pm.run(model, cx)?;
     Ok(format!("{first},{}", pm.pipeline_text()))

@@ -152,6 +152,127 @@ pub fn shift_to_uint8(mut qt: QuantizedTensor) -> QuantizedTensor {
     qt
 }
 
+/// A tensor quantized in blocks along one axis (DequantizeLinear-21's
+/// blocked quantization): one scale (and zero point) per `block` consecutive
+/// elements along `axis`; the scale has the tensor's shape with that axis
+/// shrunk to `ceil(dim / block)`.
+#[derive(Clone, Debug)]
+pub struct BlockQuantized {
+    /// `I4` (symmetric, no zero point) or `U4` (asymmetric, with zero points).
+    pub dtype: DataType,
+    pub dims: Vec<i64>,
+    pub values: Vec<i64>,
+    pub scale_dims: Vec<i64>,
+    pub scale: Vec<f32>,
+    /// `None` for symmetric quantization (zero point 0, input omitted).
+    pub zero_point: Option<Vec<i64>>,
+    pub axis: usize,
+    pub block: usize,
+}
+
+/// 4-bit blocked quantization of a float constant along `axis`.
+/// Symmetric: int4 in [-7, 7], scale = max|x| / 7 per block, zero point 0.
+/// Asymmetric: uint4 in [0, 15] with a zero point per block (torch's
+/// min/max formula). `None` when the tensor is not real-valued and finite.
+pub fn quantize_blockwise_4bit(
+    t: &Tensor,
+    axis: usize,
+    block: usize,
+    symmetric: bool,
+) -> Option<BlockQuantized> {
+    let w = t.to_f32_vec()?;
+    if !t.dtype.is_float() || axis >= t.dims.len() || block == 0 || w.iter().any(|x| !x.is_finite())
+    {
+        return None;
+    }
+    let dims = t.dims.clone();
+    let d = dims[axis] as usize;
+    let inner: usize = dims[axis + 1..].iter().map(|&x| x as usize).product();
+    let nb = d.div_ceil(block);
+    let mut scale_dims = dims.clone();
+    scale_dims[axis] = nb as i64;
+    let n_scales: usize = scale_dims.iter().map(|&x| x as usize).product();
+    // Element i = (outer·d + a)·inner + r belongs to block (outer·nb + a/block)·inner + r.
+    let block_of = |i: usize| {
+        let r = i % inner;
+        let a = (i / inner) % d;
+        let outer = i / (inner * d);
+        (outer * nb + a / block) * inner + r
+    };
+    let mut lo = vec![0f32; n_scales];
+    let mut hi = vec![0f32; n_scales];
+    for (i, &x) in w.iter().enumerate() {
+        let b = block_of(i);
+        lo[b] = lo[b].min(x);
+        hi[b] = hi[b].max(x);
+    }
+    let spec = if symmetric {
+        QuantSpec::new(QDtype::QInt8, QScheme::PerChannelSymmetric).with_range(-7, 7)
+    } else {
+        QuantSpec::new(QDtype::QUInt8, QScheme::PerChannelAffine).with_range(0, 15)
+    };
+    let p = calculate_qparams(&spec, &lo, &hi, Some(axis)).ok()?;
+    let values = w
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let b = block_of(i);
+            quantize_value(x, p.scale[b], p.zero_point[b], p.quant_min, p.quant_max)
+        })
+        .collect();
+    Some(BlockQuantized {
+        dtype: if symmetric {
+            DataType::I4
+        } else {
+            DataType::U4
+        },
+        dims,
+        values,
+        scale_dims,
+        scale: p.scale,
+        zero_point: (!symmetric).then_some(p.zero_point),
+        axis,
+        block,
+    })
+}
+
+/// Adds the 4-bit initializer and `DequantizeLinear{axis, block_size}`
+/// (opset 21) that restores a weight; returns the float value.
+pub fn block_dequantized(g: &mut Graph, w: ValueId, bq: &BlockQuantized) -> ValueId {
+    let name = g.value(w).name.clone();
+    let ty = g.value(w).ty.clone();
+    let qv = g.add_const(
+        &format!("{name}_quantized"),
+        int_tensor(bq.dtype, bq.dims.clone(), &bq.values),
+    );
+    let s = g.add_const(
+        &format!("{name}_scale"),
+        Tensor::from_f32(bq.scale_dims.clone(), &bq.scale),
+    );
+    let z = bq.zero_point.as_ref().map(|zp| {
+        g.add_const(
+            &format!("{name}_zero_point"),
+            int_tensor(bq.dtype, bq.scale_dims.clone(), zp),
+        )
+    });
+    let mut inputs = vec![Some(qv), Some(s)];
+    if z.is_some() {
+        inputs.push(z);
+    }
+    let op = Op::new("DequantizeLinear")
+        .with_attr("axis", bq.axis as i64)
+        .with_attr("block_size", bq.block as i64);
+    let n = g.add_op(
+        &format!("{name}_DequantizeLinear"),
+        op,
+        &inputs,
+        &[&format!("{name}_dequantized")],
+    );
+    let out = g.node(n).outputs[0].expect("one output");
+    g.value_mut(out).ty = ty;
+    out
+}
+
 /// Adds `DequantizeLinear(q, scale, zero_point[, axis])` and returns its
 /// output. Per-tensor params give scalar scale and zero point; per-axis ones
 /// 1-D tensors.
@@ -271,6 +392,30 @@ mod tests {
         assert_eq!(quantize_value(-2.5, 1.0, 0, -128, 127), -2);
         assert_eq!(quantize_value(1e9, 1.0, 0, -127, 127), 127);
         assert_eq!(quantize_value(-1e9, 1.0, 3, 0, 255), 0);
+    }
+
+    #[test]
+    fn blockwise_4bit() {
+        // [K=5, N=2] blocked along K by 2: blocks rows {0,1}, {2,3}, {4}.
+        let v: Vec<f32> = (0..10).map(|i| i as f32 - 4.0).collect();
+        let t = Tensor::from_f32(vec![5, 2], &v);
+        let q = quantize_blockwise_4bit(&t, 0, 2, true).unwrap();
+        assert_eq!(q.scale_dims, vec![3, 2]);
+        assert_eq!(q.dtype, DataType::I4);
+        // Block (0, col 0) holds -4, -2: scale 4/7.
+        assert_eq!(q.scale[0], 4.0 / 7.0);
+        assert_eq!(q.values[0], -7);
+        assert!(q.values.iter().all(|&x| (-7..=7).contains(&x)));
+        let a = quantize_blockwise_4bit(&t, 0, 2, false).unwrap();
+        assert_eq!(a.dtype, DataType::U4);
+        assert!(a.values.iter().all(|&x| (0..=15).contains(&x)));
+        // Dequantized values stay within half a step of the input.
+        for (i, &x) in v.iter().enumerate() {
+            let b = (i / 2 / 2) * 2 + i % 2;
+            let zp = a.zero_point.as_ref().unwrap()[b];
+            let y = (a.values[i] - zp) as f32 * a.scale[b];
+            assert!((x - y).abs() <= a.scale[b] / 2.0 + 1e-6, "{i}: {x} vs {y}");
+        }
     }
 
     #[test]

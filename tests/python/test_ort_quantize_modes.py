@@ -83,3 +83,40 @@ def test_dynamic_int8_weights_saturate_only_where_ort_kernels_do(onnxq_bin, tmp_
     mmi = [n for n in m.graph.node if n.op_type == "MatMulInteger"]
     assert len(mmi) == 3 and all(inits[n.input[1]].data_type == onnx.TensorProto.INT8 for n in mmi)
     assert db >= 20.0, db
+
+
+# (model, pass options) -> SQNR floor, a few dB under what this version reaches.
+WEIGHT_ONLY = {
+    ("mlp", ""): 45.0,
+    ("transformer_layer", ""): 34.0,
+    ("lstm", ""): 46.0,
+    ("mlp", "bits=4"): 21.0,
+    ("transformer_layer", "bits=4"): 14.0,
+    ("mlp", "bits=4,symmetric=false"): 23.0,
+    ("transformer_layer", "bits=4,symmetric=false,block=16"): 17.0,
+    ("lstm", "bits=4"): 22.0,
+}
+
+
+@pytest.mark.parametrize("name,opts", sorted(WEIGHT_ONLY), ids=lambda v: v or "bits=8")
+def test_weight_only_runs_in_ort(name, opts, onnxq_bin, tmp_path):
+    out = tmp_path / f"{name}.wo.onnx"
+    optimize(onnxq_bin, name, out, OPTIMIZE + f",quantize-weight-only{{{opts}}},eliminate-dead-code"
+             if opts else OPTIMIZE + ",quantize-weight-only,eliminate-dead-code")
+    m, db = check_and_sqnr(name, out)
+    assert db >= WEIGHT_ONLY[(name, opts)], f"{name} {opts}: SQNR {db:.1f} dB"
+    inits = {i.name: i for i in m.graph.initializer}
+    dqs = [n for n in m.graph.node if n.op_type == "DequantizeLinear"]
+    assert dqs
+    opset = next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    if "bits=4" in opts:
+        assert opset == 21 and m.ir_version >= 10
+        want = onnx.TensorProto.UINT4 if "symmetric=false" in opts else onnx.TensorProto.INT4
+        for n in dqs:
+            assert inits[n.input[0]].data_type == want
+            assert next(a.i for a in n.attribute if a.name == "block_size") in (16, 32)
+        # 4-bit weights: at most ~0.3x of the float model for these MatMul-dominated ones.
+        if name != "lstm":
+            assert out.stat().st_size <= 0.4 * (MODELS / f"{name}.onnx").stat().st_size
+    else:
+        assert all(inits[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dqs)
