@@ -3,6 +3,7 @@
 
 mod batchnorm_to_mul_add;
 mod convert_qdq;
+mod convert_qoperator;
 mod dedup_constants;
 mod eliminate_dead_code;
 mod fold_batchnorm;
@@ -16,6 +17,7 @@ mod remove_identity;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
 pub use convert_qdq::ConvertQdq;
+pub use convert_qoperator::ConvertQOperator;
 pub use dedup_constants::DedupConstants;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
@@ -85,6 +87,10 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "quantize-weight-only",
         "MatMul/Gemm weights to int8 per channel or int4 blockwise (opset 21) + DequantizeLinear; activations stay float (bits, block, symmetric, per-tensor, ops, exclude)",
         QuantizeWeightOnly::from_options,
+    );
+    r.register_simple::<ConvertQOperator>(
+        "convert-qoperator",
+        "after convert-qdq: rewrite Conv/MatMul/Gemm QDQ units into QLinearConv/QLinearMatMul (standard ONNX); the rest stays QDQ",
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

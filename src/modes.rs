@@ -6,8 +6,8 @@
 use crate::error::Result;
 use crate::ir::Model;
 use crate::passes::{
-    DynamicOptions, EliminateDeadCode, QuantizeDynamic, QuantizeWeightOnly, WeightOnlyOptions,
-    OPTIMIZE,
+    ConvertQOperator, DynamicOptions, EliminateDeadCode, QuantizeDynamic, QuantizeWeightOnly,
+    WeightOnlyOptions, OPTIMIZE,
 };
 use crate::pm::{PassContext, PassManager, PassRegistry};
 
@@ -49,4 +49,16 @@ pub fn quantize_weight_only(
         .add(EliminateDeadCode);
     pm.run(model, cx)?;
     Ok(format!("{first},{}", pm.pipeline_text()))
+}
+
+/// The QOperator format: run on a model `convert-qdq` has produced (static
+/// QDQ), it rewrites the Conv/MatMul/Gemm units into QLinearConv /
+/// QLinearMatMul (`convert-qoperator`), then removes what became dead.
+/// Units that cannot be expressed stay QDQ (notes say why). Returns the
+/// pipeline text that ran.
+pub fn convert_to_qoperator(model: &mut Model, cx: &mut PassContext) -> Result<String> {
+    let mut pm = PassManager::new();
+    pm.add(ConvertQOperator).add(EliminateDeadCode);
+    pm.run(model, cx)?;
+    Ok(pm.pipeline_text())
 }

@@ -382,3 +382,140 @@ fn weight_only_snapshot_mlp_int4() {
     let (_, m, _) = weight_only("mlp", four_bit());
     insta::assert_snapshot!("weight_only_int4_mlp", model_to_string(&m));
 }
+
+// ---- QOperator ---------------------------------------------------------------
+
+/// Static QDQ through the CLI (calibrated on the bundled data).
+fn static_qdq(name: &str) -> Model {
+    let dir = std::env::temp_dir().join(format!("onnxq-modes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("{name}.qdq.onnx"));
+    let calib = ["npy", "npz"]
+        .iter()
+        .map(|e| models_dir().join(format!("{name}.calib.{e}")))
+        .find(|p| p.exists())
+        .unwrap();
+    let r = std::process::Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .arg("quantize")
+        .arg(models_dir().join(format!("{name}.onnx")))
+        .arg("-o")
+        .arg(&out)
+        .arg("--data")
+        .arg(calib)
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    onnxq::import::import_file(&out).unwrap()
+}
+
+#[test]
+fn qoperator_models_run_in_tract() {
+    // (model, floor dB, QLinearConv, QLinearMatMul, what stays QDQ)
+    let cases = [
+        ("digits_cnn", 30.0, 4, 0, 0),
+        // conv2 feeds the residual Add (a Conv+Add+Relu unit): stays QDQ.
+        ("residual_block", 26.0, 1, 0, 1),
+        // The Clip(0, 6) units do not fold exactly into their output range.
+        ("inverted_residual", 20.0, 4, 0, 2),
+        ("mlp", 30.0, 3, 0, 0),
+        ("transformer_layer", 18.0, 0, 8, 0),
+    ];
+    for (name, floor, convs, matmuls, left) in cases {
+        let path = models_dir().join(format!("{name}.onnx"));
+        let mut m = static_qdq(name);
+        let mut cx = PassContext::new();
+        let text = onnxq::modes::convert_to_qoperator(&mut m, &mut cx).unwrap();
+        assert_eq!(text, "convert-qoperator,eliminate-dead-code");
+        assert_eq!(op_count(&m, "QLinearConv"), convs, "{name}");
+        assert_eq!(op_count(&m, "QLinearMatMul"), matmuls, "{name}");
+        let notes = cx
+            .diagnostics()
+            .iter()
+            .filter(|d| d.pass == "convert-qoperator")
+            .count();
+        assert_eq!(notes, left, "{name}: {:#?}", cx.diagnostics());
+        // Nothing of a converted unit is left behind.
+        let float_ops = op_count(&m, "Conv") + op_count(&m, "Gemm");
+        assert_eq!(float_ops, left, "{name}");
+        let db = tract_sqnr(&path, &m).unwrap();
+        println!("{name}: qoperator SQNR {db:.1} dB (tract)");
+        assert!(db >= floor, "{name}: {db:.1} dB < {floor} dB");
+    }
+}
+
+#[test]
+fn qoperator_leaves_float_and_dynamic_graphs_alone() {
+    for name in ["mlp", "digits_cnn"] {
+        let (_, m0) = load(name);
+        let mut m = m0.clone();
+        let cx = run_pipeline(&mut m, "convert-qoperator").unwrap();
+        assert_eq!(model_to_string(&m), model_to_string(&m0));
+        assert!(cx.statistics().is_empty());
+    }
+    // Dynamic output: MatMulInteger is not a QDQ unit.
+    let (_, mut m) = load("mlp");
+    onnxq::modes::quantize_dynamic(&mut m, DynamicOptions::default(), &mut PassContext::new())
+        .unwrap();
+    let before = model_to_string(&m);
+    run_pipeline(&mut m, "convert-qoperator").unwrap();
+    assert_eq!(model_to_string(&m), before);
+}
+
+/// A calibration table that does not depend on running the model: weights
+/// from their own values, every activation [-4, 4], Relu outputs [0, 6].
+fn synthetic_table(m: &Model) -> onnxq::calib::CalibrationTable {
+    use onnxq::calib::{CalibrationTable, Entry, Role};
+    let g = &m.graph;
+    let mut t = CalibrationTable {
+        format_version: 1,
+        ..Default::default()
+    };
+    for v in g.value_ids() {
+        let name = g.value(v).name.clone();
+        let (role, qparams) = match g.value(v).quant.clone() {
+            Some(QuantAnnotation::Observe(c)) => {
+                let relu = g.node(g.producer(v)).is_op("Relu");
+                let (lo, hi) = if relu { (0.0, 6.0) } else { (-4.0, 4.0) };
+                let p = onnxq::observe::calculate_qparams(&c.spec(), &[lo], &[hi], None);
+                (Role::Activation, p.unwrap())
+            }
+            Some(QuantAnnotation::Fixed { config, min, max }) => {
+                let p = onnxq::observe::calculate_qparams(&config.spec(), &[min], &[max], None);
+                (Role::Fixed, p.unwrap())
+            }
+            Some(QuantAnnotation::Weight { config, axis }) => {
+                let w = g.const_tensor(v).unwrap();
+                let rank = w.dims.len() as i64;
+                let axis = if axis < 0 { axis + rank } else { axis } as usize;
+                let per_channel = config.spec().qscheme.is_per_channel();
+                let q = qdq::quantize_tensor(w, &config.spec(), per_channel.then_some(axis));
+                (Role::Weight, q.unwrap().params)
+            }
+            _ => continue,
+        };
+        t.entries.insert(
+            name,
+            Entry {
+                role,
+                state: None,
+                qparams,
+            },
+        );
+    }
+    t
+}
+
+#[test]
+fn qoperator_snapshot_digits_cnn() {
+    let (_, mut m) = load("digits_cnn");
+    run_pipeline(&mut m, onnxq::passes::PREPARE).unwrap();
+    let table = synthetic_table(&m);
+    let mut pm = PassManager::new();
+    pm.add(onnxq::passes::ConvertQdq::new(table))
+        .add(onnxq::passes::EliminateDeadCode);
+    pm.run(&mut m, &mut PassContext::new()).unwrap();
+    let mut cx = PassContext::new();
+    onnxq::modes::convert_to_qoperator(&mut m, &mut cx).unwrap();
+    assert_eq!(cx.stat("convert-qoperator", "QLinearConv"), 4);
+    insta::assert_snapshot!("qoperator_digits_cnn", model_to_string(&m));
+}

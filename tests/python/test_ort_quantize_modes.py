@@ -120,3 +120,30 @@ def test_weight_only_runs_in_ort(name, opts, onnxq_bin, tmp_path):
             assert out.stat().st_size <= 0.4 * (MODELS / f"{name}.onnx").stat().st_size
     else:
         assert all(inits[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dqs)
+
+
+# Static QDQ (onnxq quantize) -> convert-qoperator. Floors as the static QDQ tests.
+QOPERATOR = {"digits_cnn": (30.0, 4, 0), "residual_block": (26.0, 1, 0), "inverted_residual": (20.0, 4, 0),
+             "mlp": (30.0, 3, 0), "transformer_layer": (18.0, 0, 8)}
+
+
+@pytest.mark.parametrize("name", sorted(QOPERATOR))
+def test_qoperator_runs_in_ort_like_its_qdq_model(name, onnxq_bin, tmp_path):
+    calib = next(p for p in (MODELS / f"{name}.calib.npy", MODELS / f"{name}.calib.npz") if p.exists())
+    qdq = tmp_path / f"{name}.qdq.onnx"
+    subprocess.run([onnxq_bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(qdq), "--data", str(calib)],
+                   check=True, capture_output=True)
+    out = tmp_path / f"{name}.qop.onnx"
+    r = subprocess.run([onnxq_bin, "optimize", str(qdq), "-o", str(out), "--passes",
+                        "convert-qoperator,eliminate-dead-code"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m, db = check_and_sqnr(name, out)
+    floor, convs, matmuls = QOPERATOR[name]
+    ops = op_types(m)
+    assert (ops.count("QLinearConv"), ops.count("QLinearMatMul")) == (convs, matmuls), ops
+    assert all(n.domain in ("", "ai.onnx") for n in m.graph.node)
+    assert db >= floor, f"{name}: SQNR {db:.1f} dB"
+    # The same integer arithmetic as the QDQ units ORT fuses: the same outputs, up to rounding.
+    _, qdq_db = check_and_sqnr(name, qdq)
+    assert abs(db - qdq_db) < 0.5, (db, qdq_db)
+    assert out.stat().st_size <= qdq.stat().st_size
