@@ -160,25 +160,34 @@ fn output_quantize(g: &Graph, n: NodeId) -> R<(Option<NodeId>, NodeId)> {
             DataType::I8 => (-128, 127),
             d => return Err(format!("output quantized to {d}")),
         };
-        let (ys, yz) = (f32s(g, s)[0] as f64, ints(g, z)[0]);
-        let (lo_rep, hi_rep) = (ys * (qmin - yz) as f64, ys * (qmax - yz) as f64);
+        let (ys, yz) = (f32s(g, s)[0], ints(g, z)[0]);
         let (lo, hi) = if g.node(a).is_op("Relu") {
-            (0.0, f64::INFINITY)
+            (0.0f32, f32::INFINITY)
         } else {
-            let bound = |i: usize, d: f64| -> R<f64> {
+            // Clip-6 has `min`/`max` attributes, Clip-11 inputs.
+            let attrs = g.node(a).op().expect("op");
+            let bound = |i: usize, d: f32| -> R<f32> {
+                let key = if i == 1 { "min" } else { "max" };
+                if let Some(v) = attrs.attr(key).and_then(|x| x.as_float()) {
+                    return Ok(v);
+                }
                 match g.node(a).inputs.get(i).copied().flatten() {
                     None => Ok(d),
                     Some(v) => match g.const_tensor(v).and_then(|t| t.to_f32_vec()) {
-                        Some(x) if x.len() == 1 => Ok(x[0] as f64),
+                        Some(x) if x.len() == 1 => Ok(x[0]),
                         _ => Err("Clip bounds are not constant scalars".to_string()),
                     },
                 }
             };
-            (bound(1, f64::NEG_INFINITY)?, bound(2, f64::INFINITY)?)
+            (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?)
         };
-        if !(lo <= lo_rep && hi >= hi_rep) {
+        // QuantizeLinear is monotonic: Q(clip(y, lo, hi)) = Q(y) for every y
+        // exactly when Q(lo) and Q(hi) are already the saturation limits.
+        let q = |v: f32| qdq::quantize_value(v, ys, yz, qmin, qmax);
+        let (qlo, qhi) = (q(lo), q(hi));
+        if lo.is_nan() || hi.is_nan() || qlo != qmin || qhi != qmax {
             return Err(format!(
-                "the {} would not fold exactly (range [{lo}, {hi}] inside the quantized [{lo_rep}, {hi_rep}])",
+                "the {} would not fold exactly (its range [{lo}, {hi}] quantizes to [{qlo}, {qhi}], not the full [{qmin}, {qmax}])",
                 g.node(a).op_type()
             ));
         }

@@ -38,7 +38,7 @@ const SAFE_FROM: &[(&str, i64)] = &[
     ("ConstantOfShape", 9),
     ("Conv", 1),
     ("ConvInteger", 10),
-    ("ConvTranspose", 1),
+    ("ConvTranspose", 11),
     ("Cos", 7),
     ("Cosh", 9),
     ("CumSum", 11),
@@ -103,7 +103,7 @@ const SAFE_FROM: &[(&str, i64)] = &[
     ("Reciprocal", 6),
     ("Relu", 6),
     ("Reshape", 5),
-    ("Resize", 11),
+    ("Resize", 13),
     ("Round", 11),
     ("Scan", 9),
     ("ScatterElements", 11),
@@ -216,6 +216,17 @@ fn plan(g: &Graph, n: NodeId, from: i64, to: i64) -> std::result::Result<Plan, S
             }
         }
         "Softmax" | "LogSoftmax" | "Hardmax" => Ok(Plan::Keep),
+        // Resize-11's `tf_half_pixel_for_nn` is gone at 13; the rest is the same.
+        "Resize" if from >= 11 => {
+            let mode = op
+                .attr("coordinate_transformation_mode")
+                .and_then(|a| a.as_str().map(str::to_string));
+            if mode.as_deref() == Some("tf_half_pixel_for_nn") {
+                Err("Resize's tf_half_pixel_for_nn mode was removed at opset 13".into())
+            } else {
+                Ok(Plan::Keep)
+            }
+        }
         _ => Err(format!(
             "onnxq does not know whether {t} kept its meaning between opsets {from} and {to}"
         )),
@@ -239,15 +250,7 @@ pub fn raise_opset(model: &mut Model, to: i64) -> Result<Vec<String>> {
     }
     // Check everything first, so that a refusal leaves the model untouched.
     let mut problems = vec![];
-    let mut check = model.clone();
-    for_each_graph_mut(&mut check, &mut |g: &mut Graph| -> Result<()> {
-        for n in g.node_ids() {
-            if let Err(why) = plan(g, n, from, to) {
-                problems.push(format!("`{}`: {why}", g.display_node_name(n)));
-            }
-        }
-        Ok(())
-    })?;
+    check_graph(&model.graph, from, to, &mut problems);
     if !problems.is_empty() {
         return Err(Error::Unsupported(format!(
             "cannot raise the opset from {from} to {to} safely: {}",
@@ -294,6 +297,21 @@ pub fn raise_opset(model: &mut Model, to: i64) -> Result<Vec<String>> {
         model.ir_version = ir;
     }
     Ok(done)
+}
+
+fn check_graph(g: &Graph, from: i64, to: i64, problems: &mut Vec<String>) {
+    for n in g.node_ids() {
+        if let Err(why) = plan(g, n, from, to) {
+            problems.push(format!("`{}`: {why}", g.display_node_name(n)));
+        }
+        if let Some(op) = g.node(n).op() {
+            for a in op.attrs.values() {
+                for sg in a.subgraphs() {
+                    check_graph(sg, from, to, problems);
+                }
+            }
+        }
+    }
 }
 
 /// The IR version an opset needs (ONNX's version table).

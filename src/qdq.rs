@@ -45,7 +45,7 @@ pub fn int_tensor(dtype: DataType, dims: Vec<i64>, v: &[i64]) -> Tensor {
 
 /// ONNX QuantizeLinear of one value.
 pub fn quantize_value(x: f32, scale: f32, zp: i64, qmin: i64, qmax: i64) -> i64 {
-    let q = (x / scale).round_ties_even() as i64 + zp;
+    let q = ((x / scale).round_ties_even() as i64).saturating_add(zp);
     q.clamp(qmin, qmax)
 }
 
@@ -392,6 +392,8 @@ mod tests {
         assert_eq!(quantize_value(-2.5, 1.0, 0, -128, 127), -2);
         assert_eq!(quantize_value(1e9, 1.0, 0, -127, 127), 127);
         assert_eq!(quantize_value(-1e9, 1.0, 3, 0, 255), 0);
+        assert_eq!(quantize_value(f32::INFINITY, 0.1, 3, 0, 255), 255);
+        assert_eq!(quantize_value(f32::NEG_INFINITY, 0.1, 3, 0, 255), 0);
     }
 
     #[test]

@@ -519,3 +519,157 @@ fn qoperator_snapshot_digits_cnn() {
     assert_eq!(cx.stat("convert-qoperator", "QLinearConv"), 4);
     insta::assert_snapshot!("qoperator_digits_cnn", model_to_string(&m));
 }
+
+/// x → Q → DQ → Conv(DQ(W int8 per channel), DQ(B int32)) → Clip(0, 6) → Q(ys, 0) → DQ → y,
+/// at `opset` (Clip bounds as attributes below 11, inputs from 11).
+fn qdq_conv_clip(opset: i64, ys: f32) -> Model {
+    let mut g = Graph::new("qdq_conv_clip");
+    let x = g
+        .add_node("x", NodeKind::Input, &[], &[Some("x")])
+        .map(|n| g.node(n).outputs[0].unwrap())
+        .unwrap();
+    let shape = [1i64, 2, 4, 4];
+    g.value_mut(x).ty = qdq::fixed_type(DataType::F32, &shape);
+    g.inputs.push(x);
+    let xs = g.add_const("xs", Tensor::from_f32(vec![], &[0.05]));
+    let xz = g.add_const("xz", qdq::int_tensor(DataType::U8, vec![], &[128]));
+    let q = g.add_op(
+        "q",
+        Op::new("QuantizeLinear"),
+        &[Some(x), Some(xs), Some(xz)],
+        &["xq"],
+    );
+    let xq = g.node(q).outputs[0].unwrap();
+    let dq = g.add_op(
+        "dq",
+        Op::new("DequantizeLinear"),
+        &[Some(xq), Some(xs), Some(xz)],
+        &["xd"],
+    );
+    let xd = g.node(dq).outputs[0].unwrap();
+    let wq = g.add_const(
+        "wq",
+        qdq::int_tensor(
+            DataType::I8,
+            vec![3, 2, 1, 1],
+            &[100, -50, 127, 3, -127, 60],
+        ),
+    );
+    let ws = g.add_const("ws", Tensor::from_f32(vec![3], &[0.01, 0.02, 0.03]));
+    let wz = g.add_const("wz", qdq::int_tensor(DataType::I8, vec![3], &[0, 0, 0]));
+    let wd = g.add_op(
+        "wdq",
+        Op::new("DequantizeLinear").with_attr("axis", 0i64),
+        &[Some(wq), Some(ws), Some(wz)],
+        &["wd"],
+    );
+    let wd = g.node(wd).outputs[0].unwrap();
+    let bs: Vec<f32> = [0.01f32, 0.02, 0.03].iter().map(|w| 0.05f32 * w).collect();
+    let bq = g.add_const(
+        "bq",
+        qdq::int_tensor(DataType::I32, vec![3], &[400, -300, 1000]),
+    );
+    let bsv = g.add_const("bs", Tensor::from_f32(vec![3], &bs));
+    let bz = g.add_const("bz", qdq::int_tensor(DataType::I32, vec![3], &[0, 0, 0]));
+    let bd = g.add_op(
+        "bdq",
+        Op::new("DequantizeLinear").with_attr("axis", 0i64),
+        &[Some(bq), Some(bsv), Some(bz)],
+        &["bd"],
+    );
+    let bd = g.node(bd).outputs[0].unwrap();
+    let c = g.add_op(
+        "conv",
+        Op::new("Conv"),
+        &[Some(xd), Some(wd), Some(bd)],
+        &["c"],
+    );
+    let c = g.node(c).outputs[0].unwrap();
+    let clip = if opset < 11 {
+        Op::new("Clip")
+            .with_attr("min", 0.0f32)
+            .with_attr("max", 6.0f32)
+    } else {
+        Op::new("Clip")
+    };
+    let clip_inputs = if opset < 11 {
+        vec![Some(c)]
+    } else {
+        let lo = g.add_const("lo", Tensor::from_f32(vec![], &[0.0]));
+        let hi = g.add_const("hi", Tensor::from_f32(vec![], &[6.0]));
+        vec![Some(c), Some(lo), Some(hi)]
+    };
+    let a = g.add_op("clip", clip, &clip_inputs, &["a"]);
+    let a = g.node(a).outputs[0].unwrap();
+    let ysv = g.add_const("ys", Tensor::from_f32(vec![], &[ys]));
+    let yz = g.add_const("yz", qdq::int_tensor(DataType::U8, vec![], &[0]));
+    let q2 = g.add_op(
+        "q2",
+        Op::new("QuantizeLinear"),
+        &[Some(a), Some(ysv), Some(yz)],
+        &["aq"],
+    );
+    let aq = g.node(q2).outputs[0].unwrap();
+    let dq2 = g.add_op(
+        "dq2",
+        Op::new("DequantizeLinear"),
+        &[Some(aq), Some(ysv), Some(yz)],
+        &["y"],
+    );
+    let y = g.node(dq2).outputs[0].unwrap();
+    g.value_mut(y).ty = qdq::fixed_type(DataType::F32, &[1, 3, 4, 4]);
+    g.outputs.push(y);
+    Model {
+        ir_version: 7,
+        opset_import: vec![onnxq::ir::OpsetImport {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: g,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn qoperator_folds_clip_only_where_exact_and_computes_the_same() {
+    let x: Vec<f32> = (0..32)
+        .map(|i| ((i * 37 % 29) as f32 - 14.0) * 0.4)
+        .collect();
+    let input = Tensor::from_f32(vec![1, 2, 4, 4], &x);
+    let run = |m: &Model| {
+        onnxq::tract_runner::run_once(
+            &onnxq::emit::to_bytes(m),
+            None,
+            std::slice::from_ref(&input),
+        )
+        .unwrap()[0]
+            .to_f32_vec()
+            .unwrap()
+    };
+    for opset in [10, 13] {
+        // 6 / 255: the quantized range is exactly [0, 6], so the Clip folds.
+        let m0 = qdq_conv_clip(opset, 6.0 / 255.0);
+        let mut m = m0.clone();
+        let cx = run_pipeline(&mut m, "convert-qoperator,eliminate-dead-code").unwrap();
+        assert_eq!(
+            cx.stat("convert-qoperator", "QLinearConv"),
+            1,
+            "opset {opset}"
+        );
+        assert_eq!(op_count(&m, "Clip") + op_count(&m, "Conv"), 0);
+        let (want, got) = (run(&m0), run(&m));
+        let step = 6.0 / 255.0;
+        for (w, g) in want.iter().zip(&got) {
+            assert!((w - g).abs() <= step * 1.01, "opset {opset}: {w} vs {g}");
+        }
+        assert!(want.iter().any(|&v| v >= 6.0 - step) && want.contains(&0.0));
+        // A wider output range than [0, 6]: dropping the Clip would let values above 6 through.
+        let mut m = qdq_conv_clip(opset, 0.05);
+        let cx = run_pipeline(&mut m, "convert-qoperator").unwrap();
+        assert_eq!(cx.stat("convert-qoperator", "QLinearConv"), 0);
+        assert!(cx
+            .diagnostics()
+            .iter()
+            .any(|d| d.message.contains("Clip would not fold exactly")));
+    }
+}
