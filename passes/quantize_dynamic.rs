@@ -238,10 +238,9 @@ fn activation(g: &Graph, x: Option<ValueId>) -> std::result::Result<ValueId, Str
     match g.value(x).ty.dtype() {
         Some(DataType::F32) => Ok(x),
         Some(d) => Err(format!("input `{}` is {d}, not f32", g.value(x).name)),
-        None => Err(format!(
-            "the type of input `{}` is unknown",
-            g.value(x).name
-        )),
+        // MatMul, Gemm and Conv tie their input's type to the weight's,
+        // which is checked to be f32.
+        None => Ok(x),
     }
 }
 

@@ -48,7 +48,7 @@ def op_types(m):
 # Floors a few dB under what this version reaches in ONNX Runtime 1.32 (u8
 # weights: exact integer arithmetic on every ISA).
 DYNAMIC = {"mlp": 48.0, "transformer_layer": 33.0, "lstm": 38.0, "digits_cnn": 36.0, "residual_block": 29.0,
-           "inverted_residual": 27.0}
+           "inverted_residual": 27.0, "control_flow": 40.0}
 
 
 @pytest.mark.parametrize("name", sorted(DYNAMIC))
@@ -69,7 +69,9 @@ def test_dynamic_runs_in_ort_and_beats_ort_quantize_dynamic(name, onnxq_bin, tmp
     ref_db = sqnr(run_ort(MODELS / f"{name}.onnx", feeds)[0], run_ort(ref, feeds)[0])
     assert db >= ref_db - 0.1, f"{name}: onnxq {db:.1f} dB < ORT quantize_dynamic {ref_db:.1f} dB"
     # Weights shrink about 4x; these small models also carry graph overhead and scales.
-    assert out.stat().st_size <= 0.6 * (MODELS / f"{name}.onnx").stat().st_size
+    # (control_flow's weights sit mostly in If/Loop subgraphs, which stay float.)
+    if name != "control_flow":
+        assert out.stat().st_size <= 0.6 * (MODELS / f"{name}.onnx").stat().st_size
     assert out.stat().st_size <= 1.1 * ref.stat().st_size
 
 
@@ -95,6 +97,9 @@ WEIGHT_ONLY = {
     ("mlp", "bits=4,symmetric=false"): 23.0,
     ("transformer_layer", "bits=4,symmetric=false,block=16"): 17.0,
     ("lstm", "bits=4"): 22.0,
+    # If/Loop/Scan and their subgraphs survive the raise to opset 21.
+    ("control_flow", "bits=4"): 17.0,
+    ("control_flow", ""): 38.0,
 }
 
 
@@ -116,7 +121,7 @@ def test_weight_only_runs_in_ort(name, opts, onnxq_bin, tmp_path):
             assert inits[n.input[0]].data_type == want
             assert next(a.i for a in n.attribute if a.name == "block_size") in (16, 32)
         # 4-bit weights: at most ~0.3x of the float model for these MatMul-dominated ones.
-        if name != "lstm":
+        if name in ("mlp", "transformer_layer"):
             assert out.stat().st_size <= 0.4 * (MODELS / f"{name}.onnx").stat().st_size
     else:
         assert all(inits[n.input[0]].data_type == onnx.TensorProto.INT8 for n in dqs)
