@@ -5,9 +5,10 @@
 //! * `DQ(a) → MatMul(·, DQ(b)) → Q` becomes `QLinearMatMul` (b a constant
 //!   weight, per tensor or per column, or a quantized activation);
 //! * `DQ(x) → Gemm(·, DQ(W), DQ(C)) [→ Relu | Clip] → Q` (a 2-D x, alpha =
-//!   beta = 1, no transA) becomes a 1×1 `QLinearConv` between two Reshapes
-//!   of the u8 tensor: the same integer product, int32 bias and
-//!   requantization, where `QLinearMatMul` has no bias input.
+//!   beta = 1, no transA) becomes a 1×1 `QLinearConv` over the rows laid
+//!   out as the spatial axis (`Transpose` + `Reshape` of the u8 tensor, and
+//!   back): the same integer product, int32 bias and requantization, where
+//!   `QLinearMatMul` has no bias input.
 //!
 //! A Relu or Clip between the op and its QuantizeLinear folds away only
 //! where that is exact: when the clip range covers everything the output's
@@ -382,7 +383,7 @@ fn check_activation_or_weight_b(g: &Graph, b: &Dq) -> R<()> {
     }
 }
 
-/// Gemm → Reshape(x_q, [0, 0, 1, 1]) → 1×1 QLinearConv → Reshape([0, 0]).
+/// Gemm → Transpose, Reshape [1, K, M, 1] → 1×1 QLinearConv → Reshape [N, M], Transpose.
 #[allow(clippy::too_many_arguments)]
 fn gemm_as_conv(
     g: &mut Graph,
@@ -441,28 +442,58 @@ fn gemm_as_conv(
     };
     let w4 = Tensor::from_raw(wt.dtype, vec![nout, k, 1, 1], data).map_err(|e| e.to_string())?;
     let w4v = g.add_const(&format!("{base}_weight_1x1"), w4);
+    // The batch becomes the spatial axis, so that the 1×1 convolution is one
+    // GEMM over all rows: x_q [M, K] → [K, M] → [1, K, M, 1].
+    let x_ty = g.value(x.q).ty.clone();
+    let dt = x_ty.dtype();
+    let m_dim = x_ty
+        .tensor()
+        .and_then(|t| t.shape.as_ref())
+        .and_then(|s| s.first().cloned())
+        .unwrap_or(Dim::Unknown);
+    let ty = |dims: Vec<Dim>| {
+        ValueType::Tensor(TensorType {
+            dtype: dt,
+            shape: Some(dims),
+        })
+    };
+    let add = |g: &mut Graph, op: Op, ins: &[Option<ValueId>], out: &str, t: ValueType| {
+        let n = g.add_op(
+            &format!("{base}_{out}_{}", op.op_type),
+            op,
+            ins,
+            &[&format!("{base}_{out}")],
+        );
+        let v = out0(g, n);
+        g.value_mut(v).ty = t;
+        v
+    };
+    let perm = || Op::new("Transpose").with_attr("perm", vec![1i64, 0]);
+    let xt = add(
+        g,
+        perm(),
+        &[Some(x.q)],
+        "input_t",
+        ty(vec![Dim::Fixed(k), m_dim.clone()]),
+    );
     let s4 = g.add_const(
         &format!("{base}_shape_4d"),
-        Tensor::from_i64(vec![4], &[0, 0, 1, 1]),
+        Tensor::from_i64(vec![4], &[1, k, -1, 1]),
     );
-    let x_ty = g.value(x.q).ty.clone();
-    let r1 = g.add_op(
-        &format!("{base}_Reshape_4d"),
+    let x4 = add(
+        g,
         Op::new("Reshape"),
-        &[Some(x.q), Some(s4)],
-        &[&format!("{base}_input_4d")],
+        &[Some(xt), Some(s4)],
+        "input_4d",
+        ty(vec![
+            Dim::Fixed(1),
+            Dim::Fixed(k),
+            m_dim.clone(),
+            Dim::Fixed(1),
+        ]),
     );
-    let r1v = out0(g, r1);
-    if let Some(t) = x_ty.tensor() {
-        let mut shape = t.shape.clone().unwrap_or_default();
-        shape.extend([Dim::Fixed(1), Dim::Fixed(1)]);
-        g.value_mut(r1v).ty = ValueType::Tensor(TensorType {
-            dtype: t.dtype,
-            shape: Some(shape),
-        });
-    }
     let mut inputs = vec![
-        Some(r1v),
+        Some(x4),
         Some(x.scale),
         Some(x.zero),
         Some(w4v),
@@ -474,30 +505,41 @@ fn gemm_as_conv(
     if let Some(b) = bias {
         inputs.push(Some(b.q));
     }
-    let c = g.add_op(
-        &format!("{base}_QLinearConv"),
+    let out_dt = out_ty.dtype();
+    let oty = |dims: Vec<Dim>| {
+        ValueType::Tensor(TensorType {
+            dtype: out_dt,
+            shape: Some(dims),
+        })
+    };
+    let c = add(
+        g,
         Op::new("QLinearConv").with_attr("kernel_shape", vec![1i64, 1]),
         &inputs,
-        &[&format!("{base}_quantized_4d")],
+        "quantized_4d",
+        oty(vec![
+            Dim::Fixed(1),
+            Dim::Fixed(nout),
+            m_dim.clone(),
+            Dim::Fixed(1),
+        ]),
     );
-    let cv = out0(g, c);
-    if let Some(t) = out_ty.tensor() {
-        let mut shape = t.shape.clone().unwrap_or_default();
-        shape.extend([Dim::Fixed(1), Dim::Fixed(1)]);
-        g.value_mut(cv).ty = ValueType::Tensor(TensorType {
-            dtype: t.dtype,
-            shape: Some(shape),
-        });
-    }
     let s2 = g.add_const(
         &format!("{base}_shape_2d"),
-        Tensor::from_i64(vec![2], &[0, 0]),
+        Tensor::from_i64(vec![2], &[nout, -1]),
     );
-    let r2 = g.add_op(
-        &format!("{base}_Reshape_2d"),
+    let c2 = add(
+        g,
         Op::new("Reshape"),
-        &[Some(cv), Some(s2)],
-        &[&format!("{base}_quantized")],
+        &[Some(c), Some(s2)],
+        "quantized_t",
+        oty(vec![Dim::Fixed(nout), m_dim.clone()]),
     );
-    Ok(out0(g, r2))
+    Ok(add(
+        g,
+        perm(),
+        &[Some(c2)],
+        "quantized",
+        oty(vec![m_dim, Dim::Fixed(nout)]),
+    ))
 }

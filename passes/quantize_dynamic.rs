@@ -178,6 +178,7 @@ impl Pass for QuantizeDynamic {
             unsigned: self.options.unsigned_weights,
             opset,
             dql: HashMap::new(),
+            dequantized: HashMap::new(),
         };
         let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
         for n in order {
@@ -225,6 +226,8 @@ struct Rewriter {
     opset: i64,
     /// `DynamicQuantizeLinear` outputs (q, scale, zero point) per value.
     dql: HashMap<ValueId, [ValueId; 3]>,
+    /// Dequantized recurrent weights, per float weight (shared weights once).
+    dequantized: HashMap<ValueId, ValueId>,
 }
 
 type Why = std::result::Result<(), String>;
@@ -616,7 +619,14 @@ impl Rewriter {
             todo.push((slot, w, self.quantize(g, w, t, 1)?));
         }
         for (slot, w, wq) in todo {
-            let dq = qdq::weight_dequantized(g, w, &wq, self.opset);
+            let dq = match self.dequantized.get(&w) {
+                Some(&dq) => dq,
+                None => {
+                    let dq = qdq::weight_dequantized(g, w, &wq, self.opset);
+                    self.dequantized.insert(w, dq);
+                    dq
+                }
+            };
             g.set_input(n, slot, Some(dq));
             g.remove_if_unused_const(w);
         }

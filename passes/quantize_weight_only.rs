@@ -210,7 +210,15 @@ impl Pass for QuantizeWeightOnly {
         let opset = model.onnx_opset();
         let g = &mut model.graph;
         let spec = qdq::symmetric_weight_spec(o.per_channel, false);
+        // A weight read by several nodes (in the same layout) is stored once.
+        let mut done: std::collections::HashMap<(ValueId, usize), ValueId> = Default::default();
         for (n, w, out_axis) in todo {
+            if let Some(&dq) = done.get(&(w, out_axis)) {
+                g.set_input(n, 1, Some(dq));
+                g.remove_if_unused_const(w);
+                cx.count(g.node(n).op_type().to_string().as_str(), 1);
+                continue;
+            }
             let t = g.const_tensor(w).expect("checked").clone();
             let dq = if o.bits == 4 {
                 let k_axis = 1 - out_axis;
@@ -222,6 +230,7 @@ impl Pass for QuantizeWeightOnly {
                     qdq::quantize_tensor(&t, &spec, Some(out_axis)).expect("checked finite f32");
                 qdq::weight_dequantized(g, w, &qt, opset)
             };
+            done.insert((w, out_axis), dq);
             g.set_input(n, 1, Some(dq));
             g.remove_if_unused_const(w);
             cx.count(g.node(n).op_type().to_string().as_str(), 1);

@@ -673,3 +673,29 @@ fn qoperator_folds_clip_only_where_exact_and_computes_the_same() {
             .any(|d| d.message.contains("Clip would not fold exactly")));
     }
 }
+
+#[test]
+fn weight_only_stores_a_shared_weight_once() {
+    let mut m = tiny(13, Op::new("Relu"), 2);
+    let g = &mut m.graph;
+    let mm = g.node_ids().find(|&n| g.node(n).is_op("MatMul")).unwrap();
+    let (a, w) = (g.node(mm).inputs[0], g.node(mm).inputs[1]);
+    let mm2 = g.add_op("mm2", Op::new("MatMul"), &[a, w], &["y2"]);
+    let y2 = g.node(mm2).outputs[0].unwrap();
+    g.outputs.push(y2);
+    for bits in [8, 4] {
+        let mut m = m.clone();
+        let mut pm = PassManager::new();
+        pm.add(
+            onnxq::passes::QuantizeWeightOnly::new(WeightOnlyOptions {
+                bits,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let mut cx = PassContext::new();
+        pm.run(&mut m, &mut cx).unwrap();
+        assert_eq!(cx.stat("quantize-weight-only", "MatMul"), 2);
+        assert_eq!(op_count(&m, "DequantizeLinear"), 1, "bits={bits}");
+    }
+}
