@@ -15,6 +15,7 @@
 use crate::calib::CalibrationTable;
 use crate::observe::{QDtype, QParams};
 use crate::prelude::*;
+use qdq::{dequantize_node, int_tensor, onnx_dtype, quantize_value};
 use std::collections::HashMap;
 
 /// Activations whose calibrated range is wider than this stay float.
@@ -45,34 +46,6 @@ impl ConvertQdq {
             option: Some(file),
         }))
     }
-}
-
-fn onnx_dtype(d: QDtype) -> DataType {
-    match d {
-        QDtype::QUInt8 | QDtype::UInt8 => DataType::U8,
-        QDtype::QInt8 | QDtype::Int8 => DataType::I8,
-        QDtype::UInt16 => DataType::U16,
-        QDtype::Int16 => DataType::I16,
-        QDtype::Int32 => DataType::I32,
-    }
-}
-
-/// Integer tensor of `dtype` from i64 values (already saturated).
-fn int_tensor(dtype: DataType, dims: Vec<i64>, v: &[i64]) -> Tensor {
-    let raw: Vec<u8> = match dtype {
-        DataType::U8 => v.iter().map(|&x| x as u8).collect(),
-        DataType::I8 => v.iter().map(|&x| x as i8 as u8).collect(),
-        DataType::U16 => v.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect(),
-        DataType::I16 => v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect(),
-        _ => v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
-    };
-    Tensor::from_raw(dtype, dims, raw).expect("sizes match")
-}
-
-/// ONNX QuantizeLinear of one value.
-fn quantize(x: f32, scale: f32, zp: i64, qmin: i64, qmax: i64) -> i64 {
-    let q = (x / scale).round_ties_even() as i64 + zp;
-    q.clamp(qmin, qmax)
 }
 
 impl Pass for ConvertQdq {
@@ -198,7 +171,7 @@ impl Pass for ConvertQdq {
                         } else {
                             (i / inner) % per_c
                         };
-                        quantize(x, p.scale[c], p.zero_point[c], p.quant_min, p.quant_max)
+                        quantize_value(x, p.scale[c], p.zero_point[c], p.quant_min, p.quant_max)
                     })
                     .collect();
                 let dt = onnx_dtype(p.dtype);
@@ -251,7 +224,7 @@ impl Pass for ConvertQdq {
             let q: Vec<i64> = bt
                 .iter()
                 .zip(&scales)
-                .map(|(&x, &s)| quantize(x, s, 0, i32::MIN as i64, i32::MAX as i64))
+                .map(|(&x, &s)| quantize_value(x, s, 0, i32::MIN as i64, i32::MAX as i64))
                 .collect();
             let name = g.value(*b).name.clone();
             let qv = g.add_const(
@@ -313,7 +286,7 @@ impl Pass for ConvertQdq {
                 let vals = t.to_f32_vec().expect("f32");
                 let q: Vec<i64> = vals
                     .iter()
-                    .map(|&x| quantize(x, s, zp, p.quant_min, p.quant_max))
+                    .map(|&x| quantize_value(x, s, zp, p.quant_min, p.quant_max))
                     .collect();
                 let qv = g.add_const(
                     &format!("{name}_quantized"),
@@ -373,48 +346,4 @@ impl Pass for ConvertQdq {
         }
         Ok(())
     }
-}
-
-/// Adds `DequantizeLinear(q, scale, zero_point[, axis])` and returns its output.
-fn dequantize_node(
-    g: &mut Graph,
-    name: &str,
-    q: ValueId,
-    p: &QParams,
-    axis: Option<i64>,
-    dt: DataType,
-) -> ValueId {
-    let (scale, zero) = if p.scale.len() == 1 && axis.is_none() {
-        (
-            Tensor::from_f32(vec![], &[p.scale[0]]),
-            int_tensor(dt, vec![], &[p.zero_point[0]]),
-        )
-    } else {
-        let n = p.scale.len() as i64;
-        (
-            Tensor::from_f32(vec![n], &p.scale),
-            int_tensor(dt, vec![n], &p.zero_point),
-        )
-    };
-    let s = g.add_const(&format!("{name}_scale"), scale);
-    let z = g.add_const(&format!("{name}_zero_point"), zero);
-    let mut op = Op::new("DequantizeLinear");
-    if let Some(a) = axis {
-        op = op.with_attr("axis", a);
-    }
-    let n = g.add_op(
-        &format!("{name}_DequantizeLinear"),
-        op,
-        &[Some(q), Some(s), Some(z)],
-        &[&format!("{name}_dequantized")],
-    );
-    let out = g.node(n).outputs[0].expect("one output");
-    // Float with the integer tensor's shape, when it is a constant.
-    if let Some(dims) = g.const_tensor(q).map(|t| t.dims.clone()) {
-        g.value_mut(out).ty = ValueType::Tensor(TensorType::new(
-            DataType::F32,
-            dims.into_iter().map(Dim::Fixed).collect(),
-        ));
-    }
-    out
 }

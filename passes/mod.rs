@@ -3,6 +3,7 @@
 
 mod batchnorm_to_mul_add;
 mod convert_qdq;
+mod convert_qoperator;
 mod dedup_constants;
 mod eliminate_dead_code;
 mod fold_batchnorm;
@@ -10,11 +11,14 @@ mod fold_constants;
 mod fuse_activations;
 mod fuse_matmul_add;
 mod insert_observers;
+mod quantize_dynamic;
+mod quantize_weight_only;
 mod remove_identity;
 mod upgrade_opset;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
 pub use convert_qdq::ConvertQdq;
+pub use convert_qoperator::ConvertQOperator;
 pub use dedup_constants::DedupConstants;
 pub use eliminate_dead_code::EliminateDeadCode;
 pub use fold_batchnorm::FoldBatchNorm;
@@ -22,6 +26,8 @@ pub use fold_constants::FoldConstants;
 pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
+pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DYNAMIC_OPS};
+pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use upgrade_opset::UpgradeOpset;
 
@@ -78,6 +84,20 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "upgrade-opset",
         "raise the ONNX opset import (from 11+) to=N, rewriting ops whose definition changed",
         UpgradeOpset::from_options,
+    );
+    r.register(
+        "quantize-dynamic",
+        "int8 weights + run-time activation quantization: DynamicQuantizeLinear → MatMulInteger/ConvInteger → float rescale; LSTM/GRU/RNN weights int8 + DequantizeLinear (per-tensor, reduce-range, ops, exclude)",
+        QuantizeDynamic::from_options,
+    );
+    r.register(
+        "quantize-weight-only",
+        "MatMul/Gemm weights to int8 per channel or int4 blockwise (opset 21) + DequantizeLinear; activations stay float (bits, block, symmetric, per-tensor, ops, exclude)",
+        QuantizeWeightOnly::from_options,
+    );
+    r.register_simple::<ConvertQOperator>(
+        "convert-qoperator",
+        "after convert-qdq: rewrite Conv/MatMul/Gemm QDQ units into QLinearConv/QLinearMatMul (standard ONNX); the rest stays QDQ",
     );
     r.register_simple::<FuseMatMulAdd>(
         "fuse-matmul-add",

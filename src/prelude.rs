@@ -8,4 +8,7 @@ pub use crate::ir::{
     AttrValue, Attribute, Const, ConstOrigin, DataType, Dim, Graph, Model, Node, NodeId, NodeKind,
     Op, QuantAnnotation, Slot, Tensor, TensorType, ValueId, ValueType,
 };
+pub use crate::observe::{QDtype, QParams, QScheme, QuantSpec};
+pub use crate::opset::raise_opset;
 pub use crate::pm::{Pass, PassContext, PassManager, PassOptions, PassRegistry};
+pub use crate::qdq::{self, QuantizedTensor};

@@ -140,7 +140,7 @@ pub fn prepare(
     let registry = PassRegistry::builtin();
     let mut upgraded = String::new();
     let from = model.onnx_opset();
-    if !options.per_tensor && (11..PER_AXIS_OPSET).contains(&from) {
+    if !options.per_tensor && (1..PER_AXIS_OPSET).contains(&from) {
         // Per-channel weights need per-axis DequantizeLinear (opset 13).
         let mut up = PassManager::new();
         up.add(crate::passes::UpgradeOpset { to: PER_AXIS_OPSET });
