@@ -26,7 +26,7 @@ pub use fold_constants::FoldConstants;
 pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
-pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DYNAMIC_OPS};
+pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DEFAULT_DYNAMIC_OPS, DYNAMIC_OPS};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use upgrade_opset::UpgradeOpset;

@@ -68,7 +68,8 @@ enum Command {
         #[arg(long, num_args = 1.., value_name = "FILE")]
         merge: Vec<PathBuf>,
     },
-    /// Quantize a float model to INT8 (static QDQ): fuse, observe, calibrate, convert.
+    /// Quantize a float model to INT8: static (fuse, observe, calibrate, convert to QDQ or
+    /// QOperator), dynamic or weight-only.
     Quantize {
         model: PathBuf,
         #[arg(short, long)]
@@ -92,6 +93,20 @@ enum Command {
         /// Float pipeline run before observer insertion (default: the fusion preset).
         #[arg(long)]
         passes: Option<String>,
+        /// static (calibrated activations), dynamic (activations quantized at
+        /// run time: MatMul/Gemm/LSTM/GRU), weight-only (MatMul/Gemm weights).
+        #[arg(long, default_value = "static", value_parser = ["static", "dynamic", "weight-only"])]
+        mode: String,
+        /// Static mode's output: qdq (QuantizeLinear/DequantizeLinear pairs) or
+        /// qoperator (QLinearConv/QLinearMatMul).
+        #[arg(long, default_value = "qdq", value_parser = ["qdq", "qoperator"])]
+        format: String,
+        /// Weight-only mode: 8 (per channel) or 4 (blockwise, opset 21).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=8))]
+        bits: u32,
+        /// Weight-only 4-bit: weights per scale along K (a power of two ≥ 16).
+        #[arg(long, default_value_t = 32)]
+        block_size: usize,
         /// An evaluation set (.npz with the model's input arrays and `labels`):
         /// prints fp32 vs int8 top-1 accuracy, both run in tract.
         #[arg(long, value_name = "NPZ")]
@@ -278,18 +293,37 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             passes,
             eval,
+            mode,
+            format,
+            bits,
+            block_size,
         } => {
             refuse_overwrite(&model, &output)?;
+            let mode = match mode.as_str() {
+                "static" => onnxq::quantize::Mode::Static,
+                "dynamic" => onnxq::quantize::Mode::Dynamic,
+                _ => onnxq::quantize::Mode::WeightOnly {
+                    bits,
+                    block: block_size,
+                },
+            };
             let calibration = match (&data, &calibration) {
-                (Some(d), _) => onnxq::quantize::Calibration::Data(d),
-                (None, Some(f)) => {
-                    onnxq::quantize::Calibration::Table(onnxq::calib::CalibrationTable::read(f)?)
+                (Some(d), _) => Some(onnxq::quantize::Calibration::Data(d)),
+                (None, Some(f)) => Some(onnxq::quantize::Calibration::Table(
+                    onnxq::calib::CalibrationTable::read(f)?,
+                )),
+                (None, None) if mode == onnxq::quantize::Mode::Static => {
+                    bail!("static quantization needs --data PATH (calibration data) or --calibration FILE (or --mode dynamic|weight-only)")
                 }
-                (None, None) => {
-                    bail!("quantize needs --data PATH (calibration data) or --calibration FILE")
-                }
+                (None, None) => None,
             };
             let options = onnxq::quantize::QuantizeOptions {
+                mode,
+                format: if format == "qoperator" {
+                    onnxq::quantize::Format::QOperator
+                } else {
+                    onnxq::quantize::Format::Qdq
+                },
                 exclude,
                 exclude_op,
                 passes,

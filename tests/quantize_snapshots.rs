@@ -55,7 +55,7 @@ fn quantized_graph_snapshots() {
                 ..Default::default()
             };
             let table = injected_table(&model, &options);
-            let q = quantize(model.clone(), Calibration::Table(table), &options)
+            let q = quantize(model.clone(), Some(Calibration::Table(table)), &options)
                 .unwrap_or_else(|e| panic!("{name} ({backend}): {e}"));
             let mut summary = q.summary.clone();
             summary.stage_times.clear();

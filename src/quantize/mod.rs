@@ -24,9 +24,31 @@ use std::time::{Duration, Instant};
 /// The opset of per-axis QuantizeLinear/DequantizeLinear.
 pub const PER_AXIS_OPSET: i64 = 13;
 
+/// What gets quantized, and when activations are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Post-training static quantization: calibrated activation ranges.
+    Static,
+    /// Weights int8, activations quantized at run time (no calibration).
+    Dynamic,
+    /// MatMul/Gemm weights only: int8 per channel, or int4 blockwise.
+    WeightOnly { bits: u32, block: usize },
+}
+
+/// How a static model is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// QuantizeLinear/DequantizeLinear around float ops (ONNX Runtime's QDQ).
+    Qdq,
+    /// QLinearConv / QLinearMatMul, Q/DQ at the boundaries.
+    QOperator,
+}
+
 /// How a model is quantized. The defaults are `onnxq quantize`'s.
 #[derive(Clone, Debug)]
 pub struct QuantizeOptions {
+    pub mode: Mode,
+    pub format: Format,
     /// Kernel family whose capabilities and qconfig preset apply: `fbgemm` or `qnnpack`.
     pub backend: String,
     /// Activation observer override (kebab-case name, e.g. `minmax`, `percentile`).
@@ -51,6 +73,8 @@ pub struct QuantizeOptions {
 impl Default for QuantizeOptions {
     fn default() -> Self {
         QuantizeOptions {
+            mode: Mode::Static,
+            format: Format::Qdq,
             backend: "fbgemm".into(),
             observer: None,
             weight_observer: None,
@@ -174,13 +198,92 @@ pub struct Quantized {
     pub summary: Summary,
 }
 
-/// Static post-training quantization of `model` into the QDQ format.
+/// Quantizes `model` as `options` say. Static mode needs `calibration`;
+/// the other modes need none.
 pub fn quantize(
+    model: Model,
+    calibration: Option<Calibration<'_>>,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    refuse_quantized(&model)?;
+    match (&options.mode, calibration) {
+        (Mode::Static, Some(c)) => quantize_static(model, c, options),
+        (Mode::Static, None) => Err(Error::invalid(
+            "static quantization needs calibration data or a calibration table",
+        )),
+        (_, _) if options.format == Format::QOperator => Err(Error::invalid(
+            "--format qoperator is for static mode (dynamic mode writes MatMulInteger/ConvInteger, weight-only DequantizeLinear)",
+        )),
+        (mode, _) => quantize_without_data(model, mode, options),
+    }
+}
+
+/// Dynamic and weight-only modes: weights only are known ahead of time.
+fn quantize_without_data(
+    mut model: Model,
+    mode: &Mode,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    let mut cx = PassContext::new();
+    let t0 = Instant::now();
+    let names: std::collections::BTreeSet<String> = options.exclude.iter().cloned().collect();
+    let (pipeline, pass) = match mode {
+        Mode::Dynamic => {
+            let mut o = crate::passes::DynamicOptions {
+                exclude: names,
+                per_channel: !options.per_tensor,
+                ..Default::default()
+            };
+            for t in &options.exclude_op {
+                o.op_types.remove(t);
+            }
+            (
+                crate::modes::quantize_dynamic(&mut model, o, &mut cx)?,
+                "quantize-dynamic",
+            )
+        }
+        Mode::WeightOnly { bits, block } => {
+            let mut o = crate::passes::WeightOnlyOptions {
+                bits: *bits,
+                block: *block,
+                exclude: names,
+                per_channel: !options.per_tensor,
+                ..Default::default()
+            };
+            for t in &options.exclude_op {
+                o.op_types.remove(t);
+            }
+            (
+                crate::modes::quantize_weight_only(&mut model, o, &mut cx)?,
+                "quantize-weight-only",
+            )
+        }
+        Mode::Static => {
+            return Err(Error::invalid(
+                "static quantization needs calibration data or a calibration table",
+            ))
+        }
+    };
+    let mut summary = Summary::from_context(pipeline, &cx, None, vec![("quantize", t0.elapsed())]);
+    summary.by_op = op_counts(&cx, pass);
+    Ok(Quantized { model, summary })
+}
+
+/// The per-op-type counters a pass recorded.
+fn op_counts(cx: &PassContext, pass: &str) -> Vec<(String, u64)> {
+    cx.statistics()
+        .iter()
+        .filter(|((p, _), _)| p == pass)
+        .map(|((_, what), n)| (what.clone(), *n))
+        .collect()
+}
+
+/// Static post-training quantization: QDQ, or QOperator on top of it.
+fn quantize_static(
     mut model: Model,
     calibration: Calibration<'_>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    refuse_quantized(&model)?;
     let mut cx = PassContext::new();
     let t0 = Instant::now();
     let pipeline = prepare(&mut model, options, &mut cx)?;
@@ -218,8 +321,12 @@ pub fn quantize(
         .add(crate::passes::ConvertQdq::new(table))
         .add(crate::passes::EliminateDeadCode);
     convert.run(&mut model, &mut cx)?;
-    let pipeline = format!("{pipeline},{}", convert.pipeline_text());
-    let summary = Summary::from_context(
+    let mut pipeline = format!("{pipeline},{}", convert.pipeline_text());
+    if options.format == Format::QOperator {
+        pipeline += ",";
+        pipeline += &crate::modes::convert_to_qoperator(&mut model, &mut cx)?;
+    }
+    let mut summary = Summary::from_context(
         pipeline,
         &cx,
         samples,
@@ -229,6 +336,9 @@ pub fn quantize(
             ("convert", t2.elapsed()),
         ],
     );
+    if options.format == Format::QOperator {
+        summary.by_op = op_counts(&cx, "convert-qoperator");
+    }
     Ok(Quantized { model, summary })
 }
 
@@ -237,7 +347,7 @@ pub fn quantize(
 pub fn quantize_file(
     input: &Path,
     output: &Path,
-    calibration: Calibration<'_>,
+    calibration: Option<Calibration<'_>>,
     options: &QuantizeOptions,
 ) -> Result<Summary> {
     let t0 = Instant::now();

@@ -22,6 +22,9 @@ pub struct Summary {
     pub weights: u64,
     pub biases: u64,
     pub constants: u64,
+    /// Ops rewritten per type by the mode's pass (dynamic, weight-only,
+    /// QOperator), e.g. `("MatMul", 6)`.
+    pub by_op: Vec<(String, u64)>,
     /// What stayed float, grouped by reason (first-reported reason first).
     pub float: Vec<FloatGroup>,
     /// Other notes and warnings: `(subject, message)`.
@@ -61,8 +64,14 @@ impl Summary {
             match reason {
                 Some(r) => s.add_float(r, &d.subject),
                 None if d.severity == Severity::Warning
-                    || d.pass == "insert-observers"
-                    || d.pass == "convert-qdq" =>
+                    || matches!(
+                        d.pass,
+                        "insert-observers"
+                            | "convert-qdq"
+                            | "convert-qoperator"
+                            | "quantize-dynamic"
+                            | "quantize-weight-only"
+                    ) =>
                 {
                     s.notes.push((d.subject.clone(), d.message.clone()))
                 }
@@ -103,11 +112,17 @@ impl Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pipeline: {}", self.pipeline)?;
-        writeln!(
-            f,
-            "quantized: {} activations, {} weights, {} biases, {} constants",
-            self.activations, self.weights, self.biases, self.constants
-        )?;
+        if self.activations + self.weights + self.biases + self.constants > 0 {
+            writeln!(
+                f,
+                "quantized: {} activations, {} weights, {} biases, {} constants",
+                self.activations, self.weights, self.biases, self.constants
+            )?;
+        }
+        if !self.by_op.is_empty() {
+            let ops: Vec<String> = self.by_op.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            writeln!(f, "rewritten ops: {}", ops.join(", "))?;
+        }
         if !self.float.is_empty() {
             writeln!(f, "left in float ({}), by reason:", self.float_count())?;
             for g in &self.float {
