@@ -527,14 +527,7 @@ impl Rewriter {
                 }
                 _ => c,
             };
-            let a = g.add_op(
-                &format!("{base}_bias_Add"),
-                Op::new("Add"),
-                &[Some(y), Some(bias)],
-                &[&format!("{base}_biased")],
-            );
-            y = out0(g, a);
-            g.value_mut(y).ty = ty;
+            y = add_bias(g, &base, y, bias, ty);
         }
         g.retire(n, y);
         g.remove_if_unused_const(w);
@@ -598,14 +591,7 @@ impl Rewriter {
             let ty = g.value(out0(g, n)).ty.clone();
             let bname = format!("{}_channels", g.value(b.expect("bias")).name);
             let bv = g.add_const(&bname, Tensor::from_f32(shape, &bias));
-            let a = g.add_op(
-                &format!("{base}_bias_Add"),
-                Op::new("Add"),
-                &[Some(y), Some(bv)],
-                &[&format!("{base}_biased")],
-            );
-            y = out0(g, a);
-            g.value_mut(y).ty = ty;
+            y = add_bias(g, &base, y, bv, ty);
         }
         g.retire(n, y);
         g.remove_if_unused_const(w);
@@ -638,4 +624,17 @@ impl Rewriter {
         }
         Ok(())
     }
+}
+
+/// `y + bias` as an Add named after the original output `base`, typed `ty`.
+fn add_bias(g: &mut Graph, base: &str, y: ValueId, bias: ValueId, ty: ValueType) -> ValueId {
+    let a = g.add_op(
+        &format!("{base}_bias_Add"),
+        Op::new("Add"),
+        &[Some(y), Some(bias)],
+        &[&format!("{base}_biased")],
+    );
+    let out = out0(g, a);
+    g.value_mut(out).ty = ty;
+    out
 }
