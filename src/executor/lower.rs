@@ -1,0 +1,348 @@
+//! Lowering of QDQ node units to the integer kernels.
+//!
+//! A unit is `DequantizeLinear(x_q) + DequantizeLinear(w_q) [+ DequantizeLinear(bias_i32)] →
+//! Conv | Gemm | MatMul [→ Relu | Clip] → QuantizeLinear`, as written by onnxq and by ONNX
+//! Runtime's quantizer. It becomes one quantized product reading `x_q` and writing the
+//! QuantizeLinear's output directly (weights prepacked, activation fused into the output
+//! stage). When the product's output is not quantized again (e.g. it feeds a float Add), the
+//! unit stops at the op and the output stage dequantizes to f32.
+//!
+//! A candidate that does not fit exactly (float bias, Gemm with alpha/beta/transA, weights
+//! quantized along the wrong axis, values used elsewhere) is left to the float ops: lowering
+//! is an optimisation and never changes what the graph means beyond the requantization
+//! rounding documented in [`super::qlinear`].
+
+use std::collections::HashMap;
+
+use super::ops::conv::ConvAttrs;
+use super::ops::{Kernel, NodeCtx};
+use super::qlinear::{Act, QConv, QMatMul, QOut, QSpec, Src};
+use super::value::{norm_axis, Array, ArrayData};
+use crate::ir::{DataType, Graph, NodeId, Op, ValueId};
+
+/// A lowered unit: one step replacing several nodes.
+pub(crate) struct Lowered {
+    pub kernel: Box<dyn Kernel>,
+    pub inputs: Vec<Option<ValueId>>,
+    pub outputs: Vec<Option<ValueId>>,
+    /// Nodes after the anchor op that the step computes (the activation and the Q node).
+    pub absorbed: Vec<NodeId>,
+    /// A short description, e.g. `Conv+Relu→Q (u8)`.
+    pub what: String,
+}
+
+struct Dq<'a> {
+    x: ValueId,
+    scale: &'a Array,
+    zp: Option<&'a Array>,
+    axis: i64,
+}
+
+/// The DequantizeLinear producing `v` with constant scale and zero point.
+fn dq_of<'a>(g: &Graph, consts: &'a HashMap<ValueId, Array>, v: ValueId) -> Option<Dq<'a>> {
+    let node = g.node(g.producer(v));
+    if !node.is_op("DequantizeLinear") {
+        return None;
+    }
+    let op = node.op()?;
+    if op.attr("block_size").and_then(|a| a.as_int()).unwrap_or(0) != 0 {
+        return None;
+    }
+    let x = node.inputs.first().copied().flatten()?;
+    let scale = consts.get(&node.inputs.get(1).copied().flatten()?)?;
+    if scale.dtype() != DataType::F32 || scale.rank() > 1 {
+        return None;
+    }
+    let zp = match node.inputs.get(2).copied().flatten() {
+        Some(z) => Some(consts.get(&z)?),
+        None => None,
+    };
+    Some(Dq {
+        x,
+        scale,
+        zp,
+        axis: op.attr("axis").and_then(|a| a.as_int()).unwrap_or(1),
+    })
+}
+
+/// The only consumer of `v` (a single use), unless `v` is a graph output.
+fn single_use(g: &Graph, v: ValueId) -> Option<NodeId> {
+    if g.is_graph_output(v) {
+        return None;
+    }
+    match g.consumers(v).as_slice() {
+        [(n, crate::ir::Slot::Input(_))] => Some(*n),
+        _ => None,
+    }
+}
+
+fn is_8bit(a: &Array) -> bool {
+    matches!(a.data, ArrayData::U8(_) | ArrayData::I8(_))
+}
+
+fn scalar_f32(a: Option<&Array>) -> Option<f32> {
+    match a {
+        Some(Array {
+            data: ArrayData::F32(v),
+            ..
+        }) if v.len() == 1 => Some(v[0]),
+        _ => None,
+    }
+}
+
+/// Tries to lower the unit anchored at `anchor` (a Conv, Gemm or MatMul).
+pub(crate) fn try_lower(
+    g: &Graph,
+    anchor: NodeId,
+    consts: &HashMap<ValueId, Array>,
+    opset: i64,
+) -> Result<Option<Lowered>, String> {
+    let node = g.node(anchor);
+    let Some(op) = node.op() else { return Ok(None) };
+    let kind = op.op_type.as_str();
+    if !(node.is_op("Conv") || node.is_op("Gemm") || node.is_op("MatMul")) {
+        return Ok(None);
+    }
+    let (Some(Some(xin)), Some(Some(win))) = (node.inputs.first(), node.inputs.get(1)) else {
+        return Ok(None);
+    };
+    let (Some(xdq), Some(wdq)) = (dq_of(g, consts, *xin), dq_of(g, consts, *win)) else {
+        return Ok(None);
+    };
+    // Activation: per-tensor 8-bit.
+    if xdq.scale.len() != 1 || xdq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+        return Ok(None);
+    }
+    let Some(yout) = node.outputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    let int = |name: &str, d: i64| op.attr(name).and_then(|a| a.as_int()).unwrap_or(d);
+    let flt = |name: &str, d: f32| op.attr(name).and_then(|a| a.as_float()).unwrap_or(d);
+
+    // Weights: constant 8-bit with per-tensor or per-output-channel parameters, or (MatMul
+    // only) a dynamic per-tensor quantized tensor.
+    let w_const = consts.get(&wdq.x);
+    let trans_b = kind == "Gemm" && int("transB", 0) != 0;
+    let mut inputs = vec![Some(xdq.x)];
+    let w_src = match w_const {
+        Some(w) => {
+            if !is_8bit(w) || wdq.zp.is_some_and(|z| z.dtype() != w.dtype()) {
+                return Ok(None);
+            }
+            let (out_axis, n) = match kind {
+                "Conv" if w.rank() >= 3 => (0, w.shape[0]),
+                "Gemm" | "MatMul" if w.rank() == 2 => {
+                    let ax = if trans_b { 0 } else { 1 };
+                    (ax, w.shape[ax])
+                }
+                _ => return Ok(None),
+            };
+            let per_channel = wdq.scale.len() != 1;
+            if per_channel {
+                let Ok(ax) = norm_axis(wdq.axis, w.rank(), false) else {
+                    return Ok(None);
+                };
+                if ax != out_axis || wdq.scale.len() != n {
+                    return Ok(None);
+                }
+            }
+            if wdq.zp.is_some_and(|z| z.len() != wdq.scale.len()) {
+                return Ok(None);
+            }
+            Src::Const(w.clone())
+        }
+        None if kind == "MatMul" => {
+            if wdq.scale.len() != 1 || wdq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+                return Ok(None);
+            }
+            inputs.push(Some(wdq.x));
+            Src::Input(1)
+        }
+        None => return Ok(None),
+    };
+
+    // Bias: an int32 DequantizeLinear with zero point 0 (its scale is x_scale·w_scale by
+    // construction; the int32 values are added as they are, as ONNX Runtime does).
+    let mut bias = None;
+    if kind != "MatMul" {
+        if let Some(Some(bv)) = node.inputs.get(2) {
+            let Some(bdq) = dq_of(g, consts, *bv) else {
+                return Ok(None);
+            };
+            let Some(b) = consts.get(&bdq.x) else {
+                return Ok(None);
+            };
+            let zero = bdq
+                .zp
+                .is_none_or(|z| z.data.to_i64_vec().iter().all(|&v| v == 0));
+            if b.dtype() != DataType::I32 || !zero || b.rank() != 1 {
+                return Ok(None);
+            }
+            bias = Some(Src::Const(b.clone()));
+        }
+    }
+    if kind == "Gemm"
+        && (int("transA", 0) != 0
+            || flt("alpha", 1.0) != 1.0
+            || (bias.is_some() && flt("beta", 1.0) != 1.0))
+    {
+        return Ok(None);
+    }
+
+    // Output: [Relu | Clip] → QuantizeLinear, else a float output.
+    let mut absorbed = Vec::new();
+    let mut act = Act::None;
+    let mut tail = yout;
+    let mut out = QOut::Dequant;
+    let mut out_value = yout;
+    if let Some(next) = single_use(g, yout) {
+        let nn = g.node(next);
+        let mut cand_act = Act::None;
+        let mut cand_tail = yout;
+        let mut cand_abs = vec![];
+        if nn.is_op("Relu") {
+            cand_act = Act::Relu;
+        } else if nn.is_op("Clip") {
+            if let Some(c) = clip_bounds(nn.op().expect("op"), &nn.inputs, consts, opset) {
+                cand_act = c;
+            }
+        }
+        if cand_act != Act::None {
+            if let Some(v) = nn.outputs.first().copied().flatten() {
+                cand_tail = v;
+                cand_abs.push(next);
+            }
+        }
+        let qn = if cand_abs.is_empty() {
+            Some(next)
+        } else {
+            single_use(g, cand_tail)
+        };
+        if let Some(qn) = qn {
+            let q = g.node(qn);
+            if let Some(spec) = quantize_params(q, consts) {
+                if q.inputs.first().copied().flatten() == Some(cand_tail) {
+                    if let Some(qout) = q.outputs.first().copied().flatten() {
+                        act = cand_act;
+                        tail = cand_tail;
+                        absorbed = cand_abs;
+                        absorbed.push(qn);
+                        out = spec(act);
+                        out_value = qout;
+                    }
+                }
+            }
+        }
+    }
+    let _ = tail;
+    let spec = QSpec {
+        x: 0,
+        x_scale: Some(Src::Const(xdq.scale.clone())),
+        x_zp: xdq.zp.map(|z| Src::Const(z.clone())),
+        w: w_src,
+        w_scale: Some(Src::Const(wdq.scale.clone())),
+        w_zp: wdq.zp.map(|z| Src::Const(z.clone())),
+        bias,
+        out,
+    };
+    let requant = matches!(spec.out, QOut::Requant { .. });
+    let kernel: Box<dyn Kernel> = if kind == "Conv" {
+        let ctx = NodeCtx {
+            op,
+            opset,
+            consts: vec![],
+            present: vec![],
+            n_outputs: 1,
+        };
+        Box::new(QConv::new(spec, ConvAttrs::parse(&ctx)?)?)
+    } else {
+        Box::new(QMatMul::new(spec, trans_b)?)
+    };
+    let what = format!(
+        "{kind}{}{}",
+        match act {
+            Act::None => "",
+            Act::Relu => "+Relu",
+            Act::Clip(..) => "+Clip",
+        },
+        if requant { "→Q" } else { "→f32" }
+    );
+    Ok(Some(Lowered {
+        kernel,
+        inputs,
+        outputs: vec![Some(out_value)],
+        absorbed,
+        what,
+    }))
+}
+
+/// Constant bounds of a Clip (attributes before opset 11, inputs after).
+fn clip_bounds(
+    op: &Op,
+    inputs: &[Option<ValueId>],
+    consts: &HashMap<ValueId, Array>,
+    opset: i64,
+) -> Option<Act> {
+    let (lo, hi) = if opset < 11 {
+        (
+            op.attr("min")
+                .and_then(|a| a.as_float())
+                .unwrap_or(f32::NEG_INFINITY),
+            op.attr("max")
+                .and_then(|a| a.as_float())
+                .unwrap_or(f32::INFINITY),
+        )
+    } else {
+        let get = |k: usize, d: f32| -> Option<f32> {
+            match inputs.get(k).copied().flatten() {
+                Some(v) => scalar_f32(consts.get(&v)),
+                None => Some(d),
+            }
+        };
+        (get(1, f32::NEG_INFINITY)?, get(2, f32::INFINITY)?)
+    };
+    (lo <= hi).then_some(Act::Clip(lo, hi))
+}
+
+type QOutFn = Box<dyn FnOnce(Act) -> QOut>;
+
+/// A per-tensor 8-bit QuantizeLinear with constant parameters: its output spec.
+fn quantize_params(q: &crate::ir::Node, consts: &HashMap<ValueId, Array>) -> Option<QOutFn> {
+    if !q.is_op("QuantizeLinear") {
+        return None;
+    }
+    let op = q.op()?;
+    if op.attr("block_size").and_then(|a| a.as_int()).unwrap_or(0) != 0 {
+        return None;
+    }
+    let scale = consts.get(&q.inputs.get(1).copied().flatten()?)?;
+    scalar_f32(Some(scale))?;
+    let zp = match q.inputs.get(2).copied().flatten() {
+        Some(z) => {
+            let z = consts.get(&z)?;
+            if z.len() != 1 || !is_8bit(z) {
+                return None;
+            }
+            Some(z.clone())
+        }
+        None => None,
+    };
+    let y_type = match op
+        .attr("output_dtype")
+        .and_then(|a| a.as_int())
+        .unwrap_or(0)
+    {
+        0 => DataType::U8,
+        c => match DataType::from_onnx(c as i32)? {
+            t @ (DataType::U8 | DataType::I8) => t,
+            _ => return None,
+        },
+    };
+    let scale = scale.clone();
+    Some(Box::new(move |act| QOut::Requant {
+        y_scale: Src::Const(scale),
+        y_zp: zp.map(Src::Const),
+        y_type,
+        act,
+    }))
+}

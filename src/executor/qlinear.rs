@@ -1,0 +1,863 @@
+//! Integer ops on the fbgemm kernels: QuantizeLinear, DequantizeLinear,
+//! DynamicQuantizeLinear, and the quantized convolution / matrix product that serve
+//! QLinearConv, ConvInteger, QLinearMatMul, MatMulInteger and the lowered QDQ node units.
+//!
+//! # Semantics
+//! - Quantize / dequantize follow the ONNX spec through [`crate::kernels::reference::quantize`]
+//!   (division by the scale, round half to even, saturation), per tensor or per axis.
+//! - The products accumulate `Σ (x − x_zp)(w − w_zp) + bias` exactly in i32. The requantizing
+//!   output stage multiplies by `mult[n] = x_scale · w_scale[n] / y_scale` (in f32, in that
+//!   order, as ONNX Runtime's QLinearConv/QLinearMatMul do), rounds half to even, adds the
+//!   output zero point and saturates to `[qmin, qmax]`, which also expresses a fused Relu or
+//!   Clip (see [`crate::kernels::reference::requant`]).
+//! - The kernels take u8 activations and s8 weights. Signed activations are shifted by +128
+//!   (with their zero point), unsigned weights by −128: `(x+128) − (zp+128) = x − zp`, so the
+//!   result is unchanged.
+//! - Convolution kernels work on NHWC; the ONNX tensors are NCHW, converted on the way in and
+//!   out of each quantized conv.
+
+use super::ops::conv::{nhw, out_shape, ConvAttrs};
+use super::ops::{boxed, input, Kernel, NodeCtx};
+use super::value::{norm_axis, Array, ArrayData};
+use crate::ir::DataType;
+use crate::kernels::fbgemm::{
+    qgemm, ConvScratch, ConvWeights, OutputStage, PackedB, PackedConv, QGemmOutput, QWeights,
+};
+use crate::kernels::reference::quantize::quantize_one;
+use crate::kernels::reference::ConvGeometry;
+
+/// Where a parameter of a quantized op comes from: fixed at planning time, or an input of the
+/// step (by position).
+#[derive(Clone, Debug)]
+pub(crate) enum Src {
+    Const(Array),
+    Input(usize),
+}
+
+impl Src {
+    /// From node input `k`: its constant value if known, else the input itself.
+    pub fn of(ctx: &NodeCtx<'_>, k: usize) -> Option<Src> {
+        if !ctx.has(k) {
+            return None;
+        }
+        Some(match ctx.konst(k) {
+            Some(a) => Src::Const(a.clone()),
+            None => Src::Input(k),
+        })
+    }
+    fn get<'a>(&'a self, inputs: &[Option<&'a Array>]) -> Result<&'a Array, String> {
+        match self {
+            Src::Const(a) => Ok(a),
+            Src::Input(k) => input(inputs, *k),
+        }
+    }
+    fn is_const(&self) -> bool {
+        matches!(self, Src::Const(_))
+    }
+}
+
+fn opt_get<'a>(
+    s: &'a Option<Src>,
+    inputs: &[Option<&'a Array>],
+) -> Result<Option<&'a Array>, String> {
+    s.as_ref().map(|s| s.get(inputs)).transpose()
+}
+
+/// A fused activation of a lowered unit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Act {
+    None,
+    Relu,
+    Clip(f32, f32),
+}
+
+/// What the quantized product writes.
+#[derive(Clone, Debug)]
+pub(crate) enum QOut {
+    /// i32 accumulators (ConvInteger, MatMulInteger).
+    Raw,
+    /// Requantized u8/i8 (`y_type` when `y_zp` is absent).
+    Requant {
+        y_scale: Src,
+        y_zp: Option<Src>,
+        y_type: DataType,
+        act: Act,
+    },
+    /// f32 `acc · x_scale · w_scale[n]` (a lowered unit whose output stays float).
+    Dequant,
+}
+
+/// The parameters of a quantized product.
+#[derive(Clone, Debug)]
+pub(crate) struct QSpec {
+    /// Step input holding the quantized activation.
+    pub x: usize,
+    pub x_scale: Option<Src>,
+    pub x_zp: Option<Src>,
+    pub w: Src,
+    pub w_scale: Option<Src>,
+    pub w_zp: Option<Src>,
+    pub bias: Option<Src>,
+    pub out: QOut,
+}
+
+/// A scalar f32 scale.
+fn scalar_f32(a: &Array, what: &str) -> Result<f32, String> {
+    match (&a.data, a.len()) {
+        (ArrayData::F32(v), 1) => Ok(v[0]),
+        (ArrayData::F32(_), n) => Err(format!("{what} must be a scalar, has {n} values")),
+        (d, _) => Err(format!("{what} must be f32, is {}", d.dtype())),
+    }
+}
+
+/// Zero point of an activation as an i32 in the activation's own type, checking the type.
+fn act_zp(zp: Option<&Array>, x_type: DataType, what: &str) -> Result<i32, String> {
+    match zp {
+        None => Ok(0),
+        Some(z) if z.len() != 1 => Err(format!("{what} zero point must be a scalar")),
+        Some(z) if z.dtype() != x_type => Err(format!(
+            "{what} zero point is {}, the tensor is {x_type}",
+            z.dtype()
+        )),
+        Some(z) => Ok(z.data.to_i64_vec()[0] as i32),
+    }
+}
+
+/// An activation as u8 (signed values shifted by +128) with its zero point in the u8 domain.
+fn act_u8(x: &Array, zp: i32) -> Result<(std::borrow::Cow<'_, [u8]>, u8), String> {
+    match &x.data {
+        ArrayData::U8(v) => Ok((std::borrow::Cow::Borrowed(v), zp as u8)),
+        ArrayData::I8(v) => Ok((
+            std::borrow::Cow::Owned(v.iter().map(|&e| (e as u8) ^ 0x80).collect()),
+            (zp + 128) as u8,
+        )),
+        d => Err(format!(
+            "quantized input must be u8 or i8, is {}",
+            d.dtype()
+        )),
+    }
+}
+
+/// Weights as i8 (unsigned shifted by −128) and their zero points (1 or `n` values).
+fn weights_i8(w: &Array, zp: Option<&Array>, n: usize) -> Result<(Vec<i8>, Vec<i8>), String> {
+    let zps: Vec<i64> = match zp {
+        None => vec![0],
+        Some(z) if z.dtype() != w.dtype() => {
+            return Err(format!(
+                "weight zero point is {}, weights are {}",
+                z.dtype(),
+                w.dtype()
+            ))
+        }
+        Some(z) => z.data.to_i64_vec(),
+    };
+    if zps.len() != 1 && zps.len() != n {
+        return Err(format!(
+            "{} weight zero points for {n} output channels",
+            zps.len()
+        ));
+    }
+    match &w.data {
+        ArrayData::I8(v) => Ok((v.clone(), zps.iter().map(|&z| z as i8).collect())),
+        ArrayData::U8(v) => Ok((
+            v.iter().map(|&e| (e ^ 0x80) as i8).collect(),
+            zps.iter().map(|&z| (z - 128) as i8).collect(),
+        )),
+        d => Err(format!("weights must be u8 or i8, are {}", d.dtype())),
+    }
+}
+
+fn weight_scales(s: Option<&Array>, n: usize) -> Result<Vec<f32>, String> {
+    let Some(s) = s else { return Ok(vec![1.0]) };
+    let v = s.as_f32().map_err(|e| format!("weight scale: {e}"))?;
+    if v.len() != 1 && v.len() != n {
+        return Err(format!("{} weight scales for {n} output channels", v.len()));
+    }
+    Ok(v.to_vec())
+}
+
+fn bias_i32(b: Option<&Array>, n: usize) -> Result<Option<Vec<i32>>, String> {
+    match b {
+        None => Ok(None),
+        Some(b) => match &b.data {
+            ArrayData::I32(v) if v.len() == n => Ok(Some(v.clone())),
+            ArrayData::I32(v) => Err(format!("bias has {} values for {n} channels", v.len())),
+            d => Err(format!("bias must be i32, is {}", d.dtype())),
+        },
+    }
+}
+
+/// The run-time output stage parameters.
+enum Stage {
+    Raw,
+    Requant {
+        mult: Vec<f32>,
+        zp: i32,
+        qmin: i32,
+        qmax: i32,
+        signed: bool,
+    },
+    Dequant {
+        scale: Vec<f32>,
+    },
+}
+
+impl Stage {
+    fn resolve(spec: &QSpec, inputs: &[Option<&Array>], w_scale: &[f32]) -> Result<Stage, String> {
+        let x_scale = || -> Result<f32, String> {
+            scalar_f32(
+                opt_get(&spec.x_scale, inputs)?.ok_or("missing x_scale")?,
+                "x_scale",
+            )
+        };
+        match &spec.out {
+            QOut::Raw => Ok(Stage::Raw),
+            QOut::Dequant => {
+                let xs = x_scale()?;
+                Ok(Stage::Dequant {
+                    scale: w_scale.iter().map(|&w| xs * w).collect(),
+                })
+            }
+            QOut::Requant {
+                y_scale,
+                y_zp,
+                y_type,
+                act,
+            } => {
+                let xs = x_scale()?;
+                let ys = scalar_f32(y_scale.get(inputs)?, "y_scale")?;
+                let zp_arr = opt_get(y_zp, inputs)?;
+                let ty = zp_arr.map_or(*y_type, Array::dtype);
+                let signed = match ty {
+                    DataType::U8 => false,
+                    DataType::I8 => true,
+                    t => return Err(format!("output type {t} is not supported (u8/i8)")),
+                };
+                let zp = act_zp(zp_arr, ty, "output")?;
+                let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
+                let (mut qmin, mut qmax) = (tmin, tmax);
+                match *act {
+                    Act::None => {}
+                    Act::Relu => qmin = zp.max(tmin),
+                    Act::Clip(lo, hi) => {
+                        // Q(clip(v)) = clamp(Q(v), Q(lo), Q(hi)): quantization is monotonic.
+                        let q = |v: f32| {
+                            ((v / ys).round_ties_even() + zp as f32).clamp(tmin as f32, tmax as f32)
+                                as i32
+                        };
+                        qmin = q(lo).max(tmin);
+                        qmax = q(hi).min(tmax);
+                        if qmin > qmax {
+                            qmax = qmin;
+                        }
+                    }
+                }
+                if !(ys.is_finite() && ys > 0.0) {
+                    return Err(format!("y_scale {ys} must be positive and finite"));
+                }
+                Ok(Stage::Requant {
+                    mult: w_scale.iter().map(|&w| xs * w / ys).collect(),
+                    zp,
+                    qmin,
+                    qmax,
+                    signed,
+                })
+            }
+        }
+    }
+
+    fn output_stage(&self) -> OutputStage<'_> {
+        match self {
+            Stage::Raw => OutputStage::Raw,
+            Stage::Requant {
+                mult,
+                zp,
+                qmin,
+                qmax,
+                ..
+            } => OutputStage::Requantize {
+                mult,
+                zp: *zp,
+                qmin: *qmin,
+                qmax: *qmax,
+            },
+            Stage::Dequant { scale } => OutputStage::Dequantize { scale, bias: None },
+        }
+    }
+
+    /// A zeroed output buffer of `n` elements of the stage's type.
+    fn buffer(&self, n: usize) -> ArrayData {
+        match self {
+            Stage::Raw => ArrayData::I32(vec![0; n]),
+            Stage::Requant { signed: false, .. } => ArrayData::U8(vec![0; n]),
+            Stage::Requant { signed: true, .. } => ArrayData::I8(vec![0; n]),
+            Stage::Dequant { .. } => ArrayData::F32(vec![0.0; n]),
+        }
+    }
+}
+
+fn out_view(d: &mut ArrayData, off: usize) -> QGemmOutput<'_> {
+    match d {
+        ArrayData::I32(v) => QGemmOutput::I32(&mut v[off..]),
+        ArrayData::U8(v) => QGemmOutput::U8(&mut v[off..]),
+        ArrayData::I8(v) => QGemmOutput::I8(&mut v[off..]),
+        ArrayData::F32(v) => QGemmOutput::F32(&mut v[off..]),
+        _ => unreachable!("Stage::buffer makes only these types"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolution
+
+/// Weights packed for a conv, with what the output stage needs of them.
+struct ConvPrep {
+    packed: PackedConv,
+    w_scale: Vec<f32>,
+}
+
+pub(crate) struct QConv {
+    spec: QSpec,
+    attrs: ConvAttrs,
+    /// Packed at planning time when the weights and their parameters are constant and the
+    /// padding does not depend on the input size.
+    prep: Option<ConvPrep>,
+}
+
+impl QConv {
+    pub fn new(spec: QSpec, attrs: ConvAttrs) -> Result<QConv, String> {
+        let static_pads = matches!(attrs.auto_pad.as_str(), "NOTSET" | "VALID");
+        let mut k = QConv {
+            spec,
+            attrs,
+            prep: None,
+        };
+        let s = &k.spec;
+        let all_const = s.w.is_const()
+            && s.w_zp.as_ref().is_none_or(Src::is_const)
+            && s.w_scale.as_ref().is_none_or(Src::is_const)
+            && s.bias.as_ref().is_none_or(Src::is_const)
+            && s.x_zp.as_ref().is_none_or(Src::is_const);
+        if all_const && static_pads {
+            let w = k.spec.w.get(&[])?;
+            // Any input size works for the geometry here: pads are fixed.
+            let mut fake = vec![1, w.shape.get(1).copied().unwrap_or(0) * k.attrs.group];
+            fake.extend(w.shape.iter().skip(2));
+            let geom = k.attrs.geometry(&fake, &w.shape)?;
+            k.prep = Some(k.prepare(&[], &geom)?);
+        }
+        Ok(k)
+    }
+
+    fn prepare(&self, inputs: &[Option<&Array>], geom: &ConvGeometry) -> Result<ConvPrep, String> {
+        let s = &self.spec;
+        let w = s.w.get(inputs)?;
+        let m = geom.c_out;
+        let (wq, wzp) = weights_i8(w, opt_get(&s.w_zp, inputs)?, m)?;
+        let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, m)?;
+        let bias = bias_i32(opt_get(&s.bias, inputs)?, m)?;
+        // The activation zero point folded at pack time (u8 domain); another one at run time
+        // only costs a bias refold.
+        let a_zp = match opt_get(&s.x_zp, inputs)? {
+            Some(z) => match &z.data {
+                ArrayData::U8(v) if v.len() == 1 => v[0],
+                ArrayData::I8(v) if v.len() == 1 => (v[0] as u8) ^ 0x80,
+                _ => 0,
+            },
+            None => 0,
+        };
+        let cw = ConvWeights {
+            data: &wq,
+            zp: &wzp,
+            bias: bias.as_deref(),
+        };
+        let packed = PackedConv::new(geom, &cw, a_zp).map_err(|e| e.to_string())?;
+        Ok(ConvPrep { packed, w_scale })
+    }
+}
+
+impl Kernel for QConv {
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let s = &self.spec;
+        let x = input(inputs, s.x)?;
+        let w = s.w.get(inputs)?;
+        let geom = self.attrs.geometry(&x.shape, &w.shape)?;
+        let owned;
+        let prep = match &self.prep {
+            Some(p) if *p.packed.geometry() == geom => p,
+            _ => {
+                owned = self.prepare(inputs, &geom)?;
+                &owned
+            }
+        };
+        let x_zp = act_zp(opt_get(&s.x_zp, inputs)?, x.dtype(), "input")?;
+        let (xu, a_zp) = act_u8(x, x_zp)?;
+        let (n, h, wd) = nhw(&x.shape);
+        let c = geom.c_in;
+        let (oh, ow) = geom
+            .out_hw(h, wd)
+            .ok_or_else(|| format!("conv kernel larger than the padded input {:?}", x.shape))?;
+        let m = geom.c_out;
+        let nhwc = to_nhwc(&xu, n, c, h * wd);
+        let stage = Stage::resolve(s, inputs, &prep.w_scale)?;
+        let mut out = stage.buffer(n * oh * ow * m);
+        let mut scratch = ConvScratch::new();
+        prep.packed.run(
+            &nhwc,
+            n,
+            h,
+            wd,
+            a_zp,
+            stage.output_stage(),
+            out_view(&mut out, 0),
+            &mut scratch,
+        );
+        let data = super::value::map_same!(&out, v => to_nchw(v, n, oh * ow, m));
+        Ok(vec![Array::new(out_shape(&x.shape, m, oh, ow), data)?])
+    }
+}
+
+fn to_nhwc(x: &[u8], n: usize, c: usize, hw: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n * c * hw];
+    for img in 0..n {
+        let (src, dst) = (
+            &x[img * c * hw..][..c * hw],
+            &mut out[img * c * hw..][..c * hw],
+        );
+        for ch in 0..c {
+            for p in 0..hw {
+                dst[p * c + ch] = src[ch * hw + p];
+            }
+        }
+    }
+    out
+}
+
+fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> {
+    let mut out = vec![T::default(); x.len()];
+    for img in 0..n {
+        let (src, dst) = (
+            &x[img * c * hw..][..c * hw],
+            &mut out[img * c * hw..][..c * hw],
+        );
+        for p in 0..hw {
+            for ch in 0..c {
+                dst[ch * hw + p] = src[p * c + ch];
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix product
+
+struct GemmPrep {
+    packed: PackedB,
+    w_scale: Vec<f32>,
+}
+
+/// `Y = X·W` for X `[..., M, K]` and W `[K, N]` (or `[N, K]` with `trans_b`, Gemm), or batched
+/// W `[..., K, N]` when W is an input (packed per run and per batch).
+pub(crate) struct QMatMul {
+    spec: QSpec,
+    trans_b: bool,
+    prep: Option<GemmPrep>,
+}
+
+impl QMatMul {
+    pub fn new(spec: QSpec, trans_b: bool) -> Result<QMatMul, String> {
+        let mut k = QMatMul {
+            spec,
+            trans_b,
+            prep: None,
+        };
+        let s = &k.spec;
+        let all_const = s.w.is_const()
+            && s.w_zp.as_ref().is_none_or(Src::is_const)
+            && s.w_scale.as_ref().is_none_or(Src::is_const)
+            && s.bias.as_ref().is_none_or(Src::is_const)
+            && s.x_zp.as_ref().is_none_or(Src::is_const);
+        if all_const && k.spec.w.get(&[])?.rank() == 2 {
+            let w = k.spec.w.get(&[])?;
+            k.prep = Some(k.prepare(&[], w, 0)?);
+        }
+        Ok(k)
+    }
+
+    /// Packs the 2-D weights `w` (`b_off` is the offset of the batch matrix inside `w`).
+    fn prepare(
+        &self,
+        inputs: &[Option<&Array>],
+        w: &Array,
+        b_off: usize,
+    ) -> Result<GemmPrep, String> {
+        let s = &self.spec;
+        let r = w.rank();
+        if r < 2 {
+            return Err(format!(
+                "weights of shape {:?} must be at least 2-D",
+                w.shape
+            ));
+        }
+        let (d0, d1) = (w.shape[r - 2], w.shape[r - 1]);
+        let (k, n) = if self.trans_b { (d1, d0) } else { (d0, d1) };
+        let (wq, wzp) = weights_i8(w, opt_get(&s.w_zp, inputs)?, n)?;
+        let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, n)?;
+        let bias = bias_i32(opt_get(&s.bias, inputs)?, n)?;
+        let a_zp = match opt_get(&s.x_zp, inputs)? {
+            Some(z) => match &z.data {
+                ArrayData::U8(v) if v.len() == 1 => v[0],
+                ArrayData::I8(v) if v.len() == 1 => (v[0] as u8) ^ 0x80,
+                _ => 0,
+            },
+            None => 0,
+        };
+        let qw = QWeights {
+            data: &wq[b_off..b_off + k * n],
+            k,
+            n,
+            trans_b: self.trans_b,
+            zp: &wzp,
+            bias: bias.as_deref(),
+        };
+        let packed = PackedB::new(&qw, a_zp).map_err(|e| e.to_string())?;
+        Ok(GemmPrep { packed, w_scale })
+    }
+}
+
+impl Kernel for QMatMul {
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let s = &self.spec;
+        let x = input(inputs, s.x)?;
+        let w = s.w.get(inputs)?;
+        if x.rank() < 1 || w.rank() < 2 {
+            return Err(format!(
+                "quantized MatMul of shapes {:?} and {:?} is not supported",
+                x.shape, w.shape
+            ));
+        }
+        let x_zp = act_zp(opt_get(&s.x_zp, inputs)?, x.dtype(), "A")?;
+        let (xu, a_zp) = act_u8(x, x_zp)?;
+        let r = w.rank();
+        let (k, n) = if self.trans_b {
+            (w.shape[r - 1], w.shape[r - 2])
+        } else {
+            (w.shape[r - 2], w.shape[r - 1])
+        };
+        let xk = *x.shape.last().expect("rank ≥ 1");
+        if xk != k {
+            return Err(format!(
+                "MatMul: A {:?} and B {:?} do not match",
+                x.shape, w.shape
+            ));
+        }
+        let x_rows = x.len() / k.max(1);
+        if r == 2 {
+            // One weight matrix: every row of X is a GEMM row.
+            let owned;
+            let prep = match &self.prep {
+                Some(p) => p,
+                None => {
+                    owned = self.prepare(inputs, w, 0)?;
+                    &owned
+                }
+            };
+            let stage = Stage::resolve(s, inputs, &prep.w_scale)?;
+            let mut out = stage.buffer(x_rows * n);
+            if k == 0 {
+                return Err("MatMul with K = 0 is not supported".into());
+            }
+            qgemm(
+                &xu,
+                k,
+                a_zp,
+                x_rows,
+                &prep.packed,
+                stage.output_stage(),
+                out_view(&mut out, 0),
+                n,
+            );
+            let mut shape = x.shape.clone();
+            *shape.last_mut().expect("rank ≥ 1") = n;
+            if x.rank() == 1 {
+                shape = vec![n];
+            }
+            return Ok(vec![Array::new(shape, out)?]);
+        }
+        // Batched weights (e.g. attention scores): broadcast the batch dims, pack per matrix.
+        if x.rank() < 2 || self.trans_b {
+            return Err("batched quantized MatMul needs A of rank ≥ 2".into());
+        }
+        let m = x.shape[x.rank() - 2];
+        let xb = &x.shape[..x.rank() - 2];
+        let wb = &w.shape[..r - 2];
+        let batch = super::value::broadcast_shape(xb, wb)?;
+        let ia = super::value::broadcast_index(xb, &batch);
+        let ib = super::value::broadcast_index(wb, &batch);
+        let nb: usize = batch.iter().product();
+        if k == 0 {
+            return Err("MatMul with K = 0 is not supported".into());
+        }
+        let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, n)?;
+        let stage = Stage::resolve(s, inputs, &w_scale)?;
+        let mut out = stage.buffer(nb * m * n);
+        for bi in 0..nb {
+            let prep = self.prepare(inputs, w, ib[bi] * k * n)?;
+            qgemm(
+                &xu[ia[bi] * m * k..],
+                k,
+                a_zp,
+                m,
+                &prep.packed,
+                stage.output_stage(),
+                out_view(&mut out, bi * m * n),
+                n,
+            );
+        }
+        let mut shape = batch;
+        shape.extend([m, n]);
+        Ok(vec![Array::new(shape, out)?])
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear and the QLinear* ops
+
+/// Parameter index of flat element `i` (per tensor: 0; per axis: the coordinate on `axis`).
+fn param_of(i: usize, inner: usize, dim: usize, per_axis: bool) -> usize {
+    if per_axis {
+        (i / inner) % dim
+    } else {
+        0
+    }
+}
+
+/// Checks a scale/zero-point pair and returns `(per_axis, dim, inner)`.
+fn axis_layout(x: &Array, scale_len: usize, axis: i64) -> Result<(bool, usize, usize), String> {
+    if scale_len == 1 {
+        return Ok((false, 1, 1));
+    }
+    let a = norm_axis(axis, x.rank(), false)?;
+    if x.shape[a] != scale_len {
+        return Err(format!(
+            "{scale_len} scales for axis {a} of size {} (blocked quantization is not supported)",
+            x.shape[a]
+        ));
+    }
+    Ok((true, x.shape[a], x.shape[a + 1..].iter().product()))
+}
+
+fn quantize(
+    x: &Array,
+    scale: &Array,
+    zp: Option<&Array>,
+    axis: i64,
+    out_type: DataType,
+) -> Result<Array, String> {
+    let xv = x.as_f32().map_err(|_| {
+        format!(
+            "QuantizeLinear input {} is not supported (f32 only)",
+            x.dtype()
+        )
+    })?;
+    let sv = scale.as_f32().map_err(|e| format!("scale: {e}"))?;
+    let ty = zp.map_or(out_type, Array::dtype);
+    let zpv: Vec<i64> = zp.map_or(vec![0; sv.len()], |z| z.data.to_i64_vec());
+    if zpv.len() != sv.len() {
+        return Err("scale and zero point differ in size".into());
+    }
+    if scale.rank() > 1 {
+        return Err("blocked quantization (scale of rank > 1) is not supported".into());
+    }
+    let (per_axis, dim, inner) = axis_layout(x, sv.len(), axis)?;
+    let p = |i: usize| param_of(i, inner, dim, per_axis);
+    let data = match ty {
+        DataType::U8 => ArrayData::U8(
+            xv.iter()
+                .enumerate()
+                .map(|(i, &v)| quantize_one::<u8>(v, sv[p(i)], zpv[p(i)] as u8))
+                .collect(),
+        ),
+        DataType::I8 => ArrayData::I8(
+            xv.iter()
+                .enumerate()
+                .map(|(i, &v)| quantize_one::<i8>(v, sv[p(i)], zpv[p(i)] as i8))
+                .collect(),
+        ),
+        t => return Err(format!("QuantizeLinear to {t} is not supported (u8/i8)")),
+    };
+    Array::new(x.shape.clone(), data)
+}
+
+fn dequantize(x: &Array, scale: &Array, zp: Option<&Array>, axis: i64) -> Result<Array, String> {
+    let sv = scale.as_f32().map_err(|e| format!("scale: {e}"))?;
+    if scale.rank() > 1 {
+        return Err("blocked quantization (scale of rank > 1) is not supported".into());
+    }
+    if let Some(z) = zp {
+        if z.dtype() != x.dtype() {
+            return Err(format!(
+                "zero point is {}, input is {}",
+                z.dtype(),
+                x.dtype()
+            ));
+        }
+    }
+    let zpv: Vec<i64> = zp.map_or(vec![0; sv.len()], |z| z.data.to_i64_vec());
+    if zpv.len() != sv.len() {
+        return Err("scale and zero point differ in size".into());
+    }
+    let xv: Vec<i64> = match &x.data {
+        ArrayData::U8(_) | ArrayData::I8(_) | ArrayData::I32(_) => x.data.to_i64_vec(),
+        d => {
+            return Err(format!(
+                "DequantizeLinear of {} is not supported (u8/i8/i32)",
+                d.dtype()
+            ))
+        }
+    };
+    let (per_axis, dim, inner) = axis_layout(x, sv.len(), axis)?;
+    let out = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let k = param_of(i, inner, dim, per_axis);
+            // The difference in i32 (exact for 8-bit; i32 inputs wrap as in ONNX Runtime).
+            ((v as i32).wrapping_sub(zpv[k] as i32)) as f32 * sv[k]
+        })
+        .collect();
+    Ok(Array::f32(x.shape.clone(), out))
+}
+
+/// ONNX DynamicQuantizeLinear (u8): scale and zero point from the data range including 0.
+fn dynamic_quantize(x: &Array) -> Result<Vec<Array>, String> {
+    let v = x.as_f32()?;
+    let min = v.iter().copied().fold(0f32, f32::min);
+    let max = v.iter().copied().fold(0f32, f32::max);
+    let scale = (max - min) / 255.0;
+    let (zp, y) = if scale == 0.0 || !scale.is_finite() {
+        (0u8, vec![0u8; v.len()])
+    } else {
+        let zp = (0.0 - min / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+        (
+            zp,
+            v.iter()
+                .map(|&e| quantize_one::<u8>(e, scale, zp))
+                .collect(),
+        )
+    };
+    Ok(vec![
+        Array::new(x.shape.clone(), ArrayData::U8(y))?,
+        Array::f32(vec![], vec![scale]),
+        Array::new(vec![], ArrayData::U8(vec![zp]))?,
+    ])
+}
+
+/// Builds the integer ops of the default domain.
+pub(crate) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
+    Ok(Some(match t {
+        "QuantizeLinear" => {
+            check_q_attrs(ctx)?;
+            let axis = ctx.int("axis", 1);
+            let out_type = match ctx.int("output_dtype", 0) {
+                0 => DataType::U8,
+                c => DataType::from_onnx(c as i32).ok_or(format!("output_dtype {c}"))?,
+            };
+            boxed(move |i| {
+                Ok(vec![quantize(
+                    input(i, 0)?,
+                    input(i, 1)?,
+                    i.get(2).copied().flatten(),
+                    axis,
+                    out_type,
+                )?])
+            })
+        }
+        "DequantizeLinear" => {
+            check_q_attrs(ctx)?;
+            let axis = ctx.int("axis", 1);
+            boxed(move |i| {
+                Ok(vec![dequantize(
+                    input(i, 0)?,
+                    input(i, 1)?,
+                    i.get(2).copied().flatten(),
+                    axis,
+                )?])
+            })
+        }
+        "DynamicQuantizeLinear" => boxed(|i| dynamic_quantize(input(i, 0)?)),
+        "QLinearConv" => {
+            let spec = QSpec {
+                x: 0,
+                x_scale: Src::of(ctx, 1),
+                x_zp: Src::of(ctx, 2),
+                w: Src::of(ctx, 3).ok_or("missing w")?,
+                w_scale: Src::of(ctx, 4),
+                w_zp: Src::of(ctx, 5),
+                bias: Src::of(ctx, 8),
+                out: QOut::Requant {
+                    y_scale: Src::of(ctx, 6).ok_or("missing y_scale")?,
+                    y_zp: Src::of(ctx, 7),
+                    y_type: DataType::U8,
+                    act: Act::None,
+                },
+            };
+            Box::new(QConv::new(spec, ConvAttrs::parse(ctx)?)?)
+        }
+        "ConvInteger" => {
+            let spec = QSpec {
+                x: 0,
+                x_scale: None,
+                x_zp: Src::of(ctx, 2),
+                w: Src::of(ctx, 1).ok_or("missing w")?,
+                w_scale: None,
+                w_zp: Src::of(ctx, 3),
+                bias: None,
+                out: QOut::Raw,
+            };
+            Box::new(QConv::new(spec, ConvAttrs::parse(ctx)?)?)
+        }
+        "QLinearMatMul" => {
+            let spec = QSpec {
+                x: 0,
+                x_scale: Src::of(ctx, 1),
+                x_zp: Src::of(ctx, 2),
+                w: Src::of(ctx, 3).ok_or("missing b")?,
+                w_scale: Src::of(ctx, 4),
+                w_zp: Src::of(ctx, 5),
+                bias: None,
+                out: QOut::Requant {
+                    y_scale: Src::of(ctx, 6).ok_or("missing y_scale")?,
+                    y_zp: Src::of(ctx, 7),
+                    y_type: DataType::U8,
+                    act: Act::None,
+                },
+            };
+            Box::new(QMatMul::new(spec, false)?)
+        }
+        "MatMulInteger" => {
+            let spec = QSpec {
+                x: 0,
+                x_scale: None,
+                x_zp: Src::of(ctx, 2),
+                w: Src::of(ctx, 1).ok_or("missing b")?,
+                w_scale: None,
+                w_zp: Src::of(ctx, 3),
+                bias: None,
+                out: QOut::Raw,
+            };
+            Box::new(QMatMul::new(spec, false)?)
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn check_q_attrs(ctx: &NodeCtx<'_>) -> Result<(), String> {
+    if ctx.int("block_size", 0) != 0 {
+        return Err("blocked quantization (block_size) is not supported".into());
+    }
+    if ctx.int("saturate", 1) != 1 {
+        return Err("saturate=0 applies to float8 only, which is not supported".into());
+    }
+    Ok(())
+}
