@@ -5,7 +5,7 @@
 mod common;
 
 use common::{bundled_models, sample_inputs, stem};
-use onnxq::executor::{Executor, ExecutorOptions};
+use onnxq::executor::{Executor, ExecutorOptions, Lowering};
 use onnxq::ir::{Model, Tensor};
 
 fn named_inputs<'a>(model: &Model, inputs: &'a [Tensor]) -> Vec<(String, &'a Tensor)> {
@@ -104,4 +104,121 @@ fn unsupported_ops_are_refused_at_planning_with_their_names() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("FancyOp") && e.contains(&name), "{e}");
+}
+
+/// Quantizes a bundled model with the CLI into `dir`.
+fn quantize(name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let m = common::models_dir();
+    let calib = ["npy", "npz"]
+        .iter()
+        .map(|e| m.join(format!("{name}.calib.{e}")))
+        .find(|p| p.exists())
+        .unwrap();
+    let out = dir.join(format!("{name}.int8.onnx"));
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .arg("quantize")
+        .arg(m.join(format!("{name}.onnx")))
+        .arg("-o")
+        .arg(&out)
+        .arg("--data")
+        .arg(&calib)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    out
+}
+
+/// The first `n` calibration samples as named inputs (more elements than the samples).
+fn calib_inputs(name: &str, model: &Model, n: i64) -> Vec<(String, Tensor)> {
+    let m = common::models_dir();
+    let npy = m.join(format!("{name}.calib.npy"));
+    let arrays = if npy.exists() {
+        let input = &model.graph.value(model.graph.inputs[0]).name;
+        vec![(input.clone(), onnxq::data::read_npy(&npy).unwrap())]
+    } else {
+        onnxq::data::read_npz(&m.join(format!("{name}.calib.npz"))).unwrap()
+    };
+    arrays
+        .into_iter()
+        .map(|(k, t)| {
+            let a = onnxq::executor::Array::from_tensor(&t).unwrap();
+            let rows = (a.shape[0] as i64).min(n) as usize;
+            let per: usize = a.shape[1..].iter().product();
+            let mut dims = t.dims.clone();
+            dims[0] = rows as i64;
+            let bytes = t.raw().unwrap()[..rows * per * t.byte_size() / a.len()].to_vec();
+            (k, Tensor::from_raw(t.dtype, dims, bytes).unwrap())
+        })
+        .collect()
+}
+
+/// Scale of the DequantizeLinear producing graph output `name`, if it is one.
+fn output_scale(model: &Model, name: &str) -> Option<f32> {
+    let g = &model.graph;
+    let v = g.value_by_name(name)?;
+    let p = g.node(g.producer(v));
+    if !p.is_op("DequantizeLinear") {
+        return None;
+    }
+    g.const_tensor(p.inputs[1]?)?.to_f32_vec().map(|s| s[0])
+}
+
+#[test]
+fn lowered_quantized_models_equal_their_float_qdq_graph() {
+    let dir = std::env::temp_dir().join(format!("onnxq-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for path in bundled_models() {
+        let name = stem(&path);
+        if name == "control_flow" {
+            continue; // tract (used by calibration) cannot run its Loop.
+        }
+        let q = quantize(&name, &dir);
+        let model = onnxq::import::import_file(&q).unwrap();
+        let plan = |lowering| {
+            Executor::new(
+                &model,
+                ExecutorOptions {
+                    lowering,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let lowered = plan(Lowering::OrtCompatible);
+        assert!(
+            !lowered.lowered_units().is_empty(),
+            "{name}: nothing was lowered"
+        );
+        let float = plan(Lowering::Off);
+        assert!(float.lowered_units().is_empty());
+        let inputs = calib_inputs(&name, &model, 64);
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let (a, b) = (lowered.run(&refs).unwrap(), float.run(&refs).unwrap());
+        for ((oname, x), (_, y)) in a.iter().zip(&b) {
+            let scale = output_scale(&model, oname).expect("quantized outputs end in DQ");
+            let (x, y) = (x.to_f32_vec().unwrap(), y.to_f32_vec().unwrap());
+            let lsb: Vec<f32> = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| ((p - q) / scale).abs().round())
+                .collect();
+            let exact = lsb.iter().filter(|&&d| d == 0.0).count() as f64 / lsb.len() as f64;
+            let worst = lsb.iter().copied().fold(0.0, f32::max);
+            eprintln!(
+                "{name}/{oname}: {} units lowered, {} elements, exact {:.4}%, max {worst} LSB",
+                lowered.lowered_units().len(),
+                lsb.len(),
+                exact * 100.0
+            );
+            assert!(
+                exact >= 0.999 && worst <= 1.0,
+                "{name}/{oname}: exact {exact}, max {worst} LSB"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -96,6 +96,7 @@ pub(crate) fn try_lower(
     anchor: NodeId,
     consts: &HashMap<ValueId, Array>,
     opset: i64,
+    all: bool,
 ) -> Result<Option<Lowered>, String> {
     let node = g.node(anchor);
     let Some(op) = node.op() else { return Ok(None) };
@@ -192,14 +193,11 @@ pub(crate) fn try_lower(
     // Output: [Relu | Clip] → QuantizeLinear, else a float output.
     let mut absorbed = Vec::new();
     let mut act = Act::None;
-    let mut tail = yout;
     let mut out = QOut::Dequant;
     let mut out_value = yout;
     if let Some(next) = single_use(g, yout) {
         let nn = g.node(next);
         let mut cand_act = Act::None;
-        let mut cand_tail = yout;
-        let mut cand_abs = vec![];
         if nn.is_op("Relu") {
             cand_act = Act::Relu;
         } else if nn.is_op("Clip") {
@@ -207,34 +205,44 @@ pub(crate) fn try_lower(
                 cand_act = c;
             }
         }
+        let mut cand_tail = yout;
+        let mut cand_abs = vec![];
+        let mut qn = Some(next);
         if cand_act != Act::None {
-            if let Some(v) = nn.outputs.first().copied().flatten() {
-                cand_tail = v;
-                cand_abs.push(next);
+            match nn.outputs.first().copied().flatten() {
+                Some(v) => {
+                    cand_tail = v;
+                    cand_abs.push(next);
+                    qn = single_use(g, v);
+                }
+                None => qn = None,
             }
         }
-        let qn = if cand_abs.is_empty() {
-            Some(next)
-        } else {
-            single_use(g, cand_tail)
-        };
-        if let Some(qn) = qn {
-            let q = g.node(qn);
-            if let Some(spec) = quantize_params(q, consts) {
-                if q.inputs.first().copied().flatten() == Some(cand_tail) {
-                    if let Some(qout) = q.outputs.first().copied().flatten() {
-                        act = cand_act;
-                        tail = cand_tail;
-                        absorbed = cand_abs;
-                        absorbed.push(qn);
-                        out = spec(act);
-                        out_value = qout;
-                    }
+        let q = qn.map(|qn| (qn, g.node(qn)));
+        if let Some((qn, q)) = q {
+            if let Some((range, spec)) = quantize_params(q, consts) {
+                let fits = match cand_act {
+                    Act::None => true,
+                    // By default an activation is fused only where it is redundant with the
+                    // output saturation (ONNX Runtime's Relu/Clip-into-Q rule); otherwise
+                    // the product stays float (the activation and Q then run as written),
+                    // which keeps results bit-identical to the reference semantics.
+                    _ if all => true,
+                    _ => act_is_redundant(cand_act, range),
+                };
+                let input_ok = q.inputs.first().copied().flatten() == Some(cand_tail);
+                if let (true, true, Some(qout)) =
+                    (fits, input_ok, q.outputs.first().copied().flatten())
+                {
+                    act = if all { cand_act } else { Act::None };
+                    absorbed = cand_abs;
+                    absorbed.push(qn);
+                    out = spec(act);
+                    out_value = qout;
                 }
             }
         }
     }
-    let _ = tail;
     let spec = QSpec {
         x: 0,
         x_scale: Some(Src::Const(xdq.scale.clone())),
@@ -246,6 +254,10 @@ pub(crate) fn try_lower(
         out,
     };
     let requant = matches!(spec.out, QOut::Requant { .. });
+    if !requant && !all {
+        // The graph keeps this result in float: run the op as written (see `Lowering`).
+        return Ok(None);
+    }
     let kernel: Box<dyn Kernel> = if kind == "Conv" {
         let ctx = NodeCtx {
             op,
@@ -306,8 +318,23 @@ fn clip_bounds(
 
 type QOutFn = Box<dyn FnOnce(Act) -> QOut>;
 
-/// A per-tensor 8-bit QuantizeLinear with constant parameters: its output spec.
-fn quantize_params(q: &crate::ir::Node, consts: &HashMap<ValueId, Array>) -> Option<QOutFn> {
+/// Whether `act` cannot change the result of a quantizer whose real range is `[lo, hi]`
+/// (within one f32 epsilon, as ONNX Runtime's ClipQuantFusion / ReluQuantFusion decide).
+fn act_is_redundant(act: Act, (lo, hi): (f32, f32)) -> bool {
+    let (a, b) = match act {
+        Act::None => return true,
+        Act::Relu => (0.0, f32::INFINITY),
+        Act::Clip(a, b) => (a, b),
+    };
+    a - lo <= f32::EPSILON && hi - b <= f32::EPSILON
+}
+
+/// A per-tensor 8-bit QuantizeLinear with constant parameters: its real range and its
+/// output spec.
+fn quantize_params(
+    q: &crate::ir::Node,
+    consts: &HashMap<ValueId, Array>,
+) -> Option<((f32, f32), QOutFn)> {
     if !q.is_op("QuantizeLinear") {
         return None;
     }
@@ -338,11 +365,20 @@ fn quantize_params(q: &crate::ir::Node, consts: &HashMap<ValueId, Array>) -> Opt
             _ => return None,
         },
     };
+    let s = scalar_f32(Some(scale))?;
+    let z = zp.as_ref().map_or(0, |z| z.data.to_i64_vec()[0]) as f32;
+    let (tmin, tmax) = if y_type == DataType::U8 {
+        (0.0, 255.0)
+    } else {
+        (-128.0, 127.0)
+    };
+    let range = (s * (tmin - z), s * (tmax - z));
     let scale = scale.clone();
-    Some(Box::new(move |act| QOut::Requant {
+    let spec: QOutFn = Box::new(move |act| QOut::Requant {
         y_scale: Src::Const(scale),
         y_zp: zp.map(Src::Const),
         y_type,
         act,
-    }))
+    });
+    Some((range, spec))
 }

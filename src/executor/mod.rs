@@ -16,6 +16,7 @@
 //! (all such nodes are listed). Bad inputs (unknown or missing names, wrong type or shape)
 //! are errors of [`Executor::run`]; kernels never panic on them.
 
+pub mod cli;
 mod lower;
 pub(crate) mod ops;
 mod qlinear;
@@ -56,9 +57,37 @@ pub struct ExecutorOptions {
     /// Worker threads. The kernels run single-threaded for now; the value is validated and
     /// kept for the parallel drivers.
     pub threads: usize,
-    /// Lower QDQ node units to integer kernels (default). Off: run them as written, in float
-    /// (useful to measure what lowering changes).
-    pub lower_qdq: bool,
+    /// Which QDQ node units become integer kernels.
+    pub lowering: Lowering,
+}
+
+/// How much of a QDQ graph is lowered to integer kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Lowering {
+    /// Nothing: QDQ units run as written, in float (to measure what lowering changes).
+    Off,
+    /// The units ONNX Runtime also runs in integer arithmetic (default): `DQ → op → Q`, with
+    /// a Relu/Clip in between only where it is redundant with the output saturation. Units
+    /// whose result the graph keeps in float stay float, so results match ONNX Runtime's
+    /// bit for bit except where the folded requantization multiplier rounds differently.
+    #[default]
+    OrtCompatible,
+    /// Also fuse non-redundant Relu/Clip into the output stage and lower units whose output
+    /// stays float (dequantizing output stage). Faster; differs from the float graph by
+    /// ±1 LSB at those units, which downstream layers may amplify.
+    All,
+}
+
+impl std::str::FromStr for Lowering {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Lowering, String> {
+        match s {
+            "off" => Ok(Lowering::Off),
+            "ort" => Ok(Lowering::OrtCompatible),
+            "all" => Ok(Lowering::All),
+            _ => Err(format!("unknown lowering `{s}` (off, ort, all)")),
+        }
+    }
 }
 
 impl Default for ExecutorOptions {
@@ -66,7 +95,7 @@ impl Default for ExecutorOptions {
         ExecutorOptions {
             backend: Backend::Fbgemm,
             threads: 1,
-            lower_qdq: true,
+            lowering: Lowering::OrtCompatible,
         }
     }
 }
@@ -200,8 +229,8 @@ impl Executor {
                     errors.push(format!("{}: {e}", label()));
                 }
             }
-            if options.lower_qdq {
-                match lower::try_lower(g, n, &consts, opset) {
+            if options.lowering != Lowering::Off {
+                match lower::try_lower(g, n, &consts, opset, options.lowering == Lowering::All) {
                     Ok(Some(l)) => {
                         absorbed.extend(l.absorbed.iter().copied());
                         lowered.push(format!("{} ({})", label(), l.what));
