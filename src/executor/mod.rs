@@ -192,6 +192,14 @@ impl Executor {
                     let v = node.outputs[0].expect("an input has its value");
                     let val = g.value(v);
                     let tt = val.ty.tensor();
+                    if let Some(dt) = tt.and_then(|t| t.dtype) {
+                        if !value::supported_dtype(dt) {
+                            errors.push(format!(
+                                "graph input `{}`: element type {dt} is not supported",
+                                val.name
+                            ));
+                        }
+                    }
                     inputs.push(InputSpec {
                         name: val.name.clone(),
                         dtype: tt.and_then(|t| t.dtype),
@@ -306,7 +314,7 @@ impl Executor {
         }
         if !errors.is_empty() {
             let n = errors.len();
-            let mut msg = format!("cannot plan the model ({n} node(s) not supported):");
+            let mut msg = format!("cannot plan the model ({n} problem(s)):");
             for e in errors.iter().take(20) {
                 msg.push_str("\n  ");
                 msg.push_str(e);

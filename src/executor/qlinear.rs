@@ -623,35 +623,99 @@ impl Kernel for QMatMul {
 // ---------------------------------------------------------------------------------------
 // QuantizeLinear / DequantizeLinear / DynamicQuantizeLinear and the QLinear* ops
 
-/// Parameter index of flat element `i` (per tensor: 0; per axis: the coordinate on `axis`).
-fn param_of(i: usize, inner: usize, dim: usize, per_axis: bool) -> usize {
-    if per_axis {
-        (i / inner) % dim
-    } else {
-        0
+/// Which scale / zero point applies to each element of a Q/DQ input.
+enum ParamLayout {
+    PerTensor,
+    /// Per axis: `(i / inner) % dim`.
+    PerAxis {
+        dim: usize,
+        inner: usize,
+    },
+    /// Blocked (opset 21): one parameter per `block` consecutive elements along the axis;
+    /// the parameters have the input's rank. Indices precomputed.
+    Blocked(Vec<usize>),
+}
+
+impl ParamLayout {
+    /// Checks the parameter shape against the input's and the attributes.
+    fn new(x: &Array, scale: &Array, axis: i64, block: i64) -> Result<ParamLayout, String> {
+        if block < 0 {
+            return Err(format!("block_size {block} must be ≥ 0"));
+        }
+        if block == 0 {
+            if scale.len() == 1 && scale.rank() <= 1 {
+                return Ok(ParamLayout::PerTensor);
+            }
+            let a = norm_axis(axis, x.rank(), false)?;
+            if scale.rank() != 1 || x.shape[a] != scale.len() {
+                return Err(format!(
+                    "scale of shape {:?} for axis {a} of an input of shape {:?}",
+                    scale.shape, x.shape
+                ));
+            }
+            return Ok(ParamLayout::PerAxis {
+                dim: x.shape[a],
+                inner: x.shape[a + 1..].iter().product(),
+            });
+        }
+        let a = norm_axis(axis, x.rank(), false)?;
+        let b = block as usize;
+        let ok = scale.rank() == x.rank()
+            && (0..x.rank()).all(|d| {
+                if d == a {
+                    scale.shape[d] == x.shape[d].div_ceil(b)
+                } else {
+                    scale.shape[d] == x.shape[d]
+                }
+            });
+        if !ok {
+            return Err(format!(
+                "blocked scale of shape {:?} does not match input {:?} with block_size {b} on axis {a}",
+                scale.shape, x.shape
+            ));
+        }
+        let xs = super::value::strides(&x.shape);
+        let ss = super::value::strides(&scale.shape);
+        let idx = (0..x.len())
+            .map(|i| {
+                (0..x.rank())
+                    .map(|d| {
+                        let c = (i / xs[d]) % x.shape[d];
+                        (if d == a { c / b } else { c }) * ss[d]
+                    })
+                    .sum()
+            })
+            .collect();
+        Ok(ParamLayout::Blocked(idx))
+    }
+
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        match self {
+            ParamLayout::PerTensor => 0,
+            ParamLayout::PerAxis { dim, inner } => (i / inner) % dim,
+            ParamLayout::Blocked(v) => v[i],
+        }
     }
 }
 
-/// Checks a scale/zero-point pair and returns `(per_axis, dim, inner)`.
-fn axis_layout(x: &Array, scale_len: usize, axis: i64) -> Result<(bool, usize, usize), String> {
-    if scale_len == 1 {
-        return Ok((false, 1, 1));
+/// The zero points (as i64, `0` when absent) of a Q/DQ, checking their count.
+fn zero_points(scale: &Array, zp: Option<&Array>) -> Result<Vec<i64>, String> {
+    match zp {
+        None => Ok(vec![0; scale.len()]),
+        Some(z) if z.shape != scale.shape && !(z.len() == 1 && scale.len() == 1) => Err(format!(
+            "zero point of shape {:?}, scale of shape {:?}",
+            z.shape, scale.shape
+        )),
+        Some(z) => Ok(z.data.to_i64_vec()),
     }
-    let a = norm_axis(axis, x.rank(), false)?;
-    if x.shape[a] != scale_len {
-        return Err(format!(
-            "{scale_len} scales for axis {a} of size {} (blocked quantization is not supported)",
-            x.shape[a]
-        ));
-    }
-    Ok((true, x.shape[a], x.shape[a + 1..].iter().product()))
 }
 
 fn quantize(
     x: &Array,
     scale: &Array,
     zp: Option<&Array>,
-    axis: i64,
+    (axis, block): (i64, i64),
     out_type: DataType,
 ) -> Result<Array, String> {
     let xv = x.as_f32().map_err(|_| {
@@ -662,15 +726,9 @@ fn quantize(
     })?;
     let sv = scale.as_f32().map_err(|e| format!("scale: {e}"))?;
     let ty = zp.map_or(out_type, Array::dtype);
-    let zpv: Vec<i64> = zp.map_or(vec![0; sv.len()], |z| z.data.to_i64_vec());
-    if zpv.len() != sv.len() {
-        return Err("scale and zero point differ in size".into());
-    }
-    if scale.rank() > 1 {
-        return Err("blocked quantization (scale of rank > 1) is not supported".into());
-    }
-    let (per_axis, dim, inner) = axis_layout(x, sv.len(), axis)?;
-    let p = |i: usize| param_of(i, inner, dim, per_axis);
+    let zpv = zero_points(scale, zp)?;
+    let layout = ParamLayout::new(x, scale, axis, block)?;
+    let p = |i: usize| layout.at(i);
     let data = match ty {
         DataType::U8 => ArrayData::U8(
             xv.iter()
@@ -689,11 +747,13 @@ fn quantize(
     Array::new(x.shape.clone(), data)
 }
 
-fn dequantize(x: &Array, scale: &Array, zp: Option<&Array>, axis: i64) -> Result<Array, String> {
+fn dequantize(
+    x: &Array,
+    scale: &Array,
+    zp: Option<&Array>,
+    (axis, block): (i64, i64),
+) -> Result<Array, String> {
     let sv = scale.as_f32().map_err(|e| format!("scale: {e}"))?;
-    if scale.rank() > 1 {
-        return Err("blocked quantization (scale of rank > 1) is not supported".into());
-    }
     if let Some(z) = zp {
         if z.dtype() != x.dtype() {
             return Err(format!(
@@ -703,10 +763,7 @@ fn dequantize(x: &Array, scale: &Array, zp: Option<&Array>, axis: i64) -> Result
             ));
         }
     }
-    let zpv: Vec<i64> = zp.map_or(vec![0; sv.len()], |z| z.data.to_i64_vec());
-    if zpv.len() != sv.len() {
-        return Err("scale and zero point differ in size".into());
-    }
+    let zpv = zero_points(scale, zp)?;
     let xv: Vec<i64> = match &x.data {
         ArrayData::U8(_) | ArrayData::I8(_) | ArrayData::I32(_) => x.data.to_i64_vec(),
         d => {
@@ -716,12 +773,12 @@ fn dequantize(x: &Array, scale: &Array, zp: Option<&Array>, axis: i64) -> Result
             ))
         }
     };
-    let (per_axis, dim, inner) = axis_layout(x, sv.len(), axis)?;
+    let layout = ParamLayout::new(x, scale, axis, block)?;
     let out = xv
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            let k = param_of(i, inner, dim, per_axis);
+            let k = layout.at(i);
             // The difference in i32 (exact for 8-bit; i32 inputs wrap as in ONNX Runtime).
             ((v as i32).wrapping_sub(zpv[k] as i32)) as f32 * sv[k]
         })
@@ -758,10 +815,16 @@ pub(crate) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
     Ok(Some(match t {
         "QuantizeLinear" => {
             check_q_attrs(ctx)?;
-            let axis = ctx.int("axis", 1);
+            let axis = (ctx.int("axis", 1), ctx.int("block_size", 0));
             let out_type = match ctx.int("output_dtype", 0) {
                 0 => DataType::U8,
-                c => DataType::from_onnx(c as i32).ok_or(format!("output_dtype {c}"))?,
+                c => match DataType::from_onnx(c as i32) {
+                    Some(t @ (DataType::U8 | DataType::I8)) => t,
+                    Some(t) => {
+                        return Err(format!("QuantizeLinear to {t} is not supported (u8/i8)"))
+                    }
+                    None => return Err(format!("unknown output_dtype {c}")),
+                },
             };
             boxed(move |i| {
                 Ok(vec![quantize(
@@ -775,7 +838,7 @@ pub(crate) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         "DequantizeLinear" => {
             check_q_attrs(ctx)?;
-            let axis = ctx.int("axis", 1);
+            let axis = (ctx.int("axis", 1), ctx.int("block_size", 0));
             boxed(move |i| {
                 Ok(vec![dequantize(
                     input(i, 0)?,
@@ -853,9 +916,6 @@ pub(crate) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
 }
 
 fn check_q_attrs(ctx: &NodeCtx<'_>) -> Result<(), String> {
-    if ctx.int("block_size", 0) != 0 {
-        return Err("blocked quantization (block_size) is not supported".into());
-    }
     if ctx.int("saturate", 1) != 1 {
         return Err("saturate=0 applies to float8 only, which is not supported".into());
     }
