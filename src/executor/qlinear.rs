@@ -921,3 +921,220 @@ fn check_q_attrs(ctx: &NodeCtx<'_>) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::requantize;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+        fn q(&mut self, signed: bool, n: usize) -> ArrayData {
+            let v: Vec<u8> = (0..n).map(|_| self.next(256) as u8).collect();
+            if signed {
+                ArrayData::I8(v.into_iter().map(|b| b as i8).collect())
+            } else {
+                ArrayData::U8(v)
+            }
+        }
+    }
+
+    fn arr(shape: Vec<usize>, data: ArrayData) -> Array {
+        Array::new(shape, data).unwrap()
+    }
+
+    /// QLinearConv through the fbgemm drivers equals the definition (i32 sum + the reference
+    /// output stage), for every mix of signed/unsigned activations, weights and outputs,
+    /// per-tensor and per-channel weights, groups, depthwise, strides, pads and dilations.
+    #[test]
+    fn qconv_matches_the_definition() {
+        let mut r = Rng(7);
+        for case in 0..96 {
+            let (xs_, ws_, ys_) = (case % 2 == 1, (case / 2) % 2 == 1, (case / 4) % 2 == 1);
+            let depthwise = case % 3 == 0;
+            let group = if depthwise {
+                1 + r.next(8) as usize
+            } else {
+                1 + r.next(2) as usize
+            };
+            let (cg, mg) = if depthwise {
+                (1, 1)
+            } else {
+                (1 + r.next(5) as usize, 1 + r.next(6) as usize)
+            };
+            let (c, m) = (group * cg, group * mg);
+            let k = [1, 3, 5][r.next(3) as usize];
+            let (s, d) = (1 + r.next(2) as usize, 1 + r.next(2) as usize);
+            let p: Vec<usize> = (0..4).map(|_| r.next(3) as usize).collect();
+            let (n, h, w) = (
+                1 + r.next(2) as usize,
+                (k - 1) * d + 1 + r.next(5) as usize,
+                (k - 1) * d + 1 + r.next(5) as usize,
+            );
+            let x = arr(vec![n, c, h, w], r.q(xs_, n * c * h * w));
+            let wt = arr(vec![m, cg, k, k], r.q(ws_, m * cg * k * k));
+            let per_ch = case % 5 != 0;
+            let nq = if per_ch { m } else { 1 };
+            let x_zp = arr(vec![], r.q(xs_, 1));
+            let w_zp = arr(vec![nq], r.q(ws_, nq));
+            let w_scale = Array::f32(
+                vec![nq],
+                (0..nq).map(|_| 0.001 + r.next(100) as f32 * 1e-4).collect(),
+            );
+            let bias = arr(
+                vec![m],
+                ArrayData::I32((0..m).map(|_| r.next(20000) as i32 - 10000).collect()),
+            );
+            let y_zp = arr(vec![], r.q(ys_, 1));
+            let (x_scale, y_scale) = (
+                Array::f32(vec![], vec![0.02]),
+                Array::f32(vec![], vec![0.05 + r.next(10) as f32 * 0.01]),
+            );
+            let spec = QSpec {
+                x: 0,
+                x_scale: Some(Src::Const(x_scale.clone())),
+                x_zp: Some(Src::Const(x_zp.clone())),
+                w: Src::Const(wt.clone()),
+                w_scale: Some(Src::Const(w_scale.clone())),
+                w_zp: Some(Src::Const(w_zp.clone())),
+                bias: Some(Src::Const(bias.clone())),
+                out: QOut::Requant {
+                    y_scale: Src::Const(y_scale.clone()),
+                    y_zp: Some(Src::Const(y_zp.clone())),
+                    y_type: DataType::U8,
+                    act: Act::None,
+                },
+            };
+            let attrs = ConvAttrs {
+                group,
+                auto_pad: "NOTSET".into(),
+                pads: Some(p.iter().map(|&v| v as i64).collect()),
+                strides: Some(vec![s as i64; 2]),
+                dilations: Some(vec![d as i64; 2]),
+                kernel_shape: None,
+            };
+            let conv = QConv::new(spec, attrs).unwrap();
+            let got = conv.run(&[Some(&x)]).unwrap().remove(0);
+            // The definition.
+            let xv = x.data.to_i64_vec();
+            let wv = wt.data.to_i64_vec();
+            let (xz, wz, yz) = (
+                x_zp.data.to_i64_vec()[0],
+                w_zp.data.to_i64_vec(),
+                y_zp.data.to_i64_vec()[0] as i32,
+            );
+            let oh = (h + p[0] + p[2] - (k - 1) * d - 1) / s + 1;
+            let ow = (w + p[1] + p[3] - (k - 1) * d - 1) / s + 1;
+            assert_eq!(got.shape, vec![n, m, oh, ow]);
+            let (tmin, tmax) = if ys_ { (-128, 127) } else { (0, 255) };
+            let gv = got.data.to_i64_vec();
+            for img in 0..n {
+                for oc in 0..m {
+                    let g = oc / mg;
+                    let q = if per_ch { oc } else { 0 };
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = bias.data.to_i64_vec()[oc];
+                            for ci in 0..cg {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let iy = (oy * s + ky * d) as i64 - p[0] as i64;
+                                        let ix = (ox * s + kx * d) as i64 - p[1] as i64;
+                                        if iy < 0 || ix < 0 || iy >= h as i64 || ix >= w as i64 {
+                                            continue;
+                                        }
+                                        let xi = xv[((img * c + g * cg + ci) * h + iy as usize)
+                                            * w
+                                            + ix as usize];
+                                        let wi = wv[((oc * cg + ci) * k + ky) * k + kx];
+                                        acc += (xi - xz) * (wi - wz[q]);
+                                    }
+                                }
+                            }
+                            let mult = 0.02f32 * w_scale.as_f32().unwrap()[q]
+                                / y_scale.as_f32().unwrap()[0];
+                            let want = requantize(acc as i32, mult, yz, tmin, tmax) as i64;
+                            let at = ((img * m + oc) * oh + oy) * ow + ox;
+                            assert_eq!(gv[at], want, "case {case} at {at}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// QLinearMatMul with signed inputs and batched dynamic B equals the definition.
+    #[test]
+    fn batched_qmatmul_matches_the_definition() {
+        let mut r = Rng(11);
+        for case in 0..16 {
+            let signed = case % 2 == 1;
+            let (b, m, k, n) = (
+                1 + r.next(3) as usize,
+                1 + r.next(7) as usize,
+                1 + r.next(40) as usize,
+                1 + r.next(20) as usize,
+            );
+            let a = arr(vec![b, m, k], r.q(signed, b * m * k));
+            let w = arr(vec![b, k, n], r.q(!signed, b * k * n));
+            let (az, wz, yz) = (
+                arr(vec![], r.q(signed, 1)),
+                arr(vec![], r.q(!signed, 1)),
+                arr(vec![], r.q(signed, 1)),
+            );
+            let spec = QSpec {
+                x: 0,
+                x_scale: Some(Src::Const(Array::f32(vec![], vec![0.03]))),
+                x_zp: Some(Src::Const(az.clone())),
+                w: Src::Input(1),
+                w_scale: Some(Src::Const(Array::f32(vec![], vec![0.02]))),
+                w_zp: Some(Src::Const(wz.clone())),
+                bias: None,
+                out: QOut::Requant {
+                    y_scale: Src::Const(Array::f32(vec![], vec![0.7])),
+                    y_zp: Some(Src::Const(yz.clone())),
+                    y_type: DataType::U8,
+                    act: Act::None,
+                },
+            };
+            let got = QMatMul::new(spec, false)
+                .unwrap()
+                .run(&[Some(&a), Some(&w)])
+                .unwrap()
+                .remove(0);
+            assert_eq!(got.shape, vec![b, m, n]);
+            let (av, wv, gv) = (
+                a.data.to_i64_vec(),
+                w.data.to_i64_vec(),
+                got.data.to_i64_vec(),
+            );
+            let (azv, wzv, yzv) = (
+                az.data.to_i64_vec()[0],
+                wz.data.to_i64_vec()[0],
+                yz.data.to_i64_vec()[0] as i32,
+            );
+            let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
+            for bi in 0..b {
+                for i in 0..m {
+                    for j in 0..n {
+                        let acc: i64 = (0..k)
+                            .map(|p| {
+                                (av[(bi * m + i) * k + p] - azv) * (wv[(bi * k + p) * n + j] - wzv)
+                            })
+                            .sum();
+                        let want =
+                            requantize(acc as i32, 0.03f32 * 0.02 / 0.7, yzv, tmin, tmax) as i64;
+                        assert_eq!(gv[(bi * m + i) * n + j], want, "case {case}");
+                    }
+                }
+            }
+        }
+    }
+}
