@@ -99,9 +99,13 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 let inner: usize = x.shape[2..].iter().product();
                 let v = x.as_f32()?;
                 let mut out = Vec::with_capacity(v.len());
+                // Folded per channel first, as ONNX Runtime does (x·scale' + bias'), so that
+                // values near a later quantizer's rounding boundary round the same way.
+                let sc: Vec<f32> = (0..c).map(|k| 1.0 / (var[k] + eps).sqrt() * s[k]).collect();
+                let bi: Vec<f32> = (0..c).map(|k| b[k] - m[k] * sc[k]).collect();
                 for (k, &e) in v.iter().enumerate() {
                     let ch = (k / inner.max(1)) % c;
-                    out.push((e - m[ch]) / (var[ch] + eps).sqrt() * s[ch] + b[ch]);
+                    out.push(e * sc[ch] + bi[ch]);
                 }
                 Ok(vec![Array::f32(x.shape.clone(), out)])
             })

@@ -87,27 +87,36 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                         for ox in 0..ow {
                             let (mut acc, mut cnt, mut padded) =
                                 (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
-                            for ky in 0..g.kernel[0] {
-                                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
-                                    - g.pads[0] as isize;
-                                for kx in 0..g.kernel[1] {
-                                    let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
-                                        - g.pads[1] as isize;
+                            // Column sums first, then across columns: the summation order of
+                            // ONNX Runtime's pooling, so that averages of quantized values
+                            // (often exact ties for a following quantizer) round the same way.
+                            for kx in 0..g.kernel[1] {
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
+                                let mut col = if max { f32::NEG_INFINITY } else { 0.0 };
+                                for ky in 0..g.kernel[0] {
+                                    let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                        - g.pads[0] as isize;
                                     let in_pad = iy < (h + g.pads[2]) as isize
                                         && ix < (w + g.pads[3]) as isize;
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
                                     {
                                         let e = p[iy as usize * w + ix as usize];
                                         if max {
-                                            acc = acc.max(e);
+                                            col = col.max(e);
                                         } else {
-                                            acc += e;
+                                            col += e;
                                         }
                                         cnt += 1;
                                         padded += 1;
                                     } else if in_pad {
                                         padded += 1;
                                     }
+                                }
+                                if max {
+                                    acc = acc.max(col);
+                                } else {
+                                    acc += col;
                                 }
                             }
                             out.push(if max {
