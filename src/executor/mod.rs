@@ -17,6 +17,7 @@
 //! are errors of [`Executor::run`]; kernels never panic on them.
 
 pub mod cli;
+mod contrib;
 mod lower;
 pub(crate) mod ops;
 mod qlinear;
@@ -467,9 +468,18 @@ impl Executor {
                     .iter()
                     .map(|slot| slot.and_then(|k| self.consts.get(&k).or(vals[k].as_ref())))
                     .collect();
-                s.kernel
-                    .run(&ins)
-                    .map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?
+                // A kernel should never panic on any input; if one does anyway, report the
+                // node instead of taking the caller's process down.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.kernel.run(&ins)))
+                {
+                    Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?,
+                    Err(_) => {
+                        return Err(Error::invalid(format!(
+                            "{}: internal error (kernel panicked); please report it",
+                            s.label
+                        )))
+                    }
+                }
             };
             for (slot, a) in s.outputs.iter().zip(outs) {
                 if let Some(k) = slot {

@@ -711,7 +711,7 @@ fn zero_points(scale: &Array, zp: Option<&Array>) -> Result<Vec<i64>, String> {
     }
 }
 
-fn quantize(
+pub(crate) fn quantize(
     x: &Array,
     scale: &Array,
     zp: Option<&Array>,
@@ -747,7 +747,7 @@ fn quantize(
     Array::new(x.shape.clone(), data)
 }
 
-fn dequantize(
+pub(crate) fn dequantize(
     x: &Array,
     scale: &Array,
     zp: Option<&Array>,

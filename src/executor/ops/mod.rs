@@ -116,6 +116,9 @@ pub(crate) fn is_deterministic(op_type: &str) -> bool {
 
 /// Builds the kernel of a default-domain op (`Err` names what is unsupported).
 pub(crate) fn build(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
+    if let Some(k) = super::contrib::build(ctx)? {
+        return Ok(k);
+    }
     if !(ctx.op.domain.is_empty() || ctx.op.domain == "ai.onnx") {
         return Err(format!("domain `{}` is not supported", ctx.op.domain));
     }
