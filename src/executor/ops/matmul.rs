@@ -54,21 +54,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
     }))
 }
 
-/// `c = a·b` for row-major `a: m×k`, `b: k×n`, `c: m×n` (overwritten).
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    c[..m * n].fill(0.0);
-    // i-k-j order: the inner loop is a contiguous axpy the compiler vectorises.
-    for i in 0..m {
-        let crow = &mut c[i * n..(i + 1) * n];
-        for p in 0..k {
-            let av = a[i * k + p];
-            let brow = &b[p * n..(p + 1) * n];
-            for (cv, &bv) in crow.iter_mut().zip(brow) {
-                *cv += av * bv;
-            }
-        }
-    }
-}
+pub(crate) use crate::kernels::sgemm::sgemm;
 
 /// ONNX MatMul (numpy semantics: 1-D operands are promoted and the added axis removed).
 pub(crate) fn matmul(a: &Array, b: &Array) -> Result<Array, String> {
