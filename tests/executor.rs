@@ -168,7 +168,7 @@ fn output_scale(model: &Model, name: &str) -> Option<f32> {
 }
 
 #[test]
-fn lowered_quantized_models_equal_their_float_qdq_graph() {
+fn lowered_quantized_models_match_their_float_qdq_graph() {
     let dir = std::env::temp_dir().join(format!("onnxq-exec-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for path in bundled_models() {
@@ -214,8 +214,11 @@ fn lowered_quantized_models_equal_their_float_qdq_graph() {
                 lsb.len(),
                 exact * 100.0
             );
+            // A lowered unit folds the three scales into one multiplier, which may round a
+            // tie the other way (1 LSB at that unit); later layers can grow that difference
+            // by the time it reaches the output, so the bound there is a few LSB.
             assert!(
-                exact >= 0.999 && worst <= 1.0,
+                exact >= 0.999 && worst <= 4.0,
                 "{name}/{oname}: exact {exact}, max {worst} LSB"
             );
         }
