@@ -382,3 +382,127 @@ fn quantize_params(
     });
     Some((range, spec))
 }
+
+/// Ops that only move, select or take the maximum of values: between a DequantizeLinear and a
+/// QuantizeLinear with the same scale and zero point they commute with both, so they run on the
+/// quantized data directly (as ONNX Runtime's QDQ optimiser does). Exact: `Q(DQ(v)) = v` for
+/// 8-bit `v`, and the max of dequantized values is the dequantized max.
+const TRANSPARENT: &[&str] = &[
+    "MaxPool",
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Slice",
+    "Gather",
+    "Expand",
+    "Identity",
+];
+
+/// Runs a float-only op (MaxPool) on 8-bit data through an exact f32 round trip; layout ops
+/// are type-generic and run as they are.
+struct OnQuantized {
+    inner: Box<dyn Kernel>,
+    via_f32: bool,
+}
+
+impl Kernel for OnQuantized {
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        if !self.via_f32 {
+            return self.inner.run(inputs);
+        }
+        let x = super::ops::input(inputs, 0)?;
+        let ty = x.dtype();
+        let xf = super::ops::elementwise::cast(x, DataType::F32);
+        let mut ins = inputs.to_vec();
+        ins[0] = Some(&xf);
+        let out = self.inner.run(&ins)?;
+        Ok(out
+            .iter()
+            .map(|y| super::ops::elementwise::cast(y, ty))
+            .collect())
+    }
+}
+
+/// Tries to run a [`TRANSPARENT`] op between equal DQ and Q on the quantized values.
+pub(crate) fn try_lower_transparent(
+    g: &Graph,
+    n: NodeId,
+    consts: &HashMap<ValueId, Array>,
+    opset: i64,
+) -> Result<Option<Lowered>, String> {
+    let node = g.node(n);
+    let Some(op) = node.op() else { return Ok(None) };
+    if !TRANSPARENT.iter().any(|t| node.is_op(t)) || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let Some(Some(xin)) = node.inputs.first() else {
+        return Ok(None);
+    };
+    let Some(dq) = dq_of(g, consts, *xin) else {
+        return Ok(None);
+    };
+    let Some(yout) = node.outputs[0] else {
+        return Ok(None);
+    };
+    let Some(qn) = single_use(g, yout) else {
+        return Ok(None);
+    };
+    let q = g.node(qn);
+    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
+        return Ok(None);
+    }
+    let Some(qout) = q.outputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    // Same scale (bit for bit) and zero point (value and type; absent = 0 of u8).
+    let q_scale = q
+        .inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v));
+    let q_zp = q
+        .inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v));
+    let same_scale = match (scalar_f32(Some(dq.scale)), scalar_f32(q_scale)) {
+        (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
+        _ => false,
+    };
+    let zp_of =
+        |z: Option<&Array>| z.map_or((DataType::U8, 0), |z| (z.dtype(), z.data.to_i64_vec()[0]));
+    if !same_scale
+        || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z))
+        || zp_of(dq.zp) != zp_of(q_zp)
+    {
+        return Ok(None);
+    }
+    let ctx = NodeCtx {
+        op,
+        opset,
+        consts: node
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| consts.get(&v)))
+            .collect(),
+        present: node.inputs.iter().map(Option::is_some).collect(),
+        n_outputs: 1,
+    };
+    let inner = super::ops::build(&ctx)?;
+    let mut inputs = node.inputs.to_vec();
+    inputs[0] = Some(dq.x);
+    Ok(Some(Lowered {
+        kernel: Box::new(OnQuantized {
+            inner,
+            via_f32: node.is_op("MaxPool"),
+        }),
+        inputs,
+        outputs: vec![Some(qout)],
+        absorbed: vec![qn],
+        what: format!("{} on quantized values", op.op_type),
+    }))
+}

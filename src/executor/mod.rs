@@ -239,7 +239,12 @@ impl Executor {
                 }
             }
             if options.lowering != Lowering::Off {
-                match lower::try_lower(g, n, &consts, opset, options.lowering == Lowering::All) {
+                let all = options.lowering == Lowering::All;
+                let l = lower::try_lower(g, n, &consts, opset, all).and_then(|l| match l {
+                    Some(l) => Ok(Some(l)),
+                    None => lower::try_lower_transparent(g, n, &consts, opset),
+                });
+                match l {
                     Ok(Some(l)) => {
                         absorbed.extend(l.absorbed.iter().copied());
                         lowered.push(format!("{} ({})", label(), l.what));

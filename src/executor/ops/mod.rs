@@ -6,7 +6,7 @@
 //! executor prefixes them with the node's op type and name.
 
 pub(crate) mod conv;
-mod elementwise;
+pub(crate) mod elementwise;
 mod matmul;
 mod norm;
 mod pool;
