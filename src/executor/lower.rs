@@ -506,3 +506,164 @@ pub(crate) fn try_lower_transparent(
         what: format!("{} on quantized values", op.op_type),
     }))
 }
+
+/// Elementwise float ops of one quantized input (the other inputs constant).
+const UNARY: &[&str] = &[
+    "Relu",
+    "Clip",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "LeakyRelu",
+    "Elu",
+    "Erf",
+    "Gelu",
+    "Exp",
+    "Sqrt",
+    "Neg",
+    "Abs",
+    "Softplus",
+];
+
+/// `Q(f(DQ(x)))` for every 8-bit `x`: a 256-entry table computed at planning time with the
+/// same float kernels and quantizer the unfused graph would run, so it is bit-identical to it.
+struct Lut {
+    table: [u8; 256],
+    out_signed: bool,
+}
+
+impl Kernel for Lut {
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let x = super::ops::input(inputs, 0)?;
+        let idx: Vec<u8> = match &x.data {
+            ArrayData::U8(v) => v.iter().map(|&b| self.table[b as usize]).collect(),
+            ArrayData::I8(v) => v.iter().map(|&b| self.table[b as u8 as usize]).collect(),
+            d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
+        };
+        let data = if self.out_signed {
+            ArrayData::I8(idx.into_iter().map(|b| b as i8).collect())
+        } else {
+            ArrayData::U8(idx)
+        };
+        Ok(vec![Array::new(x.shape.clone(), data)?])
+    }
+}
+
+/// Tries to turn `DQ → unary op → Q` (per-tensor parameters) into a lookup table.
+pub(crate) fn try_lower_lut(
+    g: &Graph,
+    n: NodeId,
+    consts: &HashMap<ValueId, Array>,
+    opset: i64,
+) -> Result<Option<Lowered>, String> {
+    let node = g.node(n);
+    let Some(op) = node.op() else { return Ok(None) };
+    if !UNARY.iter().any(|t| node.is_op(t)) || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let Some(Some(xin)) = node.inputs.first() else {
+        return Ok(None);
+    };
+    if node.inputs[1..]
+        .iter()
+        .flatten()
+        .any(|v| !consts.contains_key(v))
+    {
+        return Ok(None);
+    }
+    let Some(dq) = dq_of(g, consts, *xin) else {
+        return Ok(None);
+    };
+    if dq.scale.len() != 1 || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+        return Ok(None);
+    }
+    let Some(yout) = node.outputs[0] else {
+        return Ok(None);
+    };
+    let Some(qn) = single_use(g, yout) else {
+        return Ok(None);
+    };
+    let q = g.node(qn);
+    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
+        return Ok(None);
+    }
+    let Some(qout) = q.outputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    let Some(q_scale) = q
+        .inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v))
+    else {
+        return Ok(None);
+    };
+    let q_zp = q
+        .inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v));
+    let out_type = match q_zp {
+        Some(z) => z.dtype(),
+        None => match q
+            .op()
+            .and_then(|o| o.attr("output_dtype"))
+            .and_then(|a| a.as_int())
+        {
+            None | Some(0) => DataType::U8,
+            Some(c) => match DataType::from_onnx(c as i32) {
+                Some(t @ (DataType::U8 | DataType::I8)) => t,
+                _ => return Ok(None),
+            },
+        },
+    };
+    // The input type follows the DQ zero point (u8 when absent).
+    let in_signed = dq.zp.is_some_and(|z| z.dtype() == DataType::I8);
+    let codes: ArrayData = if in_signed {
+        ArrayData::I8((0..=255u8).map(|b| b as i8).collect())
+    } else {
+        ArrayData::U8((0..=255u8).collect())
+    };
+    let codes = Array::new(vec![256], codes)?;
+    let xf = super::qlinear::dequantize(&codes, dq.scale, dq.zp, (1, 0))?;
+    let ctx = NodeCtx {
+        op,
+        opset,
+        consts: node
+            .inputs
+            .iter()
+            .map(|v| v.and_then(|v| consts.get(&v)))
+            .collect(),
+        present: node.inputs.iter().map(Option::is_some).collect(),
+        n_outputs: 1,
+    };
+    let kernel = super::ops::build(&ctx)?;
+    let mut ins: Vec<Option<&Array>> = node
+        .inputs
+        .iter()
+        .map(|v| v.and_then(|v| consts.get(&v)))
+        .collect();
+    ins[0] = Some(&xf);
+    let yf = kernel.run(&ins)?.remove(0);
+    let yq = super::qlinear::quantize(&yf, q_scale, q_zp, (1, 0), out_type)?;
+    let bytes: Vec<u8> = match &yq.data {
+        ArrayData::U8(v) => v.clone(),
+        ArrayData::I8(v) => v.iter().map(|&b| b as u8).collect(),
+        _ => return Ok(None),
+    };
+    let mut table = [0u8; 256];
+    table.copy_from_slice(&bytes);
+    Ok(Some(Lowered {
+        kernel: Box::new(Lut {
+            table,
+            out_signed: out_type == DataType::I8,
+        }),
+        inputs: vec![Some(dq.x)],
+        outputs: vec![Some(qout)],
+        absorbed: vec![qn],
+        what: format!("{} as a 256-entry table", op.op_type),
+    }))
+}
