@@ -198,6 +198,19 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
         let inputs = calib_inputs(&name, &model, 64);
         let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let (a, b) = (lowered.run(&refs).unwrap(), float.run(&refs).unwrap());
+        let threaded = Executor::new(
+            &model,
+            ExecutorOptions {
+                threads: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            threaded.run(&refs).unwrap(),
+            a,
+            "{name}: threads change results"
+        );
         for ((oname, x), (_, y)) in a.iter().zip(&b) {
             let scale = output_scale(&model, oname).expect("quantized outputs end in DQ");
             let (x, y) = (x.to_f32_vec().unwrap(), y.to_f32_vec().unwrap());

@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// arithmetic), all (also non-redundant Relu/Clip and float-output units), off.
     #[arg(long, default_value = "ort", value_parser = ["ort", "all", "off"])]
     pub lowering: String,
+    /// Worker threads of the integer kernels.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// List the units lowered to integer kernels (stderr).
     #[arg(long)]
     pub verbose: bool,
@@ -77,7 +80,7 @@ pub fn output_file_name(name: &str) -> String {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let (_, exec) = plan(&a.model, &a.backend, 1, &a.lowering)?;
+    let (_, exec) = plan(&a.model, &a.backend, a.threads, &a.lowering)?;
     if a.verbose {
         for u in exec.lowered_units() {
             eprintln!("lowered: {u}");

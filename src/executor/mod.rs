@@ -55,8 +55,8 @@ impl std::str::FromStr for Backend {
 #[derive(Clone, Debug)]
 pub struct ExecutorOptions {
     pub backend: Backend,
-    /// Worker threads. The kernels run single-threaded for now; the value is validated and
-    /// kept for the parallel drivers.
+    /// Worker threads for the integer kernels (rows of a quantized GEMM, images of a
+    /// quantized convolution are split among them); float ops run on the calling thread.
     pub threads: usize,
     /// Which QDQ node units become integer kernels.
     pub lowering: Lowering,
@@ -479,8 +479,9 @@ impl Executor {
                     .collect();
                 // A kernel should never panic on any input; if one does anyway, report the
                 // node instead of taking the caller's process down.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.kernel.run(&ins)))
-                {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    s.kernel.run_with(&ins, self.options.threads)
+                })) {
                     Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?,
                     Err(_) => {
                         return Err(Error::invalid(format!(

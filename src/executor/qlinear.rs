@@ -296,6 +296,18 @@ impl Stage {
     }
 }
 
+/// The output buffer cut into consecutive parts of `chunk` elements (the last may be shorter).
+fn out_chunks(d: &mut ArrayData, chunk: usize) -> Vec<QGemmOutput<'_>> {
+    let chunk = chunk.max(1);
+    match d {
+        ArrayData::I32(v) => v.chunks_mut(chunk).map(QGemmOutput::I32).collect(),
+        ArrayData::U8(v) => v.chunks_mut(chunk).map(QGemmOutput::U8).collect(),
+        ArrayData::I8(v) => v.chunks_mut(chunk).map(QGemmOutput::I8).collect(),
+        ArrayData::F32(v) => v.chunks_mut(chunk).map(QGemmOutput::F32).collect(),
+        _ => unreachable!("Stage::buffer makes only these types"),
+    }
+}
+
 fn out_view(d: &mut ArrayData, off: usize) -> QGemmOutput<'_> {
     match d {
         ArrayData::I32(v) => QGemmOutput::I32(&mut v[off..]),
@@ -377,6 +389,10 @@ impl QConv {
 
 impl Kernel for QConv {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        self.run_with(inputs, 1)
+    }
+
+    fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let s = &self.spec;
         let x = input(inputs, s.x)?;
         let w = s.w.get(inputs)?;
@@ -400,17 +416,35 @@ impl Kernel for QConv {
         let nhwc = to_nhwc(&xu, n, c, h * wd);
         let stage = Stage::resolve(s, inputs, &prep.w_scale)?;
         let mut out = stage.buffer(n * oh * ow * m);
-        let mut scratch = ConvScratch::new();
-        prep.packed.run(
-            &nhwc,
-            n,
-            h,
-            wd,
-            a_zp,
-            stage.output_stage(),
-            out_view(&mut out, 0),
-            &mut scratch,
-        );
+        // Images are independent: split them among the threads (each with its own scratch).
+        let per = n.div_ceil(threads.clamp(1, n.max(1)));
+        let (img_in, img_out) = (h * wd * c, oh * ow * m);
+        let packed = &prep.packed;
+        let stage = &stage;
+        let nhwc = &nhwc;
+        let run_part = |k: usize, part: QGemmOutput<'_>| {
+            let imgs = per.min(n - k * per);
+            packed.run(
+                &nhwc[k * per * img_in..],
+                imgs,
+                h,
+                wd,
+                a_zp,
+                stage.output_stage(),
+                part,
+                &mut ConvScratch::new(),
+            );
+        };
+        let parts = out_chunks(&mut out, per * img_out);
+        if parts.len() <= 1 {
+            parts.into_iter().for_each(|p| run_part(0, p));
+        } else {
+            std::thread::scope(|sc| {
+                for (k, p) in parts.into_iter().enumerate() {
+                    sc.spawn(move || run_part(k, p));
+                }
+            });
+        }
         let data = super::value::map_same!(&out, v => to_nchw(v, n, oh * ow, m));
         Ok(vec![Array::new(out_shape(&x.shape, m, oh, ow), data)?])
     }
@@ -527,6 +561,10 @@ impl QMatMul {
 
 impl Kernel for QMatMul {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        self.run_with(inputs, 1)
+    }
+
+    fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let s = &self.spec;
         let x = input(inputs, s.x)?;
         let w = s.w.get(inputs)?;
@@ -567,16 +605,32 @@ impl Kernel for QMatMul {
             if k == 0 {
                 return Err("MatMul with K = 0 is not supported".into());
             }
-            qgemm(
-                &xu,
-                k,
-                a_zp,
-                x_rows,
-                &prep.packed,
-                stage.output_stage(),
-                out_view(&mut out, 0),
-                n,
-            );
+            // Rows are independent: split them among the threads (at least 16 rows each).
+            let per = x_rows.div_ceil(threads.clamp(1, (x_rows / 16).max(1)));
+            let (packed, stage, xu) = (&prep.packed, &stage, &xu);
+            let run_part = |t: usize, part: QGemmOutput<'_>| {
+                let rows = per.min(x_rows - t * per);
+                qgemm(
+                    &xu[t * per * k..],
+                    k,
+                    a_zp,
+                    rows,
+                    packed,
+                    stage.output_stage(),
+                    part,
+                    n,
+                );
+            };
+            let parts = out_chunks(&mut out, per * n);
+            if parts.len() <= 1 {
+                parts.into_iter().for_each(|p| run_part(0, p));
+            } else {
+                std::thread::scope(|sc| {
+                    for (t, p) in parts.into_iter().enumerate() {
+                        sc.spawn(move || run_part(t, p));
+                    }
+                });
+            }
             let mut shape = x.shape.clone();
             *shape.last_mut().expect("rank ≥ 1") = n;
             if x.rank() == 1 {
@@ -1022,6 +1076,7 @@ mod tests {
             };
             let conv = QConv::new(spec, attrs).unwrap();
             let got = conv.run(&[Some(&x)]).unwrap().remove(0);
+            assert_eq!(conv.run_with(&[Some(&x)], 3).unwrap()[0], got, "threads");
             // The definition.
             let xv = x.data.to_i64_vec();
             let wv = wt.data.to_i64_vec();

@@ -22,6 +22,13 @@ pub(crate) trait Kernel: Send + Sync {
     /// Computes the node's outputs (one per declared output, in order) from its inputs
     /// (`None` for an omitted optional input).
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String>;
+
+    /// [`Kernel::run`] with up to `threads` worker threads (kernels that do not split their
+    /// work ignore it).
+    fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
+        let _ = threads;
+        self.run(inputs)
+    }
 }
 
 /// What a kernel builder knows about its node.
