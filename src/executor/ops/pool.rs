@@ -198,6 +198,12 @@ pub(super) fn resize(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
             }
             _ => return Err("Resize needs scales or sizes".into()),
         };
+        if x.shape.contains(&0) || out.iter().product::<usize>() > 1 << 31 {
+            return Err(format!(
+                "Resize of {:?} to {out:?} is not supported",
+                x.shape
+            ));
+        }
         let mut cur = x.as_f32()?.to_vec();
         let mut shape = x.shape.clone();
         for d in 0..r {

@@ -82,6 +82,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d} in Expand")))
                 .collect::<Result<_, _>>()?;
             let shape = broadcast_shape(&x.shape, &spec)?;
+            check_size(&shape, "Expand")?;
             let idx = broadcast_index(&x.shape, &shape);
             Ok(vec![Array::new(shape, x.data.take(&idx))?])
         }),
@@ -95,8 +96,9 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 .shape
                 .iter()
                 .zip(&reps)
-                .map(|(&d, &r)| d * r as usize)
+                .map(|(&d, &r)| d.saturating_mul(r as usize))
                 .collect();
+            check_size(&shape, "Tile")?;
             let idx = map_index(&shape, &x.shape, |d, o| o % x.shape[d]);
             Ok(vec![Array::new(shape, x.data.take(&idx))?])
         }),
@@ -129,6 +131,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                     .iter()
                     .map(|&d| usize::try_from(d).map_err(|_| format!("negative dim {d}")))
                     .collect::<Result<_, _>>()?;
+                check_size(&shape, "ConstantOfShape")?;
                 let n = shape.iter().product::<usize>();
                 Ok(vec![Array::new(shape, value.data.take(&vec![0; n]))?])
             })
@@ -139,6 +142,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 (ArrayData::F32(s), ArrayData::F32(l), ArrayData::F32(d)) => {
                     let (s, l, d) = (s[0], l[0], d[0]);
                     let n = (((l - s) / d).ceil().max(0.0)) as usize;
+                    check_size(&[n], "Range")?;
                     Ok(vec![Array::f32(
                         vec![n],
                         (0..n).map(|k| s + k as f32 * d).collect(),
@@ -150,6 +154,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                         return Err("Range delta is 0".into());
                     }
                     let n = ((l - s + d - d.signum()) / d).max(0) as usize;
+                    check_size(&[n], "Range")?;
                     let v: Vec<i64> = (0..n as i64).map(|k| s + k * d).collect();
                     let out = Array::i64(vec![n], v);
                     Ok(vec![if input(i, 0)?.dtype() == crate::ir::DataType::I32 {
@@ -164,6 +169,18 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         "Resize" => super::pool::resize(ctx)?,
         _ => return Ok(None),
     }))
+}
+
+/// Largest tensor a shape-producing op may create (2^31 elements): a corrupt shape input must
+/// be an error, not an allocation failure that aborts the process.
+const MAX_ELEMENTS: usize = 1 << 31;
+
+fn check_size(shape: &[usize], what: &str) -> Result<(), String> {
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    match n {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => Err(format!("{what}: output shape {shape:?} is too large")),
+    }
 }
 
 /// Source indices for an output of `out` shape where `f(axis, out_coord)` gives the input
@@ -510,6 +527,7 @@ fn pad(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
                 usize::try_from(n).map_err(|_| "Pad: negative output size".to_string())
             })
             .collect::<Result<_, _>>()?;
+        check_size(&shape, "Pad")?;
         // Index n of the source marks "use the pad value" (appended as an extra element).
         let n = x.len();
         let st = strides(&x.shape);
