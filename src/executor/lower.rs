@@ -667,3 +667,181 @@ pub(crate) fn try_lower_lut(
         what: format!("{} as a 256-entry table", op.op_type),
     }))
 }
+
+/// One operand of a fused quantized binary op.
+enum Operand {
+    /// A quantized value (step input `slot`), dequantized through a 256-entry table.
+    Quant { slot: usize, table: Box<[f32; 256]> },
+    /// A float constant (e.g. a bias whose DequantizeLinear was folded).
+    Const(Array),
+}
+
+/// `Q(DQ(a) ⊕ DQ(b))` in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div} with numpy broadcasting.
+/// Every element goes through the same f32 operations as the unfused graph (dequantize,
+/// operate, divide by the scale and round half to even), so the result is bit-identical; the
+/// gain is the intermediate float tensors that are never written.
+struct QBinary {
+    op: fn(f32, f32) -> f32,
+    a: Operand,
+    b: Operand,
+    y_scale: f32,
+    y_zp: i32,
+    y_signed: bool,
+}
+
+impl QBinary {
+    fn operand<'a>(
+        o: &'a Operand,
+        inputs: &[Option<&Array>],
+        tmp: &'a mut Vec<f32>,
+    ) -> Result<(Vec<usize>, &'a [f32]), String> {
+        match o {
+            Operand::Const(a) => Ok((a.shape.clone(), a.as_f32()?)),
+            Operand::Quant { slot, table } => {
+                let x = super::ops::input(inputs, *slot)?;
+                *tmp = match &x.data {
+                    ArrayData::U8(v) => v.iter().map(|&b| table[b as usize]).collect(),
+                    ArrayData::I8(v) => v.iter().map(|&b| table[b as u8 as usize]).collect(),
+                    d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
+                };
+                Ok((x.shape.clone(), &tmp[..]))
+            }
+        }
+    }
+}
+
+impl Kernel for QBinary {
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
+        let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
+        let (op, s, z) = (self.op, self.y_scale, self.y_zp);
+        let data = if self.y_signed {
+            let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
+                crate::kernels::reference::quantize::quantize_one::<i8>(op(x, y), s, z as i8)
+            })?;
+            Array::new(shape, ArrayData::I8(v))?
+        } else {
+            let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
+                crate::kernels::reference::quantize::quantize_one::<u8>(op(x, y), s, z as u8)
+            })?;
+            Array::new(shape, ArrayData::U8(v))?
+        };
+        Ok(vec![data])
+    }
+}
+
+/// Tries to fuse `DQ/const → Add|Sub|Mul|Div → Q` (per-tensor parameters).
+pub(crate) fn try_lower_binary(
+    g: &Graph,
+    n: NodeId,
+    consts: &HashMap<ValueId, Array>,
+) -> Result<Option<Lowered>, String> {
+    let node = g.node(n);
+    let Some(op) = node.op() else { return Ok(None) };
+    let f: fn(f32, f32) -> f32 = match op.op_type.as_str() {
+        "Add" if node.is_op("Add") => |a, b| a + b,
+        "Sub" if node.is_op("Sub") => |a, b| a - b,
+        "Mul" if node.is_op("Mul") => |a, b| a * b,
+        "Div" if node.is_op("Div") => |a, b| a / b,
+        _ => return Ok(None),
+    };
+    if node.inputs.len() != 2 || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let mut inputs = Vec::new();
+    let mut operands = Vec::new();
+    let mut quantized = 0;
+    for v in node.inputs.iter() {
+        let Some(v) = *v else { return Ok(None) };
+        if let Some(c) = consts.get(&v) {
+            if c.dtype() != DataType::F32 {
+                return Ok(None);
+            }
+            operands.push(Operand::Const(c.clone()));
+            continue;
+        }
+        let Some(dq) = dq_of(g, consts, v) else {
+            return Ok(None);
+        };
+        if dq.scale.len() != 1 || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+            return Ok(None);
+        }
+        let signed = dq.zp.is_some_and(|z| z.dtype() == DataType::I8);
+        let codes = if signed {
+            ArrayData::I8((0..=255u8).map(|b| b as i8).collect())
+        } else {
+            ArrayData::U8((0..=255u8).collect())
+        };
+        let xf =
+            super::qlinear::dequantize(&Array::new(vec![256], codes)?, dq.scale, dq.zp, (1, 0))?;
+        let mut table = Box::new([0f32; 256]);
+        table.copy_from_slice(xf.as_f32()?);
+        operands.push(Operand::Quant {
+            slot: inputs.len(),
+            table,
+        });
+        inputs.push(Some(dq.x));
+        quantized += 1;
+    }
+    if quantized == 0 {
+        return Ok(None);
+    }
+    let Some(yout) = node.outputs[0] else {
+        return Ok(None);
+    };
+    let Some(qn) = single_use(g, yout) else {
+        return Ok(None);
+    };
+    let q = g.node(qn);
+    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
+        return Ok(None);
+    }
+    let Some(qout) = q.outputs.first().copied().flatten() else {
+        return Ok(None);
+    };
+    let Some(y_scale) = scalar_f32(
+        q.inputs
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(|v| consts.get(&v)),
+    ) else {
+        return Ok(None);
+    };
+    let q_zp = q
+        .inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v));
+    let y_signed = match q_zp {
+        Some(z) => z.dtype() == DataType::I8,
+        None => {
+            q.op()
+                .and_then(|o| o.attr("output_dtype"))
+                .and_then(|a| a.as_int())
+                == Some(3)
+        }
+    };
+    let y_zp = q_zp.map_or(0, |z| z.data.to_i64_vec()[0] as i32);
+    let mut it = operands.into_iter();
+    let (a, b) = (
+        it.next().expect("two operands"),
+        it.next().expect("two operands"),
+    );
+    Ok(Some(Lowered {
+        kernel: Box::new(QBinary {
+            op: f,
+            a,
+            b,
+            y_scale,
+            y_zp,
+            y_signed,
+        }),
+        inputs,
+        outputs: vec![Some(qout)],
+        absorbed: vec![qn],
+        what: format!("{} fused with its Q/DQ", op.op_type),
+    }))
+}
