@@ -718,12 +718,12 @@ impl Kernel for QBinary {
         let (op, s, z) = (self.op, self.y_scale, self.y_zp);
         let data = if self.y_signed {
             let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
-                crate::kernels::reference::quantize::quantize_one::<i8>(op(x, y), s, z as i8)
+                crate::kernels::quantize::quantize_one::<i8>(op(x, y), s, z as i8)
             })?;
             Array::new(shape, ArrayData::I8(v))?
         } else {
             let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
-                crate::kernels::reference::quantize::quantize_one::<u8>(op(x, y), s, z as u8)
+                crate::kernels::quantize::quantize_one::<u8>(op(x, y), s, z as u8)
             })?;
             Array::new(shape, ArrayData::U8(v))?
         };

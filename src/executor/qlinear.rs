@@ -23,7 +23,7 @@ use crate::ir::DataType;
 use crate::kernels::fbgemm::{
     qgemm, ConvScratch, ConvWeights, OutputStage, PackedB, PackedConv, QGemmOutput, QWeights,
 };
-use crate::kernels::reference::quantize::quantize_one;
+use crate::kernels::quantize::quantize_one;
 use crate::kernels::reference::ConvGeometry;
 
 /// Where a parameter of a quantized op comes from: fixed at planning time, or an input of the
@@ -819,7 +819,8 @@ pub(crate) fn dequantize(
     }
     let zpv = zero_points(scale, zp)?;
     let xv: Vec<i64> = match &x.data {
-        ArrayData::U8(_) | ArrayData::I8(_) | ArrayData::I32(_) => x.data.to_i64_vec(),
+        ArrayData::U8(_) | ArrayData::I8(_) => vec![],
+        ArrayData::I32(_) => x.data.to_i64_vec(),
         d => {
             return Err(format!(
                 "DequantizeLinear of {} is not supported (u8/i8/i32)",
@@ -828,6 +829,24 @@ pub(crate) fn dequantize(
         }
     };
     let layout = ParamLayout::new(x, scale, axis, block)?;
+    if let ParamLayout::PerTensor = layout {
+        // The common case, without the index computation (same arithmetic).
+        let (z, s) = (zpv[0] as i32, sv[0]);
+        let out = match &x.data {
+            ArrayData::U8(v) => v.iter().map(|&e| (i32::from(e) - z) as f32 * s).collect(),
+            ArrayData::I8(v) => v.iter().map(|&e| (i32::from(e) - z) as f32 * s).collect(),
+            _ => xv
+                .iter()
+                .map(|&e| ((e as i32).wrapping_sub(z)) as f32 * s)
+                .collect(),
+        };
+        return Ok(Array::f32(x.shape.clone(), out));
+    }
+    let xv = if xv.is_empty() {
+        x.data.to_i64_vec()
+    } else {
+        xv
+    };
     let out = xv
         .iter()
         .enumerate()

@@ -16,6 +16,7 @@
 pub mod cpu;
 pub mod fbgemm;
 pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
+pub mod quantize;
 pub mod reference;
 pub mod sgemm;
 pub mod testing;

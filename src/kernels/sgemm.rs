@@ -53,6 +53,92 @@ fn sgemm_fma(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
     sgemm_body(m, n, k, a, b, c);
 }
 
+/// One depthwise-conv plane: `o[oy, ox] = Σ_{ky, kx} w[ky, kx] · x[iy, ix]` (taps outside
+/// the input are 0), accumulated by fused multiply-adds in `(ky, kx)` order from 0 — the same
+/// arithmetic as an im2col + [`sgemm`] convolution, without the copy.
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise_plane(
+    x: &[f32],
+    w: &[f32],
+    h: usize,
+    wd: usize,
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    o: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    assert!(
+        x.len() >= h * wd && w.len() >= kh * kw && o.len() >= oh * ow,
+        "depthwise: short slice"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static FMA: OnceLock<bool> = OnceLock::new();
+        if *FMA.get_or_init(|| is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2"))
+        {
+            // SAFETY: the CPU supports AVX2 and FMA (checked above).
+            unsafe { depthwise_fma(x, w, h, wd, oh, ow, g, o) };
+            return;
+        }
+    }
+    depthwise_body(x, w, h, wd, oh, ow, g, o);
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn depthwise_body(
+    x: &[f32],
+    w: &[f32],
+    h: usize,
+    wd: usize,
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    o: &mut [f32],
+) {
+    let [kh, kw] = g.kernel;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut acc = 0f32;
+            for ky in 0..kh {
+                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
+                for kx in 0..kw {
+                    let ix =
+                        (ox * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                    let v = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
+                        x[iy as usize * wd + ix as usize]
+                    } else {
+                        0.0
+                    };
+                    acc = w[ky * kw + kx].mul_add(v, acc);
+                }
+            }
+            o[oy * ow + ox] = acc;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_fma(
+    x: &[f32],
+    w: &[f32],
+    h: usize,
+    wd: usize,
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    o: &mut [f32],
+) {
+    depthwise_body(x, w, h, wd, oh, ow, g, o);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
