@@ -211,21 +211,34 @@ fn conv2d_f32(
                 for ky in 0..kh {
                     for kx in 0..kw {
                         let row = &mut col[((ci * kh + ky) * kw + kx) * pix..][..pix];
+                        // Output columns whose tap lies inside the input: [lo, hi).
+                        let off = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+                        let sw = g.strides[1] as isize;
+                        let lo = if off >= 0 {
+                            0
+                        } else {
+                            ((-off + sw - 1) / sw) as usize
+                        }
+                        .min(ow);
+                        let hi = if (wd as isize) <= off {
+                            0
+                        } else {
+                            (((wd as isize - off + sw - 1) / sw) as usize).min(ow)
+                        }
+                        .max(lo);
                         for oy in 0..oh {
                             let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
                                 - g.pads[0] as isize;
-                            for ox in 0..ow {
-                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
-                                    - g.pads[1] as isize;
-                                row[oy * ow + ox] = if iy >= 0
-                                    && (iy as usize) < h
-                                    && ix >= 0
-                                    && (ix as usize) < wd
-                                {
-                                    plane[iy as usize * wd + ix as usize]
-                                } else {
-                                    0.0
-                                };
+                            let dst = &mut row[oy * ow..(oy + 1) * ow];
+                            if iy < 0 || iy as usize >= h {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let src = &plane[iy as usize * wd..(iy as usize + 1) * wd];
+                            dst[..lo].fill(0.0);
+                            dst[hi..].fill(0.0);
+                            for (ox, d) in dst[lo..hi].iter_mut().enumerate() {
+                                *d = src[((ox + lo) as isize * sw + off) as usize];
                             }
                         }
                     }

@@ -292,13 +292,24 @@ pub(crate) fn transpose(x: &Array, perm: &[usize]) -> Result<Array, String> {
     let out: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let st = strides(&x.shape);
     let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-    let n = x.len();
-    let mut idx = Vec::with_capacity(n);
-    let mut pos = vec![0usize; r];
+    let data = crate::executor::value::map_same!(&x.data, v => permute(v, &out, &pst));
+    Array::new(out, data)
+}
+
+/// Gathers `v` in output order with an odometer over the permuted strides `pst`.
+fn permute<T: Copy>(v: &[T], out: &[usize], pst: &[usize]) -> Vec<T> {
+    let (n, r) = (v.len(), out.len());
+    if r == 0 || n == 0 {
+        return v.to_vec();
+    }
+    let mut o = Vec::with_capacity(n);
+    let inner = out[r - 1];
+    let s_in = pst[r - 1];
+    let mut pos = vec![0usize; r - 1];
     let mut off = 0usize;
-    for _ in 0..n {
-        idx.push(off);
-        for d in (0..r).rev() {
+    for _ in 0..n / inner {
+        o.extend((0..inner).map(|j| v[off + j * s_in]));
+        for d in (0..r - 1).rev() {
             pos[d] += 1;
             off += pst[d];
             if pos[d] < out[d] {
@@ -308,7 +319,7 @@ pub(crate) fn transpose(x: &Array, perm: &[usize]) -> Result<Array, String> {
             pos[d] = 0;
         }
     }
-    Array::new(out, x.data.take(&idx))
+    o
 }
 
 fn concat(xs: &[&Array], axis: i64) -> Result<Array, String> {
@@ -570,4 +581,20 @@ fn pad(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         ext.extend_from(&fill.data, 0, 1)?;
         Ok(vec![Array::new(shape, ext.take(&idx))?])
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_and_scalars() {
+        let x = Array::f32(vec![2, 3], vec![0., 1., 2., 3., 4., 5.]);
+        let t = transpose(&x, &[1, 0]).unwrap();
+        assert_eq!(t, Array::f32(vec![3, 2], vec![0., 3., 1., 4., 2., 5.]));
+        let s = Array::f32(vec![], vec![7.]);
+        assert_eq!(transpose(&s, &[]).unwrap(), s);
+        let e = Array::f32(vec![0, 2], vec![]);
+        assert_eq!(transpose(&e, &[1, 0]).unwrap().shape, vec![2, 0]);
+    }
 }
