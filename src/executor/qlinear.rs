@@ -525,6 +525,29 @@ impl QMatMul {
         w: &Array,
         b_off: usize,
     ) -> Result<GemmPrep, String> {
+        let r = w.rank();
+        let n = if self.trans_b {
+            w.shape.get(r.wrapping_sub(2))
+        } else {
+            w.shape.last()
+        };
+        let converted = weights_i8(
+            w,
+            opt_get(&self.spec.w_zp, inputs)?,
+            n.copied().unwrap_or(0),
+        )?;
+        self.prepare_converted(inputs, w, &converted, b_off)
+    }
+
+    /// [`QMatMul::prepare`] with the weights already converted to i8 (done once per run for
+    /// batched weights, not once per matrix).
+    fn prepare_converted(
+        &self,
+        inputs: &[Option<&Array>],
+        w: &Array,
+        (wq, wzp): &(Vec<i8>, Vec<i8>),
+        b_off: usize,
+    ) -> Result<GemmPrep, String> {
         let s = &self.spec;
         let r = w.rank();
         if r < 2 {
@@ -535,7 +558,6 @@ impl QMatMul {
         }
         let (d0, d1) = (w.shape[r - 2], w.shape[r - 1]);
         let (k, n) = if self.trans_b { (d1, d0) } else { (d0, d1) };
-        let (wq, wzp) = weights_i8(w, opt_get(&s.w_zp, inputs)?, n)?;
         let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, n)?;
         let bias = bias_i32(opt_get(&s.bias, inputs)?, n)?;
         let a_zp = match opt_get(&s.x_zp, inputs)? {
@@ -551,7 +573,7 @@ impl QMatMul {
             k,
             n,
             trans_b: self.trans_b,
-            zp: &wzp,
+            zp: wzp,
             bias: bias.as_deref(),
         };
         let packed = PackedB::new(&qw, a_zp).map_err(|e| e.to_string())?;
@@ -655,8 +677,9 @@ impl Kernel for QMatMul {
         let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, n)?;
         let stage = Stage::resolve(s, inputs, &w_scale)?;
         let mut out = stage.buffer(nb * m * n);
+        let converted = weights_i8(w, opt_get(&s.w_zp, inputs)?, n)?;
         for bi in 0..nb {
-            let prep = self.prepare(inputs, w, ib[bi] * k * n)?;
+            let prep = self.prepare_converted(inputs, w, &converted, ib[bi] * k * n)?;
             qgemm(
                 &xu[ia[bi] * m * k..],
                 k,

@@ -102,23 +102,48 @@ fn depthwise_body(
     o: &mut [f32],
 ) {
     let [kh, kw] = g.kernel;
-    for oy in 0..oh {
-        for ox in 0..ow {
-            let mut acc = 0f32;
-            for ky in 0..kh {
+    let o = &mut o[..oh * ow];
+    o.fill(0.0);
+    // Taps outermost, each applied to the span of output columns it reaches inside the input:
+    // every output still receives its taps in (ky, kx) order, and a skipped padding tap would
+    // have added `w·0 = ±0` to a sum that is never −0, so the result is the same as the plain
+    // per-output loop, but the inner loop is a contiguous (vectorisable) multiply-add.
+    let sw = g.strides[1] as isize;
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let wv = w[ky * kw + kx];
+            let off = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
+            let lo = if off >= 0 {
+                0
+            } else {
+                ((-off + sw - 1) / sw) as usize
+            }
+            .min(ow);
+            let hi = if (wd as isize) <= off {
+                0
+            } else {
+                (((wd as isize - off + sw - 1) / sw) as usize).min(ow)
+            }
+            .max(lo);
+            for oy in 0..oh {
                 let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                for kx in 0..kw {
-                    let ix =
-                        (ox * g.strides[1] + kx * g.dilations[1]) as isize - g.pads[1] as isize;
-                    let v = if iy >= 0 && (iy as usize) < h && ix >= 0 && (ix as usize) < wd {
-                        x[iy as usize * wd + ix as usize]
-                    } else {
-                        0.0
-                    };
-                    acc = w[ky * kw + kx].mul_add(v, acc);
+                if iy < 0 || iy as usize >= h {
+                    continue;
+                }
+                let src = &x[iy as usize * wd..(iy as usize + 1) * wd];
+                let dst = &mut o[oy * ow + lo..oy * ow + hi];
+                if sw == 1 {
+                    let s0 = (lo as isize + off) as usize;
+                    for (d, &v) in dst.iter_mut().zip(&src[s0..s0 + (hi - lo)]) {
+                        *d = wv.mul_add(v, *d);
+                    }
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        let v = src[((lo + j) as isize * sw + off) as usize];
+                        *d = wv.mul_add(v, *d);
+                    }
                 }
             }
-            o[oy * ow + ox] = acc;
         }
     }
 }
@@ -158,6 +183,61 @@ mod tests {
             for j in 0..n {
                 let want = (0..k).fold(0f32, |acc, p| a[i * k + p].mul_add(b[p * n + j], acc));
                 assert_eq!(c[i * n + j].to_bits(), want.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn depthwise_equals_the_per_output_loop() {
+        use crate::kernels::reference::ConvGeometry;
+        let mut seed = 3u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 7.0
+        };
+        for case in 0..60 {
+            let (k, s, d, p) = (
+                [1, 3, 5][case % 3],
+                1 + case % 2,
+                1 + (case / 2) % 2,
+                case % 3,
+            );
+            let (h, wd) = ((k - 1) * d + 1 + case % 5, (k - 1) * d + 2 + case % 4);
+            let g = ConvGeometry {
+                c_in: 1,
+                c_out: 1,
+                group: 1,
+                kernel: [k, k],
+                strides: [s, s],
+                pads: [p, p, p, p],
+                dilations: [d, d],
+            };
+            let (oh, ow) = g.out_hw(h, wd).unwrap();
+            let x: Vec<f32> = (0..h * wd).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * k).map(|_| rnd()).collect();
+            let mut o = vec![0f32; oh * ow];
+            depthwise_plane(&x, &w, h, wd, oh, ow, &g, &mut o);
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = 0f32;
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            let iy = (oy * s + ky * d) as isize - p as isize;
+                            let ix = (ox * s + kx * d) as isize - p as isize;
+                            let inside =
+                                iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd;
+                            let v = if inside {
+                                x[iy as usize * wd + ix as usize]
+                            } else {
+                                0.0
+                            };
+                            acc = w[ky * k + kx].mul_add(v, acc);
+                        }
+                    }
+                    assert_eq!(o[oy * ow + ox].to_bits(), acc.to_bits(), "case {case}");
+                }
             }
         }
     }
