@@ -425,7 +425,17 @@ fn select<T: Copy>(ic: &[usize], cond: &[bool], a: Vec<T>, b: Vec<T>) -> Vec<T> 
 pub(crate) fn cast(x: &Array, to: DataType) -> Array {
     let data = match (to, &x.data) {
         (DataType::F32, ArrayData::F32(v)) => ArrayData::F32(v.clone()),
-        (DataType::F32, d) => ArrayData::F32(d.to_f64_vec().iter().map(|&v| v as f32).collect()),
+        (DataType::F32, ArrayData::U8(v)) => {
+            ArrayData::F32(v.iter().map(|&e| f32::from(e)).collect())
+        }
+        (DataType::F32, ArrayData::I8(v)) => {
+            ArrayData::F32(v.iter().map(|&e| f32::from(e)).collect())
+        }
+        (DataType::F32, ArrayData::I32(v)) => ArrayData::F32(v.iter().map(|&e| e as f32).collect()),
+        (DataType::F32, ArrayData::I64(v)) => ArrayData::F32(v.iter().map(|&e| e as f32).collect()),
+        (DataType::F32, ArrayData::Bool(v)) => {
+            ArrayData::F32(v.iter().map(|&e| f32::from(u8::from(e))).collect())
+        }
         (DataType::Bool, ArrayData::F32(v)) => {
             ArrayData::Bool(v.iter().map(|&a| a != 0.0).collect())
         }
@@ -434,8 +444,10 @@ pub(crate) fn cast(x: &Array, to: DataType) -> Array {
         (DataType::I32, ArrayData::F32(v)) => ArrayData::I32(v.iter().map(|&a| a as i32).collect()),
         (DataType::I32, d) => ArrayData::I32(d.to_i64_vec().iter().map(|&a| a as i32).collect()),
         (DataType::U8, ArrayData::F32(v)) => ArrayData::U8(v.iter().map(|&a| a as u8).collect()),
+        (DataType::U8, ArrayData::U8(v)) => ArrayData::U8(v.clone()),
         (DataType::U8, d) => ArrayData::U8(d.to_i64_vec().iter().map(|&a| a as u8).collect()),
         (DataType::I8, ArrayData::F32(v)) => ArrayData::I8(v.iter().map(|&a| a as i8).collect()),
+        (DataType::I8, ArrayData::I8(v)) => ArrayData::I8(v.clone()),
         (_, d) => ArrayData::I8(d.to_i64_vec().iter().map(|&a| a as i8).collect()),
     };
     Array {
