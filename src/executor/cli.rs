@@ -145,6 +145,9 @@ pub struct BenchArgs {
     /// As for `run`.
     #[arg(long, default_value = "ort", value_parser = ["ort", "all", "off"])]
     pub lowering: String,
+    /// Also print where the time goes (per op type / lowered unit kind, onnxq engine only).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Deterministic pseudo-random f32 in [0, 1) (xorshift; no dependency, reproducible).
@@ -247,6 +250,23 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 exec.run_arrays(ins)?;
                 if k >= a.warmup {
                     times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            if a.profile {
+                let mut prof = std::collections::HashMap::new();
+                for _ in 0..a.runs {
+                    exec.run_profiled(arrays.clone(), &mut prof)?;
+                }
+                let total: f64 = prof.values().map(|d| d.as_secs_f64()).sum();
+                let mut rows: Vec<_> = prof.into_iter().collect();
+                rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+                for (kind, d) in rows {
+                    let s = d.as_secs_f64();
+                    println!(
+                        "  {:>6.2} %  {:>10.4} ms/run  {kind}",
+                        100.0 * s / total.max(1e-12),
+                        s * 1e3 / a.runs as f64
+                    );
                 }
             }
             format!(

@@ -715,17 +715,16 @@ impl Kernel for QBinary {
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
         let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
-        let (op, s, z) = (self.op, self.y_scale, self.y_zp);
+        let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, self.op)?;
+        let (s, z) = (self.y_scale, self.y_zp);
         let data = if self.y_signed {
-            let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
-                crate::kernels::quantize::quantize_one::<i8>(op(x, y), s, z as i8)
-            })?;
-            Array::new(shape, ArrayData::I8(v))?
+            let mut y = vec![0i8; v.len()];
+            crate::kernels::quantize::quantize_slice(&v, s, z as i8, &mut y);
+            Array::new(shape, ArrayData::I8(y))?
         } else {
-            let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, |x, y| {
-                crate::kernels::quantize::quantize_one::<u8>(op(x, y), s, z as u8)
-            })?;
-            Array::new(shape, ArrayData::U8(v))?
+            let mut y = vec![0u8; v.len()];
+            crate::kernels::quantize::quantize_slice(&v, s, z as u8, &mut y);
+            Array::new(shape, ArrayData::U8(y))?
         };
         Ok(vec![data])
     }

@@ -107,6 +107,8 @@ type ValueList = Vec<Option<ValueId>>;
 struct Step {
     /// `OpType` and node name, for errors.
     label: String,
+    /// What runs, for profiles: the op type, or the lowered unit's description.
+    kind: String,
     kernel: Box<dyn ops::Kernel>,
     inputs: Vec<Option<usize>>,
     outputs: Vec<Option<usize>>,
@@ -259,6 +261,7 @@ impl Executor {
                         steps.push((
                             Step {
                                 label: label(),
+                                kind: format!("{} [int]", l.what),
                                 kernel: l.kernel,
                                 inputs: vec![],
                                 outputs: vec![],
@@ -317,6 +320,7 @@ impl Executor {
             steps.push((
                 Step {
                     label: label(),
+                    kind: op.qualified_name(),
                     kernel,
                     inputs: vec![],
                     outputs: vec![],
@@ -431,6 +435,24 @@ impl Executor {
 
     /// [`Executor::run`] on run-time arrays (no conversion).
     pub fn run_arrays(&self, inputs: Vec<(&str, Array)>) -> Result<Vec<(String, Array)>> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Executor::run_arrays`] that also adds each step's wall time to `profile`, keyed by
+    /// what the step runs (op type, or the lowered unit's description).
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<(&str, Array)>,
+        profile: &mut HashMap<String, std::time::Duration>,
+    ) -> Result<Vec<(String, Array)>> {
+        self.run_inner(inputs, Some(profile))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: Vec<(&str, Array)>,
+        mut profile: Option<&mut HashMap<String, std::time::Duration>>,
+    ) -> Result<Vec<(String, Array)>> {
         let mut vals: Vec<Option<Array>> = (0..self.n_slots).map(|_| None).collect();
         let mut seen = HashSet::new();
         for (name, a) in inputs {
@@ -475,6 +497,7 @@ impl Executor {
             return Err(Error::invalid(format!("missing input `{}`", missing.name)));
         }
         for s in &self.steps {
+            let t0 = profile.is_some().then(std::time::Instant::now);
             let outs = {
                 let ins: Vec<Option<&Array>> = s
                     .inputs
@@ -502,6 +525,9 @@ impl Executor {
             }
             for &k in &s.free_after {
                 vals[k] = None;
+            }
+            if let (Some(p), Some(t0)) = (profile.as_deref_mut(), t0) {
+                *p.entry(s.kind.clone()).or_default() += t0.elapsed();
             }
         }
         self.outputs

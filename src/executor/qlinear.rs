@@ -805,6 +805,22 @@ pub(crate) fn quantize(
     let ty = zp.map_or(out_type, Array::dtype);
     let zpv = zero_points(scale, zp)?;
     let layout = ParamLayout::new(x, scale, axis, block)?;
+    if let ParamLayout::PerTensor = layout {
+        let data = match ty {
+            DataType::U8 => {
+                let mut y = vec![0u8; xv.len()];
+                crate::kernels::quantize::quantize_slice(xv, sv[0], zpv[0] as u8, &mut y);
+                ArrayData::U8(y)
+            }
+            DataType::I8 => {
+                let mut y = vec![0i8; xv.len()];
+                crate::kernels::quantize::quantize_slice(xv, sv[0], zpv[0] as i8, &mut y);
+                ArrayData::I8(y)
+            }
+            t => return Err(format!("QuantizeLinear to {t} is not supported (u8/i8)")),
+        };
+        return Array::new(x.shape.clone(), data);
+    }
     let p = |i: usize| layout.at(i);
     let data = match ty {
         DataType::U8 => ArrayData::U8(

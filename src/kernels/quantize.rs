@@ -32,6 +32,27 @@ pub fn quantize_one<T: QType>(x: f32, scale: f32, zp: T) -> T {
     T::from_i32(v as i32)
 }
 
+/// [`quantize_one`] over a slice with one scale and zero point, written without branches so
+/// that it vectorises (the per-element work is a division, a rounding and a clamp).
+pub fn quantize_slice<T: QType>(x: &[f32], scale: f32, zp: T, y: &mut [T]) {
+    assert_eq!(x.len(), y.len(), "quantize_slice: lengths differ");
+    const TWO23: f32 = 8_388_608.0;
+    let (lo, hi) = (T::MIN as f32, T::MAX as f32);
+    let z = zp.to_i32() as f32;
+    for (o, &v) in y.iter_mut().zip(x) {
+        let r = v / scale;
+        let c = TWO23.copysign(r);
+        let rr = if r.abs() < TWO23 { (r + c) - c } else { r };
+        // NaN → 0 (then the zero point); the comparisons below are false for NaN.
+        let rr = if rr.is_nan() { 0.0 } else { rr };
+        let q = rr + z;
+        let q = if q < lo { lo } else { q };
+        let q = if q > hi { hi } else { q };
+        // SAFETY: `q` is an integral value in [T::MIN, T::MAX] ⊂ i32 (clamped, NaN removed).
+        *o = T::from_i32(unsafe { q.to_int_unchecked::<i32>() });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

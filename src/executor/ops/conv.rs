@@ -202,6 +202,24 @@ fn conv2d_f32(
         }
         return out;
     }
+    if kh == 1 && kw == 1 && g.strides == [1, 1] && g.pads == [0; 4] {
+        // 1×1, stride 1, unpadded: the input planes already are the im2col matrix.
+        for img in 0..n {
+            for grp in 0..g.group {
+                let xg = &x[(img * c + grp * cg) * pix..][..cg * pix];
+                let wg = &w[grp * mg * k..(grp + 1) * mg * k];
+                let og = &mut out[(img * m + grp * mg) * pix..(img * m + (grp + 1) * mg) * pix];
+                sgemm(mg, pix, k, wg, xg, og);
+                if let Some(b) = bias {
+                    for (j, row) in og.chunks_mut(pix.max(1)).enumerate() {
+                        let bv = b[grp * mg + j];
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+            }
+        }
+        return out;
+    }
     let mut col = vec![0f32; k * pix];
     for img in 0..n {
         for grp in 0..g.group {
