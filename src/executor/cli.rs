@@ -6,6 +6,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+/// `println!` that ignores a closed stdout (e.g. piped into `head`) instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 use super::{Backend, Executor, ExecutorOptions, Lowering};
 use crate::ir::{DataType, Model, Tensor};
 
@@ -107,7 +115,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             for (name, t) in &outs {
                 let v = t.to_f32_vec().unwrap_or_default();
                 let head: Vec<String> = v.iter().take(8).map(|x| format!("{x:.6}")).collect();
-                println!(
+                out!(
                     "{name}: {}{:?} [{}{}]",
                     t.dtype,
                     t.dims,
@@ -262,7 +270,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 rows.sort_by_key(|r| std::cmp::Reverse(r.1));
                 for (kind, d) in rows {
                     let s = d.as_secs_f64();
-                    println!(
+                    out!(
                         "  {:>6.2} %  {:>10.4} ms/run  {kind}",
                         100.0 * s / total.max(1e-12),
                         s * 1e3 / a.runs as f64
@@ -278,7 +286,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     };
     times.sort_by(f64::total_cmp);
     let ms = |s: f64| s * 1e3;
-    println!(
+    out!(
         "{}: {label}, {} runs, threads {}: median {:.4} ms, min {:.4} ms, max {:.4} ms, peak RSS {} KiB",
         a.model.display(),
         a.runs,
