@@ -8,6 +8,7 @@ pub mod calib;
 pub mod data;
 pub mod emit;
 pub mod error;
+pub mod executor;
 pub mod import;
 pub mod ir;
 pub mod kernels;

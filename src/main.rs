@@ -112,6 +112,10 @@ enum Command {
         #[arg(long, value_name = "NPZ")]
         eval: Option<PathBuf>,
     },
+    /// Run a model with the native executor; outputs are written as <name>.npy.
+    Run(onnxq::executor::cli::RunArgs),
+    /// Time a model (native executor or tract): median/min/max latency and peak RSS.
+    Bench(onnxq::executor::cli::BenchArgs),
     /// Import a model and export it again (a round trip through the IR).
     Convert {
         model: PathBuf,
@@ -349,6 +353,8 @@ fn run(cli: Cli) -> Result<()> {
                 ))?;
             }
         }
+        Command::Run(a) => onnxq::executor::cli::run(a)?,
+        Command::Bench(a) => onnxq::executor::cli::bench(a)?,
         Command::Convert { model, output } => {
             refuse_overwrite(&model, &output)?;
             let m = onnxq::import::import_file(&model)?;

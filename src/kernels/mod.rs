@@ -17,7 +17,9 @@ pub mod cpu;
 pub mod fbgemm;
 pub mod histc; // histogram binning of the calibration observers
 pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
+pub mod quantize;
 pub mod reference;
+pub mod sgemm;
 pub mod testing;
 
 use std::fmt;

@@ -1,0 +1,554 @@
+//! The native executor: plans a model once, then runs it many times.
+//!
+//! Architecture: executor → kernels. [`Executor::new`] walks the graph in topological order and
+//! builds one step per node:
+//! - constants are converted once; nodes whose inputs are all constant are evaluated at
+//!   planning time (constant folding);
+//! - QDQ node units (`DQ(x) + DQ(w) [+ DQ(bias)] → Conv/Gemm/MatMul [→ Relu/Clip] → Q`) are
+//!   lowered to the fbgemm integer kernels with prepacked weights and the output stage fused
+//!   (see [`lower`]); QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger,
+//!   DynamicQuantizeLinear and standalone Q/DQ run on the same integer code ([`qlinear`]);
+//! - everything else runs through the float ops of [`ops`];
+//! - steps whose results are never needed are dropped, and every intermediate value is freed
+//!   right after its last use, so peak memory follows the live set, not the graph size.
+//!
+//! An op that cannot be run is refused at planning time with its op type and node name
+//! (all such nodes are listed). Bad inputs (unknown or missing names, wrong type or shape)
+//! are errors of [`Executor::run`]; kernels never panic on them.
+
+pub mod cli;
+mod contrib;
+mod lower;
+pub(crate) mod ops;
+mod qlinear;
+pub mod value;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::ir::{DataType, Dim, Model, NodeKind, Tensor, ValueId};
+pub use value::{Array, ArrayData};
+
+/// Which integer kernel family runs the quantized ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// u8 activations × s8 weights, float requantization (`kernels::fbgemm`).
+    #[default]
+    Fbgemm,
+    /// u8 × u8 with fixed-point requantization (`kernels::qnnpack`); not wired to the
+    /// executor yet (issue 7): planning refuses it.
+    Qnnpack,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "fbgemm" => Ok(Backend::Fbgemm),
+            "qnnpack" => Ok(Backend::Qnnpack),
+            _ => Err(format!("unknown backend `{s}` (fbgemm, qnnpack)")),
+        }
+    }
+}
+
+/// Planning options.
+#[derive(Clone, Debug)]
+pub struct ExecutorOptions {
+    pub backend: Backend,
+    /// Worker threads for the integer kernels (rows of a quantized GEMM, images of a
+    /// quantized convolution are split among them); float ops run on the calling thread.
+    pub threads: usize,
+    /// Which QDQ node units become integer kernels.
+    pub lowering: Lowering,
+}
+
+/// How much of a QDQ graph is lowered to integer kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Lowering {
+    /// Nothing: QDQ units run as written, in float (to measure what lowering changes).
+    Off,
+    /// The units ONNX Runtime also runs in integer arithmetic (default): `DQ → op → Q`, with
+    /// a Relu/Clip in between only where it is redundant with the output saturation. Units
+    /// whose result the graph keeps in float stay float, so results match ONNX Runtime's
+    /// bit for bit except where the folded requantization multiplier rounds differently.
+    #[default]
+    OrtCompatible,
+    /// Also fuse non-redundant Relu/Clip into the output stage and lower units whose output
+    /// stays float (dequantizing output stage). Faster; differs from the float graph by
+    /// ±1 LSB at those units, which downstream layers may amplify.
+    All,
+}
+
+impl std::str::FromStr for Lowering {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Lowering, String> {
+        match s {
+            "off" => Ok(Lowering::Off),
+            "ort" => Ok(Lowering::OrtCompatible),
+            "all" => Ok(Lowering::All),
+            _ => Err(format!("unknown lowering `{s}` (off, ort, all)")),
+        }
+    }
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        ExecutorOptions {
+            backend: Backend::Fbgemm,
+            threads: 1,
+            lowering: Lowering::OrtCompatible,
+        }
+    }
+}
+
+/// A step's input or output values while planning.
+type ValueList = Vec<Option<ValueId>>;
+
+struct Step {
+    /// `OpType` and node name, for errors.
+    label: String,
+    /// What runs, for profiles: the op type, or the lowered unit's description.
+    kind: String,
+    kernel: Box<dyn ops::Kernel>,
+    inputs: Vec<Option<usize>>,
+    outputs: Vec<Option<usize>>,
+    /// Slots whose last use is this step.
+    free_after: Vec<usize>,
+}
+
+/// A graph input as the executor expects it.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    pub name: String,
+    pub dtype: Option<DataType>,
+    /// Declared dims; `None` entries are symbolic or unknown.
+    pub shape: Option<Vec<Option<usize>>>,
+    slot: usize,
+}
+
+/// A planned model. Immutable and `Sync`: several threads may call [`Executor::run`].
+pub struct Executor {
+    steps: Vec<Step>,
+    n_slots: usize,
+    consts: HashMap<usize, Array>,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<(String, usize)>,
+    lowered: Vec<String>,
+    options: ExecutorOptions,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("steps", &self.steps.len())
+            .field("lowered", &self.lowered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Plans `model` (see the module documentation).
+    pub fn new(model: &Model, options: ExecutorOptions) -> Result<Executor> {
+        if options.backend == Backend::Qnnpack {
+            return Err(Error::Unsupported(
+                "the qnnpack backend is not wired to the executor yet (issue 7); use fbgemm".into(),
+            ));
+        }
+        if options.threads == 0 {
+            return Err(Error::invalid("threads must be at least 1"));
+        }
+        let g = &model.graph;
+        let opset = model.onnx_opset();
+        let order = g
+            .topo_order()
+            .map_err(|e| Error::invalid(format!("cannot order the graph: {e}")))?;
+
+        // Constants first: lowering looks at weights and quantization parameters wherever
+        // they sit in the order.
+        let mut consts: HashMap<ValueId, Array> = HashMap::new();
+        let mut bad_consts: HashMap<ValueId, String> = HashMap::new();
+        for &n in &order {
+            if let NodeKind::Const(c) = &g.node(n).kind {
+                let v = g.node(n).outputs[0].expect("a constant has its value");
+                match Array::from_tensor(&c.tensor) {
+                    Ok(a) => {
+                        consts.insert(v, a);
+                    }
+                    Err(e) => {
+                        bad_consts.insert(v, format!("constant `{}`: {e}", g.value(v).name));
+                    }
+                }
+            }
+        }
+
+        let mut steps: Vec<(Step, ValueList, ValueList)> = Vec::new();
+        let mut absorbed: HashSet<crate::ir::NodeId> = HashSet::new();
+        let mut errors: Vec<String> = Vec::new();
+        let mut inputs = Vec::new();
+        let mut lowered = Vec::new();
+        for &n in &order {
+            let node = g.node(n);
+            let label = || format!("{} `{}`", node.op_type(), g.display_node_name(n));
+            match &node.kind {
+                NodeKind::Const(_) => continue,
+                NodeKind::Input => {
+                    let v = node.outputs[0].expect("an input has its value");
+                    let val = g.value(v);
+                    let tt = val.ty.tensor();
+                    if let Some(dt) = tt.and_then(|t| t.dtype) {
+                        if !value::supported_dtype(dt) {
+                            errors.push(format!(
+                                "graph input `{}`: element type {dt} is not supported",
+                                val.name
+                            ));
+                        }
+                    }
+                    inputs.push(InputSpec {
+                        name: val.name.clone(),
+                        dtype: tt.and_then(|t| t.dtype),
+                        shape: tt.and_then(|t| t.shape.as_ref()).map(|s| {
+                            s.iter()
+                                .map(|d| match d {
+                                    Dim::Fixed(v) if *v >= 0 => Some(*v as usize),
+                                    _ => None,
+                                })
+                                .collect()
+                        }),
+                        slot: v.index(),
+                    });
+                    continue;
+                }
+                NodeKind::SparseConst(_) | NodeKind::OuterRef => {
+                    errors.push(format!("{}: not supported", label()));
+                    continue;
+                }
+                NodeKind::Op(_) => {}
+            }
+            if absorbed.contains(&n) {
+                continue;
+            }
+            let op = node.op().expect("an op");
+            if op.has_subgraphs() {
+                errors.push(format!(
+                    "{}: control flow (subgraphs) is not supported by the executor",
+                    label()
+                ));
+                continue;
+            }
+            for v in node.inputs.iter().flatten() {
+                if let Some(e) = bad_consts.get(v) {
+                    errors.push(format!("{}: {e}", label()));
+                }
+            }
+            if options.lowering != Lowering::Off {
+                let all = options.lowering == Lowering::All;
+                let l = lower::try_lower(g, n, &consts, opset, all).and_then(|l| match l {
+                    Some(l) => Ok(Some(l)),
+                    None => lower::try_lower_transparent(g, n, &consts, opset),
+                });
+                let l = l.and_then(|l| match l {
+                    Some(l) => Ok(Some(l)),
+                    None => lower::try_lower_lut(g, n, &consts, opset),
+                });
+                let l = l.and_then(|l| match l {
+                    Some(l) => Ok(Some(l)),
+                    None => lower::try_lower_binary(g, n, &consts),
+                });
+                match l {
+                    Ok(Some(l)) => {
+                        absorbed.extend(l.absorbed.iter().copied());
+                        lowered.push(format!("{} ({})", label(), l.what));
+                        steps.push((
+                            Step {
+                                label: label(),
+                                kind: format!("{} [int]", l.what),
+                                kernel: l.kernel,
+                                inputs: vec![],
+                                outputs: vec![],
+                                free_after: vec![],
+                            },
+                            l.inputs,
+                            l.outputs,
+                        ));
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", label()));
+                        continue;
+                    }
+                }
+            }
+            let ctx = ops::NodeCtx {
+                op,
+                opset,
+                consts: node
+                    .inputs
+                    .iter()
+                    .map(|v| v.and_then(|v| consts.get(&v)))
+                    .collect(),
+                present: node.inputs.iter().map(Option::is_some).collect(),
+                n_outputs: node.outputs.len(),
+            };
+            let kernel = match ops::build(&ctx) {
+                Ok(k) => k,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", label()));
+                    continue;
+                }
+            };
+            let all_const = node.inputs.iter().flatten().all(|v| consts.contains_key(v));
+            if all_const && ops::is_deterministic(&op.op_type) {
+                // Constant folding: evaluate now, keep the results as constants.
+                let ins: Vec<Option<&Array>> = node
+                    .inputs
+                    .iter()
+                    .map(|v| v.and_then(|v| consts.get(&v)))
+                    .collect();
+                match kernel.run(&ins) {
+                    Ok(outs) => {
+                        for (v, a) in node.outputs.iter().zip(outs) {
+                            if let Some(v) = v {
+                                consts.insert(*v, a);
+                            }
+                        }
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", label())),
+                }
+                continue;
+            }
+            steps.push((
+                Step {
+                    label: label(),
+                    kind: op.qualified_name(),
+                    kernel,
+                    inputs: vec![],
+                    outputs: vec![],
+                    free_after: vec![],
+                },
+                node.inputs.to_vec(),
+                node.outputs.to_vec(),
+            ));
+        }
+        if !errors.is_empty() {
+            let n = errors.len();
+            let mut msg = format!("cannot plan the model ({n} problem(s)):");
+            for e in errors.iter().take(20) {
+                msg.push_str("\n  ");
+                msg.push_str(e);
+            }
+            if n > 20 {
+                msg.push_str(&format!("\n  ... and {} more", n - 20));
+            }
+            return Err(Error::Unsupported(msg));
+        }
+
+        // Dead steps: keep only what the outputs need (walking backwards).
+        let outputs: Vec<(String, usize)> = g
+            .outputs
+            .iter()
+            .map(|&v| (g.value(v).name.clone(), v.index()))
+            .collect();
+        let mut needed: HashSet<ValueId> = g.outputs.iter().copied().collect();
+        let mut keep = vec![false; steps.len()];
+        for (k, (_, ins, outs)) in steps.iter().enumerate().rev() {
+            if outs.iter().flatten().any(|v| needed.contains(v)) {
+                keep[k] = true;
+                needed.extend(ins.iter().flatten().copied());
+            }
+        }
+        let mut planned: Vec<Step> = Vec::new();
+        for ((mut s, ins, outs), k) in steps.into_iter().zip(keep) {
+            if k {
+                s.inputs = ins.iter().map(|v| v.map(ValueId::index)).collect();
+                s.outputs = outs.iter().map(|v| v.map(ValueId::index)).collect();
+                planned.push(s);
+            }
+        }
+        // Last use of every slot that is neither a constant nor a graph output.
+        let out_slots: HashSet<usize> = outputs.iter().map(|o| o.1).collect();
+        let const_slots: HashMap<usize, Array> = consts
+            .into_iter()
+            .filter(|(v, _)| needed.contains(v))
+            .map(|(v, a)| (v.index(), a))
+            .collect();
+        let mut last: HashMap<usize, usize> = HashMap::new();
+        for (k, s) in planned.iter().enumerate() {
+            for &slot in s.inputs.iter().flatten().chain(s.outputs.iter().flatten()) {
+                last.insert(slot, k);
+            }
+        }
+        for (slot, k) in last {
+            if !out_slots.contains(&slot) && !const_slots.contains_key(&slot) {
+                planned[k].free_after.push(slot);
+            }
+        }
+        Ok(Executor {
+            steps: planned,
+            n_slots: g.value_ids().map(|v| v.index() + 1).max().unwrap_or(0),
+            consts: const_slots,
+            inputs,
+            outputs,
+            lowered,
+            options,
+        })
+    }
+
+    /// The graph inputs the model expects.
+    pub fn inputs(&self) -> &[InputSpec] {
+        &self.inputs
+    }
+
+    /// Graph output names, in order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|o| o.0.as_str()).collect()
+    }
+
+    /// The units lowered to integer kernels (`OpType \`node\` (what)`), for reports.
+    pub fn lowered_units(&self) -> &[String] {
+        &self.lowered
+    }
+
+    /// Number of planned steps.
+    pub fn step_count(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn options(&self) -> &ExecutorOptions {
+        &self.options
+    }
+
+    /// Runs the model on named inputs (every graph input exactly once) and returns the graph
+    /// outputs in order, with their names.
+    pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
+        let arrays = inputs
+            .iter()
+            .map(|(n, t)| {
+                Array::from_tensor(t)
+                    .map(|a| (*n, a))
+                    .map_err(|e| Error::invalid(format!("input `{n}`: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outs = self.run_arrays(arrays)?;
+        Ok(outs.into_iter().map(|(n, a)| (n, a.to_tensor())).collect())
+    }
+
+    /// [`Executor::run`] on run-time arrays (no conversion).
+    pub fn run_arrays(&self, inputs: Vec<(&str, Array)>) -> Result<Vec<(String, Array)>> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Executor::run_arrays`] that also adds each step's wall time to `profile`, keyed by
+    /// what the step runs (op type, or the lowered unit's description).
+    pub fn run_profiled(
+        &self,
+        inputs: Vec<(&str, Array)>,
+        profile: &mut HashMap<String, std::time::Duration>,
+    ) -> Result<Vec<(String, Array)>> {
+        self.run_inner(inputs, Some(profile))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: Vec<(&str, Array)>,
+        mut profile: Option<&mut HashMap<String, std::time::Duration>>,
+    ) -> Result<Vec<(String, Array)>> {
+        let mut vals: Vec<Option<Array>> = (0..self.n_slots).map(|_| None).collect();
+        let mut seen = HashSet::new();
+        for (name, a) in inputs {
+            let spec = self.inputs.iter().find(|s| s.name == name).ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown input `{name}` (the model's inputs: {})",
+                    self.input_names()
+                ))
+            })?;
+            if !seen.insert(name) {
+                return Err(Error::invalid(format!("input `{name}` given twice")));
+            }
+            if let Some(dt) = spec.dtype {
+                if dt != a.dtype() {
+                    return Err(Error::invalid(format!(
+                        "input `{name}`: expected {dt}, got {}",
+                        a.dtype()
+                    )));
+                }
+            }
+            if let Some(shape) = &spec.shape {
+                let ok = shape.len() == a.rank()
+                    && shape
+                        .iter()
+                        .zip(&a.shape)
+                        .all(|(d, &s)| d.is_none_or(|d| d == s));
+                if !ok {
+                    let want: Vec<String> = shape
+                        .iter()
+                        .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+                        .collect();
+                    return Err(Error::invalid(format!(
+                        "input `{name}`: expected shape [{}], got {:?}",
+                        want.join(", "),
+                        a.shape
+                    )));
+                }
+            }
+            vals[spec.slot] = Some(a);
+        }
+        if let Some(missing) = self.inputs.iter().find(|s| vals[s.slot].is_none()) {
+            return Err(Error::invalid(format!("missing input `{}`", missing.name)));
+        }
+        for s in &self.steps {
+            let t0 = profile.is_some().then(std::time::Instant::now);
+            let outs = {
+                let ins: Vec<Option<&Array>> = s
+                    .inputs
+                    .iter()
+                    .map(|slot| slot.and_then(|k| self.consts.get(&k).or(vals[k].as_ref())))
+                    .collect();
+                // A kernel should never panic on any input; if one does anyway, report the
+                // node instead of taking the caller's process down.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    s.kernel.run_with(&ins, self.options.threads)
+                })) {
+                    Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?,
+                    Err(_) => {
+                        return Err(Error::invalid(format!(
+                            "{}: internal error (kernel panicked); please report it",
+                            s.label
+                        )))
+                    }
+                }
+            };
+            for (slot, a) in s.outputs.iter().zip(outs) {
+                if let Some(k) = slot {
+                    vals[*k] = Some(a);
+                }
+            }
+            for &k in &s.free_after {
+                vals[k] = None;
+            }
+            if let (Some(p), Some(t0)) = (profile.as_deref_mut(), t0) {
+                *p.entry(s.kind.clone()).or_default() += t0.elapsed();
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|(name, slot)| {
+                let a = match self.consts.get(slot) {
+                    Some(c) => c.clone(),
+                    None => vals[*slot].clone().ok_or_else(|| {
+                        Error::invalid(format!("output `{name}` was not computed"))
+                    })?,
+                };
+                Ok((name.clone(), a))
+            })
+            .collect()
+    }
+
+    fn input_names(&self) -> String {
+        self.inputs
+            .iter()
+            .map(|s| format!("`{}`", s.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}

@@ -1,0 +1,275 @@
+//! Pooling (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool; 1-D and 2-D) and Resize
+//! (nearest / linear, separable per axis).
+
+use super::conv::{nhw, out_shape, ConvAttrs};
+use super::{boxed, input, Kernel, NodeCtx};
+use crate::executor::value::{strides, Array};
+
+pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
+    Ok(Some(match t {
+        "GlobalAveragePool" | "GlobalMaxPool" => {
+            let avg = t == "GlobalAveragePool";
+            boxed(move |i| {
+                let x = input(i, 0)?;
+                if x.rank() < 3 {
+                    return Err("global pooling needs rank ≥ 3".into());
+                }
+                let inner: usize = x.shape[2..].iter().product();
+                let v = x.as_f32()?;
+                let out: Vec<f32> = if inner == 0 {
+                    vec![f32::NAN; x.shape[0] * x.shape[1]]
+                } else {
+                    v.chunks(inner)
+                        .map(|r| {
+                            if avg {
+                                r.iter().sum::<f32>() / inner as f32
+                            } else {
+                                r.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                            }
+                        })
+                        .collect()
+                };
+                let mut shape = x.shape.clone();
+                shape[2..].iter_mut().for_each(|d| *d = 1);
+                Ok(vec![Array::f32(shape, out)])
+            })
+        }
+        "MaxPool" | "AveragePool" => {
+            let attrs = ConvAttrs::parse(ctx)?;
+            let ks = attrs
+                .kernel_shape
+                .clone()
+                .ok_or("pooling needs kernel_shape")?;
+            let ceil = ctx.int("ceil_mode", 0) != 0;
+            let include_pad = ctx.int("count_include_pad", 0) != 0;
+            if t == "MaxPool" && ctx.int("storage_order", 0) != 0 {
+                return Err("MaxPool storage_order=1 is not supported".into());
+            }
+            if t == "MaxPool" && ctx.n_outputs > 1 {
+                return Err("MaxPool Indices output is not supported".into());
+            }
+            let max = t == "MaxPool";
+            boxed(move |i| {
+                let x = input(i, 0)?;
+                // The geometry helper wants weight dims: [C, 1, k..] with group = C.
+                let mut wshape = vec![x.shape.get(1).copied().unwrap_or(0), 1];
+                wshape.extend(ks.iter().map(|&k| k.max(1) as usize));
+                let mut a = attrs.clone();
+                a.group = wshape[0].max(1);
+                a.kernel_shape = None;
+                let g = a.geometry(&x.shape, &wshape)?;
+                let (n, h, w) = nhw(&x.shape);
+                let od = |len: usize, d: usize| -> Result<usize, String> {
+                    let (k, s, dl) = (g.kernel[d], g.strides[d], g.dilations[d]);
+                    let span = len + g.pads[d] + g.pads[d + 2];
+                    let eff = (k - 1) * dl + 1;
+                    if span < eff {
+                        return Err("pooling window larger than the padded input".into());
+                    }
+                    let mut o = if ceil {
+                        (span - eff).div_ceil(s) + 1
+                    } else {
+                        (span - eff) / s + 1
+                    };
+                    // A window may not start in the end padding.
+                    if ceil && (o - 1) * s >= len + g.pads[d] {
+                        o -= 1;
+                    }
+                    Ok(o)
+                };
+                let (oh, ow) = (od(h, 0)?, od(w, 1)?);
+                let c = g.c_in;
+                let v = x.as_f32()?;
+                let mut out = Vec::with_capacity(n * c * oh * ow);
+                for plane in 0..n * c {
+                    let p = &v[plane * h * w..(plane + 1) * h * w];
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let (mut acc, mut cnt, mut padded) =
+                                (if max { f32::NEG_INFINITY } else { 0.0 }, 0usize, 0usize);
+                            // Column sums first, then across columns: the summation order of
+                            // ONNX Runtime's pooling, so that averages of quantized values
+                            // (often exact ties for a following quantizer) round the same way.
+                            for kx in 0..g.kernel[1] {
+                                let ix = (ox * g.strides[1] + kx * g.dilations[1]) as isize
+                                    - g.pads[1] as isize;
+                                let mut col = if max { f32::NEG_INFINITY } else { 0.0 };
+                                for ky in 0..g.kernel[0] {
+                                    let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize
+                                        - g.pads[0] as isize;
+                                    let in_pad = iy < (h + g.pads[2]) as isize
+                                        && ix < (w + g.pads[3]) as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        let e = p[iy as usize * w + ix as usize];
+                                        if max {
+                                            col = col.max(e);
+                                        } else {
+                                            col += e;
+                                        }
+                                        cnt += 1;
+                                        padded += 1;
+                                    } else if in_pad {
+                                        padded += 1;
+                                    }
+                                }
+                                if max {
+                                    acc = acc.max(col);
+                                } else {
+                                    acc += col;
+                                }
+                            }
+                            out.push(if max {
+                                acc
+                            } else {
+                                acc / (if include_pad { padded } else { cnt }).max(1) as f32
+                            });
+                        }
+                    }
+                }
+                Ok(vec![Array::f32(out_shape(&x.shape, c, oh, ow), out)])
+            })
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// ONNX Resize, modes `nearest` and `linear` (any rank, separable per axis).
+pub(super) fn resize(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
+    let mode = ctx.string("mode", "nearest");
+    let ctm = ctx.string(
+        "coordinate_transformation_mode",
+        if ctx.opset >= 11 {
+            "half_pixel"
+        } else {
+            "asymmetric"
+        },
+    );
+    let nearest_mode = ctx.string("nearest_mode", "round_prefer_floor");
+    if !matches!(mode.as_str(), "nearest" | "linear") {
+        return Err(format!("Resize mode `{mode}` is not supported"));
+    }
+    if !matches!(
+        ctm.as_str(),
+        "half_pixel" | "asymmetric" | "align_corners" | "pytorch_half_pixel"
+    ) {
+        return Err(format!(
+            "Resize coordinate_transformation_mode `{ctm}` is not supported"
+        ));
+    }
+    ctx.refuse_attr("axes", "only full-rank scales/sizes")?;
+    if ctx.int("antialias", 0) != 0 {
+        return Err("Resize antialias=1 is not supported".into());
+    }
+    let opset = ctx.opset;
+    Ok(boxed(move |i| {
+        let x = input(i, 0)?;
+        let r = x.rank();
+        let (scales_in, sizes_in) = if opset < 11 {
+            (Some(input(i, 1)?), None)
+        } else {
+            (i.get(2).copied().flatten(), i.get(3).copied().flatten())
+        };
+        let (scales, out): (Vec<f32>, Vec<usize>) = match (sizes_in, scales_in) {
+            (Some(s), _) if !s.is_empty() => {
+                let sz: Vec<usize> = s.ints()?.iter().map(|&d| d.max(0) as usize).collect();
+                if sz.len() != r {
+                    return Err(format!("Resize sizes {sz:?} for rank {r}"));
+                }
+                (
+                    sz.iter()
+                        .zip(&x.shape)
+                        .map(|(&o, &n)| o as f32 / n as f32)
+                        .collect(),
+                    sz,
+                )
+            }
+            (_, Some(s)) if !s.is_empty() => {
+                let sc = s.as_f32()?.to_vec();
+                if sc.len() != r {
+                    return Err(format!("Resize scales {sc:?} for rank {r}"));
+                }
+                let out = sc
+                    .iter()
+                    .zip(&x.shape)
+                    .map(|(&f, &n)| (n as f32 * f).floor() as usize)
+                    .collect();
+                (sc, out)
+            }
+            _ => return Err("Resize needs scales or sizes".into()),
+        };
+        if x.shape.contains(&0) || out.iter().product::<usize>() > 1 << 31 {
+            return Err(format!(
+                "Resize of {:?} to {out:?} is not supported",
+                x.shape
+            ));
+        }
+        let mut cur = x.as_f32()?.to_vec();
+        let mut shape = x.shape.clone();
+        for d in 0..r {
+            if out[d] == shape[d] && scales[d] == 1.0 {
+                continue;
+            }
+            let (len, olen) = (shape[d], out[d]);
+            let src = |o: usize| -> f32 {
+                let (o, s) = (o as f32, scales[d]);
+                match ctm.as_str() {
+                    "asymmetric" => o / s,
+                    "align_corners" => {
+                        if olen > 1 {
+                            o * (len as f32 - 1.0) / (olen as f32 - 1.0)
+                        } else {
+                            0.0
+                        }
+                    }
+                    "pytorch_half_pixel" => {
+                        if olen > 1 {
+                            (o + 0.5) / s - 0.5
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => (o + 0.5) / s - 0.5,
+                }
+            };
+            let st = strides(&shape);
+            let (outer, inner) = (shape[..d].iter().product::<usize>(), st[d]);
+            let mut next = Vec::with_capacity(outer * olen * inner);
+            for o in 0..outer {
+                for k in 0..olen {
+                    let xs = src(k);
+                    let base = o * len * inner;
+                    if mode == "nearest" {
+                        let fl = xs.floor();
+                        let idx = match nearest_mode.as_str() {
+                            "floor" => fl,
+                            "ceil" => xs.ceil(),
+                            "round_prefer_ceil" => (xs + 0.5).floor(),
+                            _ => {
+                                if xs - fl == 0.5 {
+                                    fl
+                                } else {
+                                    xs.round()
+                                }
+                            }
+                        };
+                        let idx = (idx.max(0.0) as usize).min(len - 1);
+                        next.extend_from_slice(&cur[base + idx * inner..base + (idx + 1) * inner]);
+                    } else {
+                        let xs = xs.clamp(0.0, (len - 1) as f32);
+                        let lo = xs.floor() as usize;
+                        let hi = (lo + 1).min(len - 1);
+                        let f = xs - lo as f32;
+                        for e in 0..inner {
+                            let (a, b) = (cur[base + lo * inner + e], cur[base + hi * inner + e]);
+                            next.push(a * (1.0 - f) + b * f);
+                        }
+                    }
+                }
+            }
+            shape[d] = olen;
+            cur = next;
+        }
+        Ok(vec![Array::f32(shape, cur)])
+    }))
+}
