@@ -212,8 +212,32 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
             "{name}: threads change results"
         );
         for ((oname, x), (_, y)) in a.iter().zip(&b) {
-            let scale = output_scale(&model, oname).expect("quantized outputs end in DQ");
             let (x, y) = (x.to_f32_vec().unwrap(), y.to_f32_vec().unwrap());
+            let Some(scale) = output_scale(&model, oname) else {
+                // A float tail (the transformer's LayerNorm stays float): the
+                // same float ops on inputs that differ by an LSB here and there;
+                // LayerNorm divides by a row's deviation, so one flipped tie in
+                // a low-variance row moves that whole row (measured: 99.90 %
+                // exact, one row off by 3.8 % of max|output|).
+                let peak = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
+                let worst = x
+                    .iter()
+                    .zip(&y)
+                    .fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+                    / peak;
+                let exact =
+                    x.iter().zip(&y).filter(|(p, q)| p == q).count() as f64 / x.len() as f64;
+                eprintln!(
+                    "{name}/{oname}: float output, {} units lowered, exact {:.4}%, max error {worst:.2e} × max|output|",
+                    lowered.lowered_units().len(),
+                    exact * 100.0
+                );
+                assert!(
+                    exact >= 0.995 && worst <= 0.1,
+                    "{name}/{oname}: exact {exact}, max error {worst:e} × max|output|"
+                );
+                continue;
+            };
             let lsb: Vec<f32> = x
                 .iter()
                 .zip(&y)

@@ -69,7 +69,16 @@ def test_quantized_outputs_equal_ort(name, data, onnxq_bin, tmp_path):
         got = np.load(out / npy_name(oname))
         assert got.shape == ref.shape and got.dtype == ref.dtype, (got.shape, ref.shape)
         scale = output_scale(model, oname)
-        assert scale is not None, f"{name}: output {oname} is not produced by DequantizeLinear"
+        if scale is None:
+            # A float tail after the last DequantizeLinear (the transformer's
+            # LayerNorm stays float): the integer part must agree exactly, the
+            # float ops to float rounding.
+            err = float(np.max(np.abs(got.astype(np.float64) - ref)) / max(float(np.max(np.abs(ref))), 1e-30))
+            exact = float(np.mean(got == ref))
+            print(f"{name}/{oname} ({data}, {got.size} elements, float tail): bit-equal {exact * 100:.4f} %, "
+                  f"max error {err:.2e} x max|output|")
+            assert err <= 1e-5, f"{name}/{oname}: max error {err:e} x max|output|"
+            continue
         lsb = np.round(np.abs(got.astype(np.float64) - ref) / scale)
         exact = float(np.mean(lsb == 0))
         print(f"{name}/{oname} ({data}, {got.size} elements): exact {exact * 100:.4f} %, max {lsb.max():.0f} LSB")
