@@ -14,7 +14,9 @@
 //!   quantization (MaxPool, Reshape, Transpose, Concat, ...), or gets a
 //!   fixed range (Sigmoid [0, 1], Tanh [−1, 1]).
 //!
-//! Values inside a fused unit are not observed. Everything else stays float;
+//! Values inside a fused unit are not observed, except the one entering an
+//! Add (Conv + Add + Relu), which ONNX Runtime needs quantized to run the
+//! Conv in int8. Everything else stays float;
 //! the diagnostics say why, node by node. Subgraphs (If/Loop bodies) stay
 //! float in this version.
 
@@ -324,8 +326,16 @@ impl InsertObservers {
                 data.push(v);
             }
         }
+        // Inside a unit, the value entering an Add (the Conv/Gemm output of
+        // Conv + Add + Relu) is observed too: ONNX Runtime has no fused
+        // QDQ unit for it, and recognises DQ → Conv → Q and then a QDQ Add
+        // only if that value is quantized (otherwise the Conv runs in float).
+        let mut inner: Vec<ValueId> = vec![];
         for w in nodes.windows(2) {
             let prev_out = g.node(w[0]).outputs.first().copied().flatten();
+            if g.node(w[1]).op_type() == "Add" {
+                inner.extend(prev_out);
+            }
             for v in g.node(w[1]).inputs.iter().flatten() {
                 if Some(*v) != prev_out && g.node(w[1]).op_type() == "Add" {
                     data.push(*v);
@@ -350,7 +360,7 @@ impl InsertObservers {
             cx.note(name, "stays float: no real-valued input");
             return;
         }
-        for &v in &data {
+        for &v in data.iter().chain(&inner) {
             if g.value(v).quant.is_none() {
                 g.value_mut(v).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
             }

@@ -3,7 +3,7 @@
 
 For every bundled model this runs
   * dynamic: ORT `quantize_dynamic` (defaults, and per_channel=True) vs
-    `onnxq optimize --passes "<optimize>,quantize-dynamic,eliminate-dead-code"`;
+    `onnxq optimize --passes "<optimize>,quantize-dynamic{ops=Conv;...},eliminate-dead-code"`;
   * static QDQ: ORT `quantize_static` (QDQ, MinMax, per-channel weights; a
     CalibrationDataReader over the bundled .calib data) vs `onnxq quantize --data`;
   * static QOperator: ORT `quantize_static(quant_format=QOperator)` vs
@@ -108,7 +108,7 @@ def main():
 
         def onnxq_dyn(out):
             onnxq(a.onnxq, "optimize", src, "-o", out, "--passes",
-                  OPTIMIZE + ",quantize-dynamic,eliminate-dead-code")
+                  OPTIMIZE + ",quantize-dynamic{ops=Conv;GRU;Gemm;LSTM;MatMul;RNN},eliminate-dead-code")
 
         cells = {
             "dynamic ORT (per-tensor)": lambda out: quantize_dynamic(str(src), str(out)),

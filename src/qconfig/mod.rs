@@ -184,9 +184,17 @@ pub struct QConfig {
 }
 
 impl QConfig {
-    /// PyTorch's `get_default_qconfig(backend)`: `fbgemm` (histogram
-    /// activations with reduce_range, per-channel symmetric qint8 weights) or
-    /// `qnnpack` (histogram activations, full range; per-tensor weights).
+    /// PyTorch's `get_default_qconfig(backend)`: `fbgemm` (histogram quint8
+    /// activations, per-channel symmetric qint8 weights) or `qnnpack`
+    /// (histogram activations; per-tensor weights).
+    ///
+    /// `fbgemm` reduces the range where u8×s8 kernels without VNNI would
+    /// saturate (`vpmaddubsw` pair sums): PyTorch takes the bit from the
+    /// activations, onnxq from the weights (7-bit, [-64, 63]), as ONNX
+    /// Runtime's `reduce_range` does. The guarantee is the same (255·64·2 <
+    /// 2^15), activations keep their full 8 bits, and a Relu6/Clip(0, 6)
+    /// output range then maps onto all of u8, so ONNX Runtime can drop the
+    /// Clip and run the Conv in int8 (inverted_residual: 0.4× → 1.0× fp32).
     pub fn preset(backend: &str) -> Result<QConfig> {
         match backend {
             "fbgemm" | "x86" => Ok(QConfig {
@@ -194,13 +202,13 @@ impl QConfig {
                     ObserverKind::Histogram,
                     QDtype::QUInt8,
                     QScheme::PerTensorAffine,
-                )
-                .with_reduce_range(true),
+                ),
                 weight: ObserverConfig::new(
                     ObserverKind::PerChannelMinMax,
                     QDtype::QInt8,
                     QScheme::PerChannelSymmetric,
-                ),
+                )
+                .with_reduce_range(true),
             }),
             "qnnpack" => Ok(QConfig {
                 activation: ObserverConfig::new(
