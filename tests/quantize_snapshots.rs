@@ -46,21 +46,48 @@ fn injected_table(
 
 #[test]
 fn quantized_graph_snapshots() {
+    use onnxq::quantize::{Format, Mode};
+    // (name, mode, format, backend)
+    let configs = [
+        ("fbgemm", Mode::Static, Format::Qdq, "fbgemm"),
+        ("qnnpack", Mode::Static, Format::Qdq, "qnnpack"),
+        ("qoperator", Mode::Static, Format::QOperator, "fbgemm"),
+        ("dynamic", Mode::Dynamic, Format::Qdq, "fbgemm"),
+        (
+            "weight_only_int8",
+            Mode::WeightOnly { bits: 8, block: 32 },
+            Format::Qdq,
+            "fbgemm",
+        ),
+        (
+            "weight_only_int4",
+            Mode::WeightOnly { bits: 4, block: 32 },
+            Format::Qdq,
+            "fbgemm",
+        ),
+    ];
     for path in bundled_models() {
         let name = stem(&path);
         let model = onnxq::import::import_file(&path).unwrap();
-        for backend in ["fbgemm", "qnnpack"] {
+        for (config, mode, format, backend) in &configs {
             let options = QuantizeOptions {
-                backend: backend.into(),
+                backend: backend.to_string(),
+                mode: mode.clone(),
+                format: *format,
                 ..Default::default()
             };
-            let table = injected_table(&model, &options);
-            let q = quantize(model.clone(), Some(Calibration::Table(table)), &options)
-                .unwrap_or_else(|e| panic!("{name} ({backend}): {e}"));
-            let mut summary = q.summary.clone();
-            summary.stage_times.clear();
-            let text = format!("{summary}\n{}", onnxq::ir::print::model_to_string(&q.model));
-            insta::assert_snapshot!(format!("{name}_{backend}"), text);
+            let calibration = (*mode == Mode::Static)
+                .then(|| Calibration::Table(injected_table(&model, &options)));
+            // A refusal is part of the contract too: its message is the snapshot.
+            let text = match quantize(model.clone(), calibration, &options) {
+                Ok(q) => {
+                    let mut summary = q.summary.clone();
+                    summary.stage_times.clear();
+                    format!("{summary}\n{}", onnxq::ir::print::model_to_string(&q.model))
+                }
+                Err(e) => format!("refused: {e}\n"),
+            };
+            insta::assert_snapshot!(format!("{name}_{config}"), text);
         }
     }
 }
