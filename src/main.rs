@@ -102,11 +102,11 @@ enum Command {
         #[arg(long, default_value = "qdq", value_parser = ["qdq", "qoperator"])]
         format: String,
         /// Weight-only mode: 8 (per channel) or 4 (blockwise, opset 21).
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=8))]
-        bits: u32,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(4..=8))]
+        bits: Option<u32>,
         /// Weight-only 4-bit: weights per scale along K (a power of two ≥ 16).
-        #[arg(long, default_value_t = 32)]
-        block_size: usize,
+        #[arg(long)]
+        block_size: Option<usize>,
         /// An evaluation set (.npz with the model's input arrays and `labels`):
         /// prints fp32 vs int8 top-1 accuracy, both run in tract.
         #[arg(long, value_name = "NPZ")]
@@ -303,12 +303,21 @@ fn run(cli: Cli) -> Result<()> {
             block_size,
         } => {
             refuse_overwrite(&model, &output)?;
+            if mode != "weight-only" && (bits.is_some() || block_size.is_some()) {
+                bail!("--bits and --block-size are options of --mode weight-only (this is --mode {mode})");
+            }
+            if mode != "static" && format == "qoperator" {
+                bail!("--format qoperator is for --mode static (dynamic mode writes MatMulInteger, weight-only DequantizeLinear)");
+            }
+            if mode != "static" && (data.is_some() || calibration.is_some()) {
+                bail!("--mode {mode} needs no calibration data: drop --data / --calibration");
+            }
             let mode = match mode.as_str() {
                 "static" => onnxq::quantize::Mode::Static,
                 "dynamic" => onnxq::quantize::Mode::Dynamic,
                 _ => onnxq::quantize::Mode::WeightOnly {
-                    bits,
-                    block: block_size,
+                    bits: bits.unwrap_or(8),
+                    block: block_size.unwrap_or(32),
                 },
             };
             let calibration = match (&data, &calibration) {

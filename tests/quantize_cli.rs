@@ -148,3 +148,31 @@ fn masks_stay_float_and_bad_options_are_errors() {
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("rnn_loop"));
 }
+
+#[test]
+fn conflicting_options_and_nothing_to_quantize_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("onnxq-quantize-conflict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("m.onnx");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--mode", "dynamic"], "needs no calibration data"),
+        (&["--bits", "4"], "options of --mode weight-only"),
+        (
+            &["--format", "qoperator", "--mode", "weight-only"],
+            "is for --mode static",
+        ),
+        (&["--calibration", "x.json"], "cannot be used with"),
+        (
+            &["--exclude-op", "Gemm", "--exclude-op", "Relu"],
+            "nothing to quantize",
+        ),
+    ];
+    for (extra, want) in cases {
+        let r = quantize("mlp", &out, extra);
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
+        assert!(!out.exists(), "{extra:?} left an output behind");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
