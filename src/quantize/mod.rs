@@ -19,7 +19,7 @@ use crate::ir::Model;
 use crate::pm::{PassContext, PassManager, PassRegistry};
 use crate::qconfig::QConfigMapping;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The opset of per-axis QuantizeLinear/DequantizeLinear.
 pub const PER_AXIS_OPSET: i64 = 13;
@@ -406,9 +406,4 @@ fn file_size(path: &Path) -> Option<u64> {
     data.push(".data");
     let ext = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
     Some(main + ext)
-}
-
-/// Total of the stage times.
-pub fn total_time(stages: &[(&'static str, Duration)]) -> Duration {
-    stages.iter().map(|(_, d)| *d).sum()
 }
