@@ -369,10 +369,14 @@ impl InsertObservers {
             match g.const_tensor(w) {
                 Some(t) if t.dtype == DataType::F32 => {
                     let axis = output_channel_axis(g, first, t.dims.len());
-                    g.value_mut(w).quant = Some(QuantAnnotation::Weight {
-                        config: qconfig.weight.clone(),
-                        axis,
-                    });
+                    let mut config = qconfig.weight.clone();
+                    // reduce_range guards the u8×s8 pair sums of GEMM kernels;
+                    // depthwise kernels accumulate each tap in int32 and need
+                    // no spare bit, while their few taps per channel need all 8.
+                    if is_depthwise(g, first, t) {
+                        config.reduce_range = false;
+                    }
+                    g.value_mut(w).quant = Some(QuantAnnotation::Weight { config, axis });
                 }
                 _ if g.value(w).ty.dtype() == Some(DataType::F32) => {
                     // MatMul of two activations: the second is observed too.
@@ -399,6 +403,21 @@ impl InsertObservers {
         g.value_mut(out).quant = Some(annotation);
         cx.count(pattern.name, 1);
     }
+}
+
+/// A depthwise Conv: one input channel per group (`[C, 1, k...]` weights,
+/// `group` = C).
+fn is_depthwise(g: &Graph, n: NodeId, w: &Tensor) -> bool {
+    let node = g.node(n);
+    let group = node
+        .op()
+        .and_then(|o| o.attr("group"))
+        .and_then(|a| a.as_int())
+        .unwrap_or(1);
+    node.op_type() == "Conv"
+        && group > 1
+        && w.dims.get(1) == Some(&1)
+        && w.dims.first() == Some(&group)
 }
 
 /// The output-channel axis of a weight: 0 for Conv, 1 for ConvTranspose,
