@@ -1,0 +1,334 @@
+//! `onnxq compare`: its figures against a direct computation on activations dumped
+//! independently (float model in tract, quantized model in the executor), worst-first
+//! ordering, JSON output, and errors on bad input.
+
+mod common;
+
+use common::*;
+use onnxq::calib::{model_inputs, CalibrationData};
+use onnxq::executor::{Executor, ExecutorOptions};
+use onnxq::ir::{TensorType, ValueType};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn calib(model: &str) -> PathBuf {
+    ["npy", "npz"]
+        .iter()
+        .map(|e| models_dir().join(format!("{model}.calib.{e}")))
+        .find(|p| p.exists())
+        .unwrap()
+}
+
+fn onnxq(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn quantize(model: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{model}.int8.onnx"));
+    let r = onnxq(&[
+        "quantize".as_ref(),
+        models_dir().join(format!("{model}.onnx")).as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--data".as_ref(),
+        calib(model).as_os_str(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    out
+}
+
+fn compare_json(float: &Path, quant: &Path, data: &Path) -> serde_json::Value {
+    let r = onnxq(&[
+        "compare".as_ref(),
+        float.as_os_str(),
+        quant.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    serde_json::from_slice(&r.stdout).expect("compare --json prints JSON")
+}
+
+/// Runs every batch of `data` through the float model in tract and the quantized one in
+/// the executor, returning per name the concatenated float and dequantized values.
+fn dump(
+    float: &Path,
+    quant: &Path,
+    data: &Path,
+    pairs: &[(String, String)],
+) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let mut fm = onnxq::import::import_file(float).unwrap();
+    let mut qm = onnxq::import::import_file(quant).unwrap();
+    for (f, q) in pairs {
+        let v = fm.graph.value_by_name(f).unwrap();
+        fm.graph.outputs.push(v);
+        let v = qm.graph.value_by_name(q).unwrap();
+        qm.graph.outputs.push(v);
+    }
+    // tract infers intermediate shapes from the concrete inputs (declared symbolic
+    // batch dims must not contradict them).
+    let ids: Vec<_> = fm.graph.value_ids().collect();
+    for v in ids {
+        if fm.graph.inputs.contains(&v) || fm.graph.const_tensor(v).is_some() {
+            continue;
+        }
+        let dtype = fm.graph.value(v).ty.dtype();
+        fm.graph
+            .set_value_type(v, ValueType::Tensor(TensorType { dtype, shape: None }));
+    }
+    let fbytes = onnxq::emit::to_bytes(&fm);
+    let n_out = fm.graph.outputs.len();
+    let qexec = Executor::new(&qm, ExecutorOptions::default()).unwrap();
+    let inputs = model_inputs(&fm).unwrap();
+    let mut data = CalibrationData::open(data, &inputs).unwrap();
+    let mut out = vec![(Vec::new(), Vec::new()); pairs.len()];
+    while let Some(batch) = data.next_batch() {
+        let batch = batch.unwrap();
+        let fo = onnxq::tract_runner::run_once(&fbytes, None, &batch.tensors).unwrap();
+        let named: Vec<(&str, &onnxq::ir::Tensor)> = inputs
+            .iter()
+            .zip(&batch.tensors)
+            .map(|(i, t)| (i.name.as_str(), t))
+            .collect();
+        let qo = qexec.run(&named).unwrap();
+        let q_first = qo.len() - pairs.len();
+        for (k, (f, q)) in out.iter_mut().enumerate() {
+            f.extend(fo[n_out - pairs.len() + k].to_f32_vec().unwrap());
+            q.extend(qo[q_first + k].1.to_f32_vec().unwrap());
+        }
+    }
+    out
+}
+
+fn sqnr_db(x: &[f32], y: &[f32]) -> f64 {
+    let s: f64 = x.iter().map(|&a| (a as f64).powi(2)).sum();
+    let n: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    10.0 * (s / n).log10()
+}
+
+fn cosine(x: &[f32], y: &[f32]) -> f64 {
+    let dot: f64 = x.iter().zip(y).map(|(&a, &b)| a as f64 * b as f64).sum();
+    let nx: f64 = x.iter().map(|&a| (a as f64).powi(2)).sum();
+    let ny: f64 = y.iter().map(|&a| (a as f64).powi(2)).sum();
+    dot / (nx * ny).sqrt()
+}
+
+fn check_model(model: &str, dir: &Path, min_activations: usize, min_weights: usize) {
+    let float = models_dir().join(format!("{model}.onnx"));
+    let quant = quantize(model, dir);
+    let data = calib(model);
+    let report = compare_json(&float, &quant, &data);
+    let rows = report["rows"].as_array().unwrap();
+    let sqnr = |r: &serde_json::Value| r["sqnr_db"].as_f64().unwrap_or(f64::INFINITY);
+    // Worst first.
+    for w in rows.windows(2) {
+        assert!(sqnr(&w[0]) <= sqnr(&w[1]), "{model}: not sorted: {w:?}");
+    }
+    let acts: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "activation").collect();
+    let weights: Vec<&serde_json::Value> = rows.iter().filter(|r| r["kind"] == "weight").collect();
+    assert!(
+        acts.len() >= min_activations,
+        "{model}: {} activations",
+        acts.len()
+    );
+    assert!(
+        weights.len() >= min_weights,
+        "{model}: {} weights",
+        weights.len()
+    );
+    assert!(report["samples"].as_u64().unwrap() > 0);
+
+    // Activations (the graph input and output included) against an independent dump.
+    let pairs: Vec<(String, String)> = acts
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["quant_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        pairs.iter().any(|(f, _)| f == "input"),
+        "{model}: {pairs:?}"
+    );
+    let dumped = dump(&float, &quant, &data, &pairs);
+    for (r, (x, y)) in acts.iter().zip(&dumped) {
+        assert_eq!(r["elements"].as_u64().unwrap() as usize, x.len());
+        let want = sqnr_db(x, y);
+        let got = sqnr(r);
+        assert!(
+            (want - got).abs() < 0.01,
+            "{model}: {}: compare says {got:.4} dB, direct {want:.4} dB",
+            r["name"]
+        );
+        let mse: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum::<f64>()
+            / x.len() as f64;
+        let got_mse = r["mse"].as_f64().unwrap();
+        assert!(
+            (mse - got_mse).abs() <= 1e-3 * mse + 1e-12,
+            "{model}: mse {got_mse} vs {mse}"
+        );
+        assert!((cosine(x, y) - r["cosine"].as_f64().unwrap()).abs() < 1e-6);
+    }
+
+    // Weights: the float initializer against the quantized model's DequantizeLinear.
+    let fm = onnxq::import::import_file(&float).unwrap();
+    let mut qm = onnxq::import::import_file(&quant).unwrap();
+    for r in &weights {
+        let v = qm
+            .graph
+            .value_by_name(r["quant_name"].as_str().unwrap())
+            .unwrap();
+        qm.graph.outputs.push(v);
+    }
+    let qexec = Executor::new(&qm, ExecutorOptions::default()).unwrap();
+    let inputs = model_inputs(&fm).unwrap();
+    let x = CalibrationData::open(&data, &inputs)
+        .unwrap()
+        .next_batch()
+        .unwrap()
+        .unwrap();
+    let named: Vec<(&str, &onnxq::ir::Tensor)> = inputs
+        .iter()
+        .zip(&x.tensors)
+        .map(|(i, t)| (i.name.as_str(), t))
+        .collect();
+    let qo = qexec.run(&named).unwrap();
+    let first = qo.len() - weights.len();
+    for (k, r) in weights.iter().enumerate() {
+        let name = r["name"].as_str().unwrap();
+        let w = fm
+            .graph
+            .const_tensor(fm.graph.value_by_name(name).unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let d = qo[first + k].1.to_f32_vec().unwrap();
+        let want = sqnr_db(&w, &d);
+        assert!(
+            (want - sqnr(r)).abs() < 0.01,
+            "{model}: weight {name}: compare says {} dB, direct {want:.4} dB",
+            sqnr(r)
+        );
+    }
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("onnxq-compare-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn digits_cnn_figures_match_a_direct_computation() {
+    let dir = temp_dir("digits");
+    check_model("digits_cnn", &dir, 8, 1);
+    // The BatchNorm-folded conv weights are skipped with a reason, and the table prints.
+    let float = models_dir().join("digits_cnn.onnx");
+    let quant = dir.join("digits_cnn.int8.onnx");
+    let report = compare_json(&float, &quant, &calib("digits_cnn"));
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(skipped
+        .iter()
+        .all(|s| s["reason"].as_str().unwrap().contains("BatchNormalization")));
+    let r = onnxq(&[
+        "compare".as_ref(),
+        float.as_os_str(),
+        quant.as_os_str(),
+        "--data".as_ref(),
+        calib("digits_cnn").as_os_str(),
+    ]);
+    assert!(r.status.success());
+    let text = String::from_utf8(r.stdout).unwrap();
+    assert!(
+        text.contains("SQNR dB") && text.contains("fc.weight"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn transformer_layer_figures_match_a_direct_computation() {
+    let dir = temp_dir("transformer");
+    check_model("transformer_layer", &dir, 20, 6);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn batchnorm_folded_values_are_compared_with_the_batchnorm_output() {
+    // The quantizer folds bn2 into conv2 and keeps the name `/conv2/Conv_output_0`:
+    // compare must pair it with the float BatchNormalization's output, not the Conv's.
+    let dir = temp_dir("residual");
+    check_model("residual_block", &dir, 4, 0);
+    let report = compare_json(
+        &models_dir().join("residual_block.onnx"),
+        &dir.join("residual_block.int8.onnx"),
+        &calib("residual_block"),
+    );
+    let rows = report["rows"].as_array().unwrap();
+    let bn = rows
+        .iter()
+        .find(|r| r["quant_name"] == "/conv2/Conv_output_0_dequantized")
+        .expect("the folded conv output is compared");
+    assert_eq!(bn["name"], "/bn2/BatchNormalization_output_0");
+    assert_eq!(bn["op"], "Conv+BatchNormalization");
+    assert!(bn["sqnr_db"].as_f64().unwrap() > 20.0, "{bn}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_input_gives_a_clear_error() {
+    let dir = temp_dir("errors");
+    let quant = quantize("digits_cnn", &dir);
+    let other = models_dir().join("transformer_layer.onnx");
+    let r = onnxq(&[
+        "compare".as_ref(),
+        other.as_os_str(),
+        quant.as_os_str(),
+        "--data".as_ref(),
+        calib("digits_cnn").as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("do not match"), "{err}");
+
+    let missing = dir.join("missing.onnx");
+    let r = onnxq(&[
+        "compare".as_ref(),
+        models_dir().join("digits_cnn.onnx").as_os_str(),
+        missing.as_os_str(),
+        "--data".as_ref(),
+        calib("digits_cnn").as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("missing.onnx: no such file"), "{err}");
+
+    // A float model compared with itself has no QDQ structure to match.
+    let float = models_dir().join("digits_cnn.onnx");
+    let r = onnxq(&[
+        "compare".as_ref(),
+        float.as_os_str(),
+        float.as_os_str(),
+        "--data".as_ref(),
+        calib("digits_cnn").as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(err.contains("no quantized value"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
