@@ -448,7 +448,9 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
     compare_weights(&fm.graph, &qm.graph, &mut rows, &mut skipped);
     if pairs.is_empty() && rows.is_empty() {
         bail!(
-            "no quantized value of {} matches a value of {}: is it a QDQ model quantized from it?",
+            "no quantized value of {} matches a value of {}: compare needs a static QDQ model \
+             quantized from it (QuantizeLinear → DequantizeLinear pairs on its values, or \
+             DequantizeLinear weights; QOperator and dynamic models are not supported yet)",
             quant_path.display(),
             float_path.display()
         );
