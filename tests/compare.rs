@@ -8,8 +8,8 @@ use common::*;
 use onnxq::calib::{model_inputs, CalibrationData};
 use onnxq::executor::{Executor, ExecutorOptions};
 use onnxq::ir::{TensorType, ValueType};
+use onnxq::numeric::compare::{run_to, CompareArgs};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn calib(model: &str) -> PathBuf {
     ["npy", "npz"]
@@ -19,38 +19,36 @@ fn calib(model: &str) -> PathBuf {
         .unwrap()
 }
 
-fn onnxq(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxq"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
+/// Quantizes through the library (not the binary: `target/debug/onnxq` may be shared
+/// with other worktrees' builds).
 fn quantize(model: &str, dir: &Path) -> PathBuf {
     let out = dir.join(format!("{model}.int8.onnx"));
-    let r = onnxq(&[
-        "quantize".as_ref(),
-        models_dir().join(format!("{model}.onnx")).as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-        "--data".as_ref(),
-        calib(model).as_os_str(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    onnxq::quantize::quantize_file(
+        &models_dir().join(format!("{model}.onnx")),
+        &out,
+        Some(onnxq::quantize::Calibration::Data(&calib(model))),
+        &onnxq::quantize::QuantizeOptions::default(),
+    )
+    .unwrap();
     out
 }
 
+/// `onnxq compare` as the command runs it, returning its output or its error.
+fn compare_cli(float: &Path, quant: &Path, data: &Path, json: bool) -> Result<String, String> {
+    let args = CompareArgs {
+        float_model: float.to_path_buf(),
+        quant_model: quant.to_path_buf(),
+        data: data.to_path_buf(),
+        json,
+    };
+    let mut out = Vec::new();
+    run_to(&args, &mut out).map_err(|e| format!("{e:#}"))?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
 fn compare_json(float: &Path, quant: &Path, data: &Path) -> serde_json::Value {
-    let r = onnxq(&[
-        "compare".as_ref(),
-        float.as_os_str(),
-        quant.as_os_str(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    serde_json::from_slice(&r.stdout).expect("compare --json prints JSON")
+    let text = compare_cli(float, quant, data, true).unwrap();
+    serde_json::from_str(&text).expect("compare --json prints JSON")
 }
 
 /// Runs every batch of `data` through the float model in tract and the quantized one in
@@ -245,15 +243,7 @@ fn digits_cnn_figures_match_a_direct_computation() {
     assert!(skipped
         .iter()
         .all(|s| s["reason"].as_str().unwrap().contains("BatchNormalization")));
-    let r = onnxq(&[
-        "compare".as_ref(),
-        float.as_os_str(),
-        quant.as_os_str(),
-        "--data".as_ref(),
-        calib("digits_cnn").as_os_str(),
-    ]);
-    assert!(r.status.success());
-    let text = String::from_utf8(r.stdout).unwrap();
+    let text = compare_cli(&float, &quant, &calib("digits_cnn"), false).unwrap();
     assert!(
         text.contains("SQNR dB") && text.contains("fc.weight"),
         "{text}"
@@ -294,41 +284,34 @@ fn batchnorm_folded_values_are_compared_with_the_batchnorm_output() {
 fn bad_input_gives_a_clear_error() {
     let dir = temp_dir("errors");
     let quant = quantize("digits_cnn", &dir);
-    let other = models_dir().join("transformer_layer.onnx");
-    let r = onnxq(&[
-        "compare".as_ref(),
-        other.as_os_str(),
-        quant.as_os_str(),
-        "--data".as_ref(),
-        calib("digits_cnn").as_os_str(),
-    ]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success());
+    let data = calib("digits_cnn");
+    let err = compare_cli(
+        &models_dir().join("transformer_layer.onnx"),
+        &quant,
+        &data,
+        false,
+    )
+    .unwrap_err();
     assert!(err.contains("do not match"), "{err}");
 
     let missing = dir.join("missing.onnx");
-    let r = onnxq(&[
-        "compare".as_ref(),
-        models_dir().join("digits_cnn.onnx").as_os_str(),
-        missing.as_os_str(),
-        "--data".as_ref(),
-        calib("digits_cnn").as_os_str(),
-    ]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success());
+    let err = compare_cli(
+        &models_dir().join("digits_cnn.onnx"),
+        &missing,
+        &data,
+        false,
+    )
+    .unwrap_err();
     assert!(err.contains("missing.onnx: no such file"), "{err}");
 
     // A float model compared with itself has no QDQ structure to match.
     let float = models_dir().join("digits_cnn.onnx");
-    let r = onnxq(&[
-        "compare".as_ref(),
-        float.as_os_str(),
-        float.as_os_str(),
-        "--data".as_ref(),
-        calib("digits_cnn").as_os_str(),
-    ]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success());
+    let err = compare_cli(&float, &float, &data, true).unwrap_err();
     assert!(err.contains("no quantized value"), "{err}");
+    assert!(err.contains("static QDQ"), "{err}");
+
+    // Data that does not fit the models.
+    let err = compare_cli(&float, &quant, &calib("mlp"), false).unwrap_err();
+    assert!(err.contains("does not fit the model input"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -606,8 +606,19 @@ impl Report {
     }
 }
 
-/// `onnxq compare`.
+/// `onnxq compare`: prints to stdout (a closed pipe is not an error).
 pub fn run(a: CompareArgs) -> Result<()> {
+    let mut text = Vec::new();
+    run_to(&a, &mut text)?;
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(&text) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// `onnxq compare`, writing the table (or the JSON with `--json`) to `out`.
+pub fn run_to(a: &CompareArgs, out: &mut dyn std::io::Write) -> Result<()> {
     for p in [&a.float_model, &a.quant_model, &a.data] {
         if !p.exists() {
             bail!("{}: no such file or folder", p.display());
@@ -619,11 +630,8 @@ pub fn run(a: CompareArgs) -> Result<()> {
     } else {
         report.table()
     };
-    use std::io::Write;
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    out.write_all(text.as_bytes())?;
+    Ok(())
 }
 
 #[cfg(test)]
