@@ -208,12 +208,11 @@ fn check_model(model: &str, dir: &Path, min_activations: usize, min_weights: usi
     let first = qo.len() - weights.len();
     for (k, r) in weights.iter().enumerate() {
         let name = r["name"].as_str().unwrap();
-        let w = fm
-            .graph
-            .const_tensor(fm.graph.value_by_name(name).unwrap())
-            .unwrap()
-            .to_f32_vec()
-            .unwrap();
+        let wv = fm.graph.value_by_name(name).unwrap();
+        let mut w = fm.graph.const_tensor(wv).unwrap().to_f32_vec().unwrap();
+        if r["op"].as_str().unwrap().contains("BN-folded") {
+            bn_fold(&fm.graph, wv, &mut w);
+        }
         let d = qo[first + k].1.to_f32_vec().unwrap();
         let want = sqnr_db(&w, &d);
         assert!(
@@ -221,6 +220,34 @@ fn check_model(model: &str, dir: &Path, min_activations: usize, min_weights: usi
             "{model}: weight {name}: compare says {} dB, direct {want:.4} dB",
             sqnr(r)
         );
+    }
+}
+
+/// Folds the BatchNormalization after the Conv reading `w` into `w` (scale per output
+/// channel: gamma / sqrt(var + eps)), independently of the optimize pipeline.
+fn bn_fold(g: &onnxq::ir::Graph, w: onnxq::ir::ValueId, data: &mut [f32]) {
+    let (conv, _) = g.consumers(w)[0];
+    let y = g.node(conv).outputs[0].unwrap();
+    let (bn, _) = g.consumers(y)[0];
+    let bn = g.node(bn);
+    assert!(bn.is_op("BatchNormalization"));
+    let input = |i: usize| {
+        g.const_tensor(bn.inputs[i].unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap()
+    };
+    let (gamma, var) = (input(1), input(4));
+    let eps = bn
+        .op()
+        .unwrap()
+        .attr("epsilon")
+        .and_then(|a| a.as_float())
+        .unwrap_or(1e-5);
+    let per = data.len() / gamma.len();
+    for (i, x) in data.iter_mut().enumerate() {
+        let c = i / per;
+        *x *= gamma[c] / (var[c] + eps).sqrt();
     }
 }
 
@@ -233,16 +260,21 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[test]
 fn digits_cnn_figures_match_a_direct_computation() {
     let dir = temp_dir("digits");
-    check_model("digits_cnn", &dir, 8, 1);
-    // The BatchNorm-folded conv weights are skipped with a reason, and the table prints.
+    check_model("digits_cnn", &dir, 8, 4);
+    // The BatchNorm-folded conv weights are compared with the folded float weights (checked
+    // against an independent fold above), and the table prints.
     let float = models_dir().join("digits_cnn.onnx");
     let quant = dir.join("digits_cnn.int8.onnx");
     let report = compare_json(&float, &quant, &calib("digits_cnn"));
     let skipped = report["skipped"].as_array().unwrap();
-    assert_eq!(skipped.len(), 3, "{skipped:?}");
-    assert!(skipped
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let folded = report["rows"]
+        .as_array()
+        .unwrap()
         .iter()
-        .all(|s| s["reason"].as_str().unwrap().contains("BatchNormalization")));
+        .filter(|r| r["op"] == "Conv (float BN-folded)")
+        .count();
+    assert_eq!(folded, 3);
     let text = compare_cli(&float, &quant, &calib("digits_cnn"), false).unwrap();
     assert!(
         text.contains("SQNR dB") && text.contains("fc.weight"),
@@ -263,7 +295,7 @@ fn batchnorm_folded_values_are_compared_with_the_batchnorm_output() {
     // The quantizer folds bn2 into conv2 and keeps the name `/conv2/Conv_output_0`:
     // compare must pair it with the float BatchNormalization's output, not the Conv's.
     let dir = temp_dir("residual");
-    check_model("residual_block", &dir, 4, 0);
+    check_model("residual_block", &dir, 4, 2);
     let report = compare_json(
         &models_dir().join("residual_block.onnx"),
         &dir.join("residual_block.int8.onnx"),

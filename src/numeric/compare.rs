@@ -17,9 +17,11 @@
 //! MSE = Σ(x−y)² / n, cosine = Σxy / √(Σx²·Σy²) (sums in f64).
 //!
 //! Weights: a `DequantizeLinear` reading a constant `W_quantized` (8 bits or fewer) is
-//! compared to the float initializer `W` when it has the same shape and is not folded
-//! with a following BatchNormalization (or Mul by a constant) in the float model;
-//! otherwise it is listed as skipped with the reason.
+//! compared to the float initializer `W` when it has the same shape. When the float `W`
+//! is folded with a following BatchNormalization (or Mul by a constant) by the quantizer,
+//! it is compared with `W` of the float model after the optimize pipeline (which folds
+//! the same way; the row's op says `(float BN-folded)`), and listed as skipped with the
+//! reason if that is not found.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -247,8 +249,27 @@ fn match_activations(f: &Graph, q: &Graph) -> Vec<Pair> {
     pairs
 }
 
-/// Compares the weights (see the module documentation).
-fn compare_weights(f: &Graph, q: &Graph, rows: &mut Vec<Row>, skipped: &mut Vec<Skipped>) {
+/// The float model after the optimize pipeline (BatchNorm folding, MatMul+Add fusion), in
+/// which the weights the quantizer folded can be found as it saw them; `None` if the
+/// pipeline fails.
+fn optimized(model: &Model) -> Option<Model> {
+    let mut m = model.clone();
+    let registry = crate::pm::PassRegistry::builtin();
+    let mut pm = crate::pm::PassManager::parse(crate::passes::OPTIMIZE, &registry).ok()?;
+    let mut cx = crate::pm::PassContext::new();
+    pm.run(&mut m, &mut cx).ok()?;
+    Some(m)
+}
+
+/// Compares the weights (see the module documentation). `opt` is the float model after
+/// the optimize pipeline, for the weights folded with a BatchNormalization.
+fn compare_weights(
+    f: &Graph,
+    opt: Option<&Graph>,
+    q: &Graph,
+    rows: &mut Vec<Row>,
+    skipped: &mut Vec<Skipped>,
+) {
     for n in q.topo_order().unwrap_or_default() {
         let dq = q.node(n);
         if !dq.is_op("DequantizeLinear") {
@@ -296,9 +317,24 @@ fn compare_weights(f: &Graph, q: &Graph, rows: &mut Vec<Row>, skipped: &mut Vec<
             );
             continue;
         }
+        let mut note = "";
+        let mut fw = fw;
         if let Some(reason) = folded(f, fv) {
-            skip(skipped, reason);
-            continue;
+            // The same name and shape in the BatchNorm-folded float model, still a weight
+            // (not the raw float one).
+            let refolded = opt
+                .and_then(|o| o.const_tensor(o.value_by_name(&name)?))
+                .filter(|t| t.dims == wq.dims && t.data != fw.data);
+            match refolded {
+                Some(t) => {
+                    fw = t;
+                    note = " (float BN-folded)";
+                }
+                None => {
+                    skip(skipped, reason);
+                    continue;
+                }
+            }
         }
         let (Some(x), Some(y)) = (fw.to_f32_vec(), dequantize_const(q, n)) else {
             skip(skipped, "cannot read or dequantize the tensors".into());
@@ -314,7 +350,8 @@ fn compare_weights(f: &Graph, q: &Graph, rows: &mut Vec<Row>, skipped: &mut Vec<
             .consumers(*out)
             .first()
             .map(|(c, _)| q.node(*c).op_type().to_string())
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + note;
         rows.push(Row {
             kind: Kind::Weight,
             name,
@@ -445,7 +482,14 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
     let pairs = match_activations(&fm.graph, &qm.graph);
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    compare_weights(&fm.graph, &qm.graph, &mut rows, &mut skipped);
+    let opt = optimized(&fm);
+    compare_weights(
+        &fm.graph,
+        opt.as_ref().map(|m| &m.graph),
+        &qm.graph,
+        &mut rows,
+        &mut skipped,
+    );
     if pairs.is_empty() && rows.is_empty() {
         bail!(
             "no quantized value of {} matches a value of {}: compare needs a static QDQ model \
