@@ -13,6 +13,7 @@ pub mod import;
 pub mod ir;
 pub mod kernels;
 pub mod modes;
+pub mod numeric;
 pub mod observe;
 pub mod onnx;
 pub mod opset;

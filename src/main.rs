@@ -116,6 +116,8 @@ enum Command {
     Run(onnxq::executor::cli::RunArgs),
     /// Time a model (native executor or tract): median/min/max latency and peak RSS.
     Bench(onnxq::executor::cli::BenchArgs),
+    /// Per-value SQNR, MSE and cosine similarity of a QDQ model against its float original.
+    Compare(onnxq::numeric::compare::CompareArgs),
     /// Import a model and export it again (a round trip through the IR).
     Convert {
         model: PathBuf,
@@ -364,6 +366,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run(a) => onnxq::executor::cli::run(a)?,
         Command::Bench(a) => onnxq::executor::cli::bench(a)?,
+        Command::Compare(a) => onnxq::numeric::compare::run(a)?,
         Command::Convert { model, output } => {
             refuse_overwrite(&model, &output)?;
             let m = onnxq::import::import_file(&model)?;
