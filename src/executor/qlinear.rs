@@ -327,6 +327,11 @@ struct ConvPrep {
     w_scale: Vec<f32>,
 }
 
+thread_local! {
+    /// The im2col / depthwise working memory of the convolutions run on this thread.
+    static CONV_SCRATCH: std::cell::Cell<ConvScratch> = std::cell::Cell::new(ConvScratch::new());
+}
+
 pub(crate) struct QConv {
     spec: QSpec,
     attrs: ConvAttrs,
@@ -424,6 +429,8 @@ impl Kernel for QConv {
         let nhwc = &nhwc;
         let run_part = |k: usize, part: QGemmOutput<'_>| {
             let imgs = per.min(n - k * per);
+            // Per-thread scratch, kept across runs (no allocation once warm).
+            let mut scratch = CONV_SCRATCH.with(|s| s.take());
             packed.run(
                 &nhwc[k * per * img_in..],
                 imgs,
@@ -432,8 +439,9 @@ impl Kernel for QConv {
                 a_zp,
                 stage.output_stage(),
                 part,
-                &mut ConvScratch::new(),
+                &mut scratch,
             );
+            CONV_SCRATCH.with(|s| s.replace(scratch));
         };
         let parts = out_chunks(&mut out, per * img_out);
         if parts.len() <= 1 {
@@ -451,35 +459,46 @@ impl Kernel for QConv {
 }
 
 fn to_nhwc(x: &[u8], n: usize, c: usize, hw: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n * c * hw];
-    for img in 0..n {
-        let (src, dst) = (
-            &x[img * c * hw..][..c * hw],
-            &mut out[img * c * hw..][..c * hw],
-        );
-        for ch in 0..c {
-            for p in 0..hw {
-                dst[p * c + ch] = src[ch * hw + p];
-            }
-        }
+    per_image_transpose(x, n, c, hw)
+}
+
+fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> {
+    per_image_transpose(x, n, hw, c)
+}
+
+/// Transposes each of the `n` consecutive `rows × cols` matrices of `x` (NCHW ↔ NHWC).
+/// A single row or column is already in the other layout: plain copy.
+fn per_image_transpose<T: Copy + Default>(x: &[T], n: usize, rows: usize, cols: usize) -> Vec<T> {
+    let len = n * rows * cols;
+    if rows <= 1 || cols <= 1 {
+        return x[..len].to_vec();
+    }
+    let mut out = vec![T::default(); len];
+    for (src, dst) in x[..len]
+        .chunks_exact(rows * cols)
+        .zip(out.chunks_exact_mut(rows * cols))
+    {
+        transpose_block(src, rows, cols, dst);
     }
     out
 }
 
-fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
-    for img in 0..n {
-        let (src, dst) = (
-            &x[img * c * hw..][..c * hw],
-            &mut out[img * c * hw..][..c * hw],
-        );
-        for p in 0..hw {
-            for ch in 0..c {
-                dst[ch * hw + p] = src[p * c + ch];
+/// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`), in 8×8 tiles so that both
+/// sides stay within a few cache lines.
+fn transpose_block<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 8;
+    for r0 in (0..rows).step_by(B) {
+        let r1 = (r0 + B).min(rows);
+        for c0 in (0..cols).step_by(B) {
+            let c1 = (c0 + B).min(cols);
+            for r in r0..r1 {
+                let s = &src[r * cols + c0..r * cols + c1];
+                for (j, &v) in s.iter().enumerate() {
+                    dst[(c0 + j) * rows + r] = v;
+                }
             }
         }
     }
-    out
 }
 
 // ---------------------------------------------------------------------------------------
