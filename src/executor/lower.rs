@@ -676,17 +676,28 @@ enum Operand {
     Const(Array),
 }
 
-/// `Q(DQ(a) ⊕ DQ(b))` in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div} with numpy broadcasting.
+#[derive(Clone, Copy)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `Q(DQ(a) ⊕ DQ(b))` (optionally `Q(relu(…))`) in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div}
+/// with numpy broadcasting.
 /// Every element goes through the same f32 operations as the unfused graph (dequantize,
 /// operate, divide by the scale and round half to even), so the result is bit-identical; the
 /// gain is the intermediate float tensors that are never written.
 struct QBinary {
-    op: fn(f32, f32) -> f32,
+    op: BinOp,
     a: Operand,
     b: Operand,
     y_scale: f32,
     y_zp: i32,
     y_signed: bool,
+    /// A Relu before the Q: the result is at least the zero point.
+    relu: bool,
 }
 
 impl QBinary {
@@ -715,15 +726,28 @@ impl Kernel for QBinary {
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
         let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
-        let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, self.op)?;
+        use super::ops::elementwise::broadcast2;
+        // One monomorphized loop per op (no indirect call per element).
+        let (shape, v) = match self.op {
+            BinOp::Add => broadcast2(a, &sa, b, &sb, |x, y| x + y)?,
+            BinOp::Sub => broadcast2(a, &sa, b, &sb, |x, y| x - y)?,
+            BinOp::Mul => broadcast2(a, &sa, b, &sb, |x, y| x * y)?,
+            BinOp::Div => broadcast2(a, &sa, b, &sb, |x, y| x / y)?,
+        };
         let (s, z) = (self.y_scale, self.y_zp);
         let data = if self.y_signed {
             let mut y = vec![0i8; v.len()];
             crate::kernels::quantize::quantize_slice(&v, s, z as i8, &mut y);
+            if self.relu {
+                y.iter_mut().for_each(|q| *q = (*q).max(z as i8));
+            }
             Array::new(shape, ArrayData::I8(y))?
         } else {
             let mut y = vec![0u8; v.len()];
             crate::kernels::quantize::quantize_slice(&v, s, z as u8, &mut y);
+            if self.relu {
+                y.iter_mut().for_each(|q| *q = (*q).max(z as u8));
+            }
             Array::new(shape, ArrayData::U8(y))?
         };
         Ok(vec![data])
@@ -738,11 +762,11 @@ pub(crate) fn try_lower_binary(
 ) -> Result<Option<Lowered>, String> {
     let node = g.node(n);
     let Some(op) = node.op() else { return Ok(None) };
-    let f: fn(f32, f32) -> f32 = match op.op_type.as_str() {
-        "Add" if node.is_op("Add") => |a, b| a + b,
-        "Sub" if node.is_op("Sub") => |a, b| a - b,
-        "Mul" if node.is_op("Mul") => |a, b| a * b,
-        "Div" if node.is_op("Div") => |a, b| a / b,
+    let f = match op.op_type.as_str() {
+        "Add" if node.is_op("Add") => BinOp::Add,
+        "Sub" if node.is_op("Sub") => BinOp::Sub,
+        "Mul" if node.is_op("Mul") => BinOp::Mul,
+        "Div" if node.is_op("Div") => BinOp::Div,
         _ => return Ok(None),
     };
     if node.inputs.len() != 2 || node.outputs.len() != 1 {
@@ -789,13 +813,36 @@ pub(crate) fn try_lower_binary(
     let Some(yout) = node.outputs[0] else {
         return Ok(None);
     };
-    let Some(qn) = single_use(g, yout) else {
+    let Some(mut qn) = single_use(g, yout) else {
         return Ok(None);
     };
+    // A Relu between the op and its Q is fused too: Q is monotonic and Q(0) = zp, so
+    // Q(relu(v)) = max(Q(v), zp) exactly.
+    let mut absorbed = vec![];
+    let mut q_in = yout;
+    if g.node(qn).is_op("Relu") {
+        let relu = g.node(qn);
+        let Some(rout) = relu.outputs.first().copied().flatten() else {
+            return Ok(None);
+        };
+        if relu.outputs.len() != 1 || relu.inputs.len() != 1 {
+            return Ok(None);
+        }
+        let Some(next) = single_use(g, rout) else {
+            return Ok(None);
+        };
+        absorbed.push(qn);
+        (qn, q_in) = (next, rout);
+    }
+    let relu = !absorbed.is_empty();
     let q = g.node(qn);
-    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
+    if !q.is_op("QuantizeLinear")
+        || q.inputs.first().copied().flatten() != Some(q_in)
+        || quantize_params(q, consts).is_none()
+    {
         return Ok(None);
     }
+    absorbed.push(qn);
     let Some(qout) = q.outputs.first().copied().flatten() else {
         return Ok(None);
     };
@@ -837,10 +884,15 @@ pub(crate) fn try_lower_binary(
             y_scale,
             y_zp,
             y_signed,
+            relu,
         }),
         inputs,
         outputs: vec![Some(qout)],
-        absorbed: vec![qn],
-        what: format!("{} fused with its Q/DQ", op.op_type),
+        absorbed,
+        what: format!(
+            "{}{} fused with its Q/DQ",
+            op.op_type,
+            if relu { "+Relu" } else { "" }
+        ),
     }))
 }

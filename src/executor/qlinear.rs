@@ -483,20 +483,35 @@ fn per_image_transpose<T: Copy + Default>(x: &[T], n: usize, rows: usize, cols: 
     out
 }
 
-/// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`), in 8×8 tiles so that both
-/// sides stay within a few cache lines.
-fn transpose_block<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+/// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`): whole 8×8 tiles through a
+/// fixed-size local array (no bounds checks in the inner loops), then the ragged edges.
+fn transpose_block<T: Copy + Default>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
     const B: usize = 8;
-    for r0 in (0..rows).step_by(B) {
-        let r1 = (r0 + B).min(rows);
-        for c0 in (0..cols).step_by(B) {
-            let c1 = (c0 + B).min(cols);
-            for r in r0..r1 {
-                let s = &src[r * cols + c0..r * cols + c1];
-                for (j, &v) in s.iter().enumerate() {
-                    dst[(c0 + j) * rows + r] = v;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    let (rb, cb) = (rows / B * B, cols / B * B);
+    for r0 in (0..rb).step_by(B) {
+        for c0 in (0..cb).step_by(B) {
+            let mut t = [[T::default(); B]; B];
+            for (i, ti) in t.iter_mut().enumerate() {
+                let s: &[T; B] = src[(r0 + i) * cols + c0..][..B]
+                    .try_into()
+                    .expect("a whole tile row");
+                *ti = *s;
+            }
+            for j in 0..B {
+                let d: &mut [T; B] = (&mut dst[(c0 + j) * rows + r0..][..B])
+                    .try_into()
+                    .expect("a whole tile row");
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = t[i][j];
                 }
             }
+        }
+    }
+    for r in 0..rows {
+        let c_from = if r < rb { cb } else { 0 };
+        for c in c_from..cols {
+            dst[c * rows + r] = src[r * cols + c];
         }
     }
 }
