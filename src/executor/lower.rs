@@ -721,8 +721,103 @@ impl QBinary {
     }
 }
 
+/// An operand of [`QBinary`] read in place: quantized codes with their dequantization table,
+/// or f32 values.
+enum View<'a> {
+    U8(&'a [u8], &'a [f32; 256]),
+    I8(&'a [i8], &'a [f32; 256]),
+    F32(&'a [f32]),
+}
+
+impl View<'_> {
+    /// The dequantized values `off..off + out.len()`.
+    fn fill(&self, off: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            View::U8(v, t) => out
+                .iter_mut()
+                .zip(&v[off..off + n])
+                .for_each(|(o, &b)| *o = t[b as usize]),
+            View::I8(v, t) => out
+                .iter_mut()
+                .zip(&v[off..off + n])
+                .for_each(|(o, &b)| *o = t[b as u8 as usize]),
+            View::F32(v) => out.copy_from_slice(&v[off..off + n]),
+        }
+    }
+}
+
+impl QBinary {
+    fn view<'a>(
+        o: &'a Operand,
+        inputs: &[Option<&'a Array>],
+    ) -> Result<(&'a [usize], View<'a>), String> {
+        match o {
+            Operand::Const(a) => Ok((&a.shape, View::F32(a.as_f32()?))),
+            Operand::Quant { slot, table } => {
+                let x = super::ops::input(inputs, *slot)?;
+                let v = match &x.data {
+                    ArrayData::U8(v) => View::U8(v, table),
+                    ArrayData::I8(v) => View::I8(v, table),
+                    d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
+                };
+                Ok((&x.shape, v))
+            }
+        }
+    }
+
+    /// Same-shape operands: dequantize, operate and quantize in one pass over chunks held on
+    /// the stack (the same f32 operations, in the same order, as the general path).
+    fn run_same_shape<T: crate::kernels::reference::quantize::QType + Copy + Ord>(
+        &self,
+        a: &View<'_>,
+        b: &View<'_>,
+        zp: T,
+        y: &mut [T],
+    ) {
+        const CH: usize = 64;
+        let (mut fa, mut fb) = ([0f32; CH], [0f32; CH]);
+        for (i, yc) in y.chunks_mut(CH).enumerate() {
+            let n = yc.len();
+            let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
+            a.fill(i * CH, fa);
+            b.fill(i * CH, fb);
+            let it = fa.iter_mut().zip(fb.iter());
+            match self.op {
+                BinOp::Add => it.for_each(|(x, &y)| *x += y),
+                BinOp::Sub => it.for_each(|(x, &y)| *x -= y),
+                BinOp::Mul => it.for_each(|(x, &y)| *x *= y),
+                BinOp::Div => it.for_each(|(x, &y)| *x /= y),
+            }
+            crate::kernels::quantize::quantize_slice(fa, self.y_scale, zp, yc);
+            if self.relu {
+                yc.iter_mut().for_each(|q| *q = (*q).max(zp));
+            }
+        }
+    }
+}
+
 impl Kernel for QBinary {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        {
+            let (sa, va) = QBinary::view(&self.a, inputs)?;
+            let (sb, vb) = QBinary::view(&self.b, inputs)?;
+            if sa == sb {
+                let n: usize = sa.iter().product();
+                let shape = sa.to_vec();
+                let z = self.y_zp;
+                let data = if self.y_signed {
+                    let mut y = vec![0i8; n];
+                    self.run_same_shape(&va, &vb, z as i8, &mut y);
+                    ArrayData::I8(y)
+                } else {
+                    let mut y = vec![0u8; n];
+                    self.run_same_shape(&va, &vb, z as u8, &mut y);
+                    ArrayData::U8(y)
+                };
+                return Ok(vec![Array::new(shape, data)?]);
+            }
+        }
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
         let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
