@@ -676,17 +676,28 @@ enum Operand {
     Const(Array),
 }
 
-/// `Q(DQ(a) ⊕ DQ(b))` in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div} with numpy broadcasting.
+#[derive(Clone, Copy)]
+enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// `Q(DQ(a) ⊕ DQ(b))` (optionally `Q(relu(…))`) in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div}
+/// with numpy broadcasting.
 /// Every element goes through the same f32 operations as the unfused graph (dequantize,
 /// operate, divide by the scale and round half to even), so the result is bit-identical; the
 /// gain is the intermediate float tensors that are never written.
 struct QBinary {
-    op: fn(f32, f32) -> f32,
+    op: BinOp,
     a: Operand,
     b: Operand,
     y_scale: f32,
     y_zp: i32,
     y_signed: bool,
+    /// A Relu before the Q: the result is at least the zero point.
+    relu: bool,
 }
 
 impl QBinary {
@@ -710,20 +721,128 @@ impl QBinary {
     }
 }
 
+/// An operand of [`QBinary`] read in place: quantized codes with their dequantization table,
+/// or f32 values.
+enum View<'a> {
+    U8(&'a [u8], &'a [f32; 256]),
+    I8(&'a [i8], &'a [f32; 256]),
+    F32(&'a [f32]),
+}
+
+impl View<'_> {
+    /// The dequantized values `off..off + out.len()`.
+    fn fill(&self, off: usize, out: &mut [f32]) {
+        let n = out.len();
+        match self {
+            View::U8(v, t) => out
+                .iter_mut()
+                .zip(&v[off..off + n])
+                .for_each(|(o, &b)| *o = t[b as usize]),
+            View::I8(v, t) => out
+                .iter_mut()
+                .zip(&v[off..off + n])
+                .for_each(|(o, &b)| *o = t[b as u8 as usize]),
+            View::F32(v) => out.copy_from_slice(&v[off..off + n]),
+        }
+    }
+}
+
+impl QBinary {
+    fn view<'a>(
+        o: &'a Operand,
+        inputs: &[Option<&'a Array>],
+    ) -> Result<(&'a [usize], View<'a>), String> {
+        match o {
+            Operand::Const(a) => Ok((&a.shape, View::F32(a.as_f32()?))),
+            Operand::Quant { slot, table } => {
+                let x = super::ops::input(inputs, *slot)?;
+                let v = match &x.data {
+                    ArrayData::U8(v) => View::U8(v, table),
+                    ArrayData::I8(v) => View::I8(v, table),
+                    d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
+                };
+                Ok((&x.shape, v))
+            }
+        }
+    }
+
+    /// Same-shape operands: dequantize, operate and quantize in one pass over chunks held on
+    /// the stack (the same f32 operations, in the same order, as the general path).
+    fn run_same_shape<T: crate::kernels::reference::quantize::QType + Copy + Ord>(
+        &self,
+        a: &View<'_>,
+        b: &View<'_>,
+        zp: T,
+        y: &mut [T],
+    ) {
+        const CH: usize = 64;
+        let (mut fa, mut fb) = ([0f32; CH], [0f32; CH]);
+        for (i, yc) in y.chunks_mut(CH).enumerate() {
+            let n = yc.len();
+            let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
+            a.fill(i * CH, fa);
+            b.fill(i * CH, fb);
+            let it = fa.iter_mut().zip(fb.iter());
+            match self.op {
+                BinOp::Add => it.for_each(|(x, &y)| *x += y),
+                BinOp::Sub => it.for_each(|(x, &y)| *x -= y),
+                BinOp::Mul => it.for_each(|(x, &y)| *x *= y),
+                BinOp::Div => it.for_each(|(x, &y)| *x /= y),
+            }
+            crate::kernels::quantize::quantize_slice(fa, self.y_scale, zp, yc);
+            if self.relu {
+                yc.iter_mut().for_each(|q| *q = (*q).max(zp));
+            }
+        }
+    }
+}
+
 impl Kernel for QBinary {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        {
+            let (sa, va) = QBinary::view(&self.a, inputs)?;
+            let (sb, vb) = QBinary::view(&self.b, inputs)?;
+            if sa == sb {
+                let n: usize = sa.iter().product();
+                let shape = sa.to_vec();
+                let z = self.y_zp;
+                let data = if self.y_signed {
+                    let mut y = vec![0i8; n];
+                    self.run_same_shape(&va, &vb, z as i8, &mut y);
+                    ArrayData::I8(y)
+                } else {
+                    let mut y = vec![0u8; n];
+                    self.run_same_shape(&va, &vb, z as u8, &mut y);
+                    ArrayData::U8(y)
+                };
+                return Ok(vec![Array::new(shape, data)?]);
+            }
+        }
         let (mut ta, mut tb) = (Vec::new(), Vec::new());
         let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
         let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
-        let (shape, v) = super::ops::elementwise::broadcast2(a, &sa, b, &sb, self.op)?;
+        use super::ops::elementwise::broadcast2;
+        // One monomorphized loop per op (no indirect call per element).
+        let (shape, v) = match self.op {
+            BinOp::Add => broadcast2(a, &sa, b, &sb, |x, y| x + y)?,
+            BinOp::Sub => broadcast2(a, &sa, b, &sb, |x, y| x - y)?,
+            BinOp::Mul => broadcast2(a, &sa, b, &sb, |x, y| x * y)?,
+            BinOp::Div => broadcast2(a, &sa, b, &sb, |x, y| x / y)?,
+        };
         let (s, z) = (self.y_scale, self.y_zp);
         let data = if self.y_signed {
             let mut y = vec![0i8; v.len()];
             crate::kernels::quantize::quantize_slice(&v, s, z as i8, &mut y);
+            if self.relu {
+                y.iter_mut().for_each(|q| *q = (*q).max(z as i8));
+            }
             Array::new(shape, ArrayData::I8(y))?
         } else {
             let mut y = vec![0u8; v.len()];
             crate::kernels::quantize::quantize_slice(&v, s, z as u8, &mut y);
+            if self.relu {
+                y.iter_mut().for_each(|q| *q = (*q).max(z as u8));
+            }
             Array::new(shape, ArrayData::U8(y))?
         };
         Ok(vec![data])
@@ -738,11 +857,11 @@ pub(crate) fn try_lower_binary(
 ) -> Result<Option<Lowered>, String> {
     let node = g.node(n);
     let Some(op) = node.op() else { return Ok(None) };
-    let f: fn(f32, f32) -> f32 = match op.op_type.as_str() {
-        "Add" if node.is_op("Add") => |a, b| a + b,
-        "Sub" if node.is_op("Sub") => |a, b| a - b,
-        "Mul" if node.is_op("Mul") => |a, b| a * b,
-        "Div" if node.is_op("Div") => |a, b| a / b,
+    let f = match op.op_type.as_str() {
+        "Add" if node.is_op("Add") => BinOp::Add,
+        "Sub" if node.is_op("Sub") => BinOp::Sub,
+        "Mul" if node.is_op("Mul") => BinOp::Mul,
+        "Div" if node.is_op("Div") => BinOp::Div,
         _ => return Ok(None),
     };
     if node.inputs.len() != 2 || node.outputs.len() != 1 {
@@ -789,13 +908,36 @@ pub(crate) fn try_lower_binary(
     let Some(yout) = node.outputs[0] else {
         return Ok(None);
     };
-    let Some(qn) = single_use(g, yout) else {
+    let Some(mut qn) = single_use(g, yout) else {
         return Ok(None);
     };
+    // A Relu between the op and its Q is fused too: Q is monotonic and Q(0) = zp, so
+    // Q(relu(v)) = max(Q(v), zp) exactly.
+    let mut absorbed = vec![];
+    let mut q_in = yout;
+    if g.node(qn).is_op("Relu") {
+        let relu = g.node(qn);
+        let Some(rout) = relu.outputs.first().copied().flatten() else {
+            return Ok(None);
+        };
+        if relu.outputs.len() != 1 || relu.inputs.len() != 1 {
+            return Ok(None);
+        }
+        let Some(next) = single_use(g, rout) else {
+            return Ok(None);
+        };
+        absorbed.push(qn);
+        (qn, q_in) = (next, rout);
+    }
+    let relu = !absorbed.is_empty();
     let q = g.node(qn);
-    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
+    if !q.is_op("QuantizeLinear")
+        || q.inputs.first().copied().flatten() != Some(q_in)
+        || quantize_params(q, consts).is_none()
+    {
         return Ok(None);
     }
+    absorbed.push(qn);
     let Some(qout) = q.outputs.first().copied().flatten() else {
         return Ok(None);
     };
@@ -837,10 +979,15 @@ pub(crate) fn try_lower_binary(
             y_scale,
             y_zp,
             y_signed,
+            relu,
         }),
         inputs,
         outputs: vec![Some(qout)],
-        absorbed: vec![qn],
-        what: format!("{} fused with its Q/DQ", op.op_type),
+        absorbed,
+        what: format!(
+            "{}{} fused with its Q/DQ",
+            op.op_type,
+            if relu { "+Relu" } else { "" }
+        ),
     }))
 }

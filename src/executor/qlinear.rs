@@ -327,6 +327,11 @@ struct ConvPrep {
     w_scale: Vec<f32>,
 }
 
+thread_local! {
+    /// The im2col / depthwise working memory of the convolutions run on this thread.
+    static CONV_SCRATCH: std::cell::Cell<ConvScratch> = std::cell::Cell::new(ConvScratch::new());
+}
+
 pub(crate) struct QConv {
     spec: QSpec,
     attrs: ConvAttrs,
@@ -424,6 +429,8 @@ impl Kernel for QConv {
         let nhwc = &nhwc;
         let run_part = |k: usize, part: QGemmOutput<'_>| {
             let imgs = per.min(n - k * per);
+            // Per-thread scratch, kept across runs (no allocation once warm).
+            let mut scratch = CONV_SCRATCH.with(|s| s.take());
             packed.run(
                 &nhwc[k * per * img_in..],
                 imgs,
@@ -432,8 +439,9 @@ impl Kernel for QConv {
                 a_zp,
                 stage.output_stage(),
                 part,
-                &mut ConvScratch::new(),
+                &mut scratch,
             );
+            CONV_SCRATCH.with(|s| s.replace(scratch));
         };
         let parts = out_chunks(&mut out, per * img_out);
         if parts.len() <= 1 {
@@ -445,41 +453,114 @@ impl Kernel for QConv {
                 }
             });
         }
-        let data = super::value::map_same!(&out, v => to_nchw(v, n, oh * ow, m));
+        let data = match &out {
+            ArrayData::U8(v) => ArrayData::U8(per_image_transpose(v, n, oh * ow, m, transpose_u8)),
+            _ => super::value::map_same!(&out, v => to_nchw(v, n, oh * ow, m)),
+        };
         Ok(vec![Array::new(out_shape(&x.shape, m, oh, ow), data)?])
     }
 }
 
 fn to_nhwc(x: &[u8], n: usize, c: usize, hw: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n * c * hw];
-    for img in 0..n {
-        let (src, dst) = (
-            &x[img * c * hw..][..c * hw],
-            &mut out[img * c * hw..][..c * hw],
-        );
-        for ch in 0..c {
-            for p in 0..hw {
-                dst[p * c + ch] = src[ch * hw + p];
-            }
-        }
+    per_image_transpose(x, n, c, hw, transpose_u8)
+}
+
+fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> {
+    per_image_transpose(x, n, hw, c, transpose_block)
+}
+
+/// Transposes each of the `n` consecutive `rows × cols` matrices of `x` with `tr` (NCHW ↔
+/// NHWC). A single row or column is already in the other layout: plain copy.
+fn per_image_transpose<T: Copy + Default>(
+    x: &[T],
+    n: usize,
+    rows: usize,
+    cols: usize,
+    tr: fn(&[T], usize, usize, &mut [T]),
+) -> Vec<T> {
+    let len = n * rows * cols;
+    if rows <= 1 || cols <= 1 {
+        return x[..len].to_vec();
+    }
+    let mut out = vec![T::default(); len];
+    for (src, dst) in x[..len]
+        .chunks_exact(rows * cols)
+        .zip(out.chunks_exact_mut(rows * cols))
+    {
+        tr(src, rows, cols, dst);
     }
     out
 }
 
-fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> {
-    let mut out = vec![T::default(); x.len()];
-    for img in 0..n {
-        let (src, dst) = (
-            &x[img * c * hw..][..c * hw],
-            &mut out[img * c * hw..][..c * hw],
-        );
-        for p in 0..hw {
-            for ch in 0..c {
-                dst[ch * hw + p] = src[p * c + ch];
+/// [`transpose_block`] for bytes: each 8×8 tile is 8 `u64` rows transposed in registers
+/// (swap the off-diagonal 4×4, then 2×2, then 1×1 blocks with masked shifts).
+fn transpose_u8(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
+    for r0 in (0..rb).step_by(8) {
+        for c0 in (0..cb).step_by(8) {
+            let mut x = [0u64; 8];
+            for (i, xi) in x.iter_mut().enumerate() {
+                let b: [u8; 8] = src[(r0 + i) * cols + c0..][..8]
+                    .try_into()
+                    .expect("a whole tile row");
+                *xi = u64::from_le_bytes(b);
+            }
+            for (step, shift, mask) in [
+                (4, 32, 0x0000_0000_FFFF_FFFFu64),
+                (2, 16, 0x0000_FFFF_0000_FFFF),
+                (1, 8, 0x00FF_00FF_00FF_00FF),
+            ] {
+                for i in (0..8).filter(|i| i & step == 0) {
+                    let t = ((x[i] >> shift) ^ x[i + step]) & mask;
+                    x[i] ^= t << shift;
+                    x[i + step] ^= t;
+                }
+            }
+            for (j, xj) in x.iter().enumerate() {
+                dst[(c0 + j) * rows + r0..][..8].copy_from_slice(&xj.to_le_bytes());
             }
         }
     }
-    out
+    for r in 0..rows {
+        let c_from = if r < rb { cb } else { 0 };
+        for c in c_from..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
+/// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`): whole 8×8 tiles through a
+/// fixed-size local array (no bounds checks in the inner loops), then the ragged edges.
+fn transpose_block<T: Copy + Default>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 8;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    let (rb, cb) = (rows / B * B, cols / B * B);
+    for r0 in (0..rb).step_by(B) {
+        for c0 in (0..cb).step_by(B) {
+            let mut t = [[T::default(); B]; B];
+            for (i, ti) in t.iter_mut().enumerate() {
+                let s: &[T; B] = src[(r0 + i) * cols + c0..][..B]
+                    .try_into()
+                    .expect("a whole tile row");
+                *ti = *s;
+            }
+            for j in 0..B {
+                let d: &mut [T; B] = (&mut dst[(c0 + j) * rows + r0..][..B])
+                    .try_into()
+                    .expect("a whole tile row");
+                for (i, v) in d.iter_mut().enumerate() {
+                    *v = t[i][j];
+                }
+            }
+        }
+    }
+    for r in 0..rows {
+        let c_from = if r < rb { cb } else { 0 };
+        for c in c_from..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1065,6 +1146,30 @@ mod tests {
     /// QLinearConv through the fbgemm drivers equals the definition (i32 sum + the reference
     /// output stage), for every mix of signed/unsigned activations, weights and outputs,
     /// per-tensor and per-channel weights, groups, depthwise, strides, pads and dilations.
+    #[test]
+    fn byte_transpose_matches_the_generic_one() {
+        for (rows, cols) in [
+            (8, 8),
+            (16, 64),
+            (64, 16),
+            (3, 17),
+            (17, 9),
+            (9, 40),
+            (1, 5),
+        ] {
+            let src: Vec<u8> = (0..rows * cols).map(|i| (i * 37 % 251) as u8).collect();
+            let (mut a, mut b) = (vec![0u8; rows * cols], vec![0u8; rows * cols]);
+            transpose_u8(&src, rows, cols, &mut a);
+            transpose_block(&src, rows, cols, &mut b);
+            assert_eq!(a, b, "{rows}×{cols}");
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(a[c * rows + r], src[r * cols + c]);
+                }
+            }
+        }
+    }
+
     #[test]
     fn qconv_matches_the_definition() {
         let mut r = Rng(7);

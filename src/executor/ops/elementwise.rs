@@ -10,7 +10,13 @@ use crate::kernels::reference::q8lut::unary;
 
 /// Builds the kernel if `t` is an elementwise op.
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
-    let unary_f = |f: fn(f32) -> f32| -> Box<dyn Kernel> { boxed(move |i| unary_op(i, f)) };
+    // A macro rather than a `fn(f32) -> f32` parameter: each op gets its own monomorphized,
+    // inlined (and vectorizable) loop instead of an indirect call per element.
+    macro_rules! unary_f {
+        ($f:expr) => {
+            boxed(move |i| unary_op(i, $f))
+        };
+    }
     Ok(Some(match t {
         "Identity" | "Dropout" => boxed(|i| {
             // Dropout in inference is the identity; its optional mask output is all true.
@@ -18,28 +24,28 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             let mask = Array::new(x.shape.clone(), ArrayData::Bool(vec![true; x.len()]))?;
             Ok(vec![x, mask])
         }),
-        "Relu" => unary_f(|x| x.max(0.0)),
-        "Sigmoid" => unary_f(unary::sigmoid),
-        "Tanh" => unary_f(f32::tanh),
-        "Exp" => unary_f(f32::exp),
-        "Log" => unary_f(f32::ln),
-        "Sqrt" => unary_f(f32::sqrt),
+        "Relu" => unary_f!(|x| x.max(0.0)),
+        "Sigmoid" => unary_f!(unary::sigmoid),
+        "Tanh" => unary_f!(f32::tanh),
+        "Exp" => unary_f!(f32::exp),
+        "Log" => unary_f!(f32::ln),
+        "Sqrt" => unary_f!(f32::sqrt),
         "Neg" => return Ok(Some(boxed(neg))),
-        "Abs" => unary_f(f32::abs),
-        "Reciprocal" => unary_f(|x| 1.0 / x),
-        "Floor" => unary_f(f32::floor),
-        "Ceil" => unary_f(f32::ceil),
-        "Round" => unary_f(f32::round_ties_even),
-        "Sin" => unary_f(f32::sin),
-        "Cos" => unary_f(f32::cos),
-        "Softplus" => unary_f(|x| (x.exp() + 1.0).ln()),
-        "Softsign" => unary_f(|x| x / (1.0 + x.abs())),
+        "Abs" => unary_f!(f32::abs),
+        "Reciprocal" => unary_f!(|x| 1.0 / x),
+        "Floor" => unary_f!(f32::floor),
+        "Ceil" => unary_f!(f32::ceil),
+        "Round" => unary_f!(f32::round_ties_even),
+        "Sin" => unary_f!(f32::sin),
+        "Cos" => unary_f!(f32::cos),
+        "Softplus" => unary_f!(|x| (x.exp() + 1.0).ln()),
+        "Softsign" => unary_f!(|x| x / (1.0 + x.abs())),
         // libm's erff (< 1 ulp); the f64 series of the LUT reference is ~30× slower.
-        "Erf" => unary_f(libm::erff),
-        "HardSwish" => unary_f(|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
+        "Erf" => unary_f!(libm::erff),
+        "HardSwish" => unary_f!(|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
         "Gelu" => match ctx.string("approximate", "none").as_str() {
-            "none" => unary_f(unary::gelu),
-            "tanh" => unary_f(unary::gelu_tanh),
+            "none" => unary_f!(unary::gelu),
+            "tanh" => unary_f!(unary::gelu_tanh),
             a => return Err(format!("Gelu approximate=`{a}` is not supported")),
         },
         "HardSigmoid" => {
@@ -245,35 +251,40 @@ fn arith(op: &str, fmod: bool, a: &Array, b: &Array) -> Result<Array, String> {
     let (sa, sb) = (&a.shape, &b.shape);
     let (shape, data) = match (&a.data, &b.data) {
         (ArrayData::F32(x), ArrayData::F32(y)) => {
-            let f: fn(f32, f32) -> f32 = match op {
-                "Add" => |p, q| p + q,
-                "Sub" => |p, q| p - q,
-                "Mul" => |p, q| p * q,
-                "Div" => |p, q| p / q,
-                "Pow" => pow_f32,
-                "Max" => |p, q| {
+            // One monomorphized loop per op (no indirect call per element).
+            macro_rules! go {
+                ($f:expr) => {
+                    broadcast2(x, sa, y, sb, $f)?
+                };
+            }
+            let (s, v) = match op {
+                "Add" => go!(|p: f32, q: f32| p + q),
+                "Sub" => go!(|p: f32, q: f32| p - q),
+                "Mul" => go!(|p: f32, q: f32| p * q),
+                "Div" => go!(|p: f32, q: f32| p / q),
+                "Pow" => go!(pow_f32),
+                "Max" => go!(|p: f32, q: f32| {
                     if p.is_nan() || q.is_nan() {
                         f32::NAN
                     } else {
                         p.max(q)
                     }
-                },
-                "Min" => |p, q| {
+                }),
+                "Min" => go!(|p: f32, q: f32| {
                     if p.is_nan() || q.is_nan() {
                         f32::NAN
                     } else {
                         p.min(q)
                     }
-                },
+                }),
                 _ => {
                     if fmod {
-                        |p: f32, q: f32| p % q
+                        go!(|p: f32, q: f32| p % q)
                     } else {
                         return Err("float Mod requires fmod=1".into());
                     }
                 }
             };
-            let (s, v) = broadcast2(x, sa, y, sb, f)?;
             (s, ArrayData::F32(v))
         }
         (ArrayData::F32(x), ArrayData::I64(_) | ArrayData::I32(_)) if op == "Pow" => {

@@ -81,6 +81,46 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 let c = g.c_in;
                 let v = x.as_f32()?;
                 let mut out = Vec::with_capacity(n * c * oh * ow);
+                let [kh, kw] = g.kernel;
+                let [sh, sw] = g.strides;
+                let [dh, dw] = g.dilations;
+                let inside = g.pads[0] == 0
+                    && g.pads[1] == 0
+                    && oh > 0
+                    && ow > 0
+                    && (oh - 1) * sh + (kh - 1) * dh < h
+                    && (ow - 1) * sw + (kw - 1) * dw < w;
+                if inside {
+                    // Every window inside the input: no bounds logic, same summation order
+                    // (column sums, then across columns) as the general loop below.
+                    let cnt = (kh * kw).max(1) as f32;
+                    for p in v[..n * c * h * w].chunks_exact(h * w) {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let base = oy * sh * w + ox * sw;
+                                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                                for kx in 0..kw {
+                                    let mut col = if max { f32::NEG_INFINITY } else { 0.0 };
+                                    for ky in 0..kh {
+                                        let e = p[base + ky * dh * w + kx * dw];
+                                        if max {
+                                            col = col.max(e);
+                                        } else {
+                                            col += e;
+                                        }
+                                    }
+                                    if max {
+                                        acc = acc.max(col);
+                                    } else {
+                                        acc += col;
+                                    }
+                                }
+                                out.push(if max { acc } else { acc / cnt });
+                            }
+                        }
+                    }
+                    return Ok(vec![Array::f32(out_shape(&x.shape, c, oh, ow), out)]);
+                }
                 for plane in 0..n * c {
                     let p = &v[plane * h * w..(plane + 1) * h * w];
                     for oy in 0..oh {

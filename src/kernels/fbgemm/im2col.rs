@@ -39,6 +39,13 @@ pub(crate) fn im2col_rows(
                 continue;
             }
             let line = &img[iy * w * c..(iy + 1) * w * c];
+            // One group, no dilation, window inside the row: the KW taps are one contiguous
+            // run of the input row.
+            let ix0 = (ox * sw).wrapping_sub(pl);
+            if cg == c && dw == 1 && ix0 < w && ix0 + kw <= w {
+                seg.copy_from_slice(&line[ix0 * c..(ix0 + kw) * c]);
+                continue;
+            }
             for (kx, tap) in seg.chunks_exact_mut(cg).enumerate() {
                 let ix = (ox * sw + kx * dw).wrapping_sub(pl);
                 if ix >= w {

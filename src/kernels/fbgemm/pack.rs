@@ -178,7 +178,8 @@ impl PackedB {
             .iter()
             .find(|uk| w.admitted_by(uk.weights))
             .ok_or(PackError::NoKernel)?;
-        PackedB::with_ukernel(uk, w, a_zp)
+        // Admission was just checked: pack without scanning the weights a second time.
+        Ok(PackedB::pack_admitted(uk, w, a_zp))
     }
 
     /// Packs for exactly `uk`; fails if `uk` is not exact for these weights.
@@ -194,6 +195,11 @@ impl PackedB {
                 range: uk.weights,
             });
         }
+        Ok(PackedB::pack_admitted(uk, w, a_zp))
+    }
+
+    /// Packs valid weights `w` that `uk` admits (checked by the callers).
+    fn pack_admitted(uk: &'static QGemmUkernel, w: &QWeights<'_>, a_zp: u8) -> PackedB {
         let (k, n) = (w.k, w.n);
         let nr = usize::from(uk.nr);
         let kr = uk.b_format.kr();
@@ -253,7 +259,7 @@ impl PackedB {
             b_zp,
         };
         packed.col_bias = packed.col_bias_for(a_zp);
-        Ok(packed)
+        packed
     }
 
     /// `bias[n] − a_zp·col_off[n]` for every (padded) column.
