@@ -38,7 +38,6 @@ const SAFE_FROM: &[(&str, i64)] = &[
     ("ConstantOfShape", 9),
     ("Conv", 1),
     ("ConvInteger", 10),
-    ("ConvTranspose", 11),
     ("Cos", 7),
     ("Cosh", 9),
     ("CumSum", 11),
@@ -260,6 +259,21 @@ fn plan(g: &Graph, n: NodeId, from: i64, to: i64) -> std::result::Result<Plan, S
             Err("GroupNormalization's scale and bias became per channel at opset 21".into())
         }
         "GroupNormalization" => Ok(Plan::Keep),
+        // ConvTranspose-11 redefined how auto_pad and output_shape place the
+        // padding; explicit pads compute the same output.
+        "ConvTranspose" => {
+            let auto_pad = op
+                .attr("auto_pad")
+                .and_then(|a| a.as_str())
+                .unwrap_or("NOTSET");
+            if from >= 11 || (auto_pad == "NOTSET" && op.attr("output_shape").is_none()) {
+                Ok(Plan::Keep)
+            } else {
+                Err(format!(
+                    "ConvTranspose with auto_pad={auto_pad} or output_shape changed at opset 11"
+                ))
+            }
+        }
         // Resize-11's `tf_half_pixel_for_nn` is gone at 13; the rest is the same.
         "Resize" if from >= 11 => {
             let mode = op

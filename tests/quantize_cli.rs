@@ -176,3 +176,44 @@ fn conflicting_options_and_nothing_to_quantize_are_clear_errors() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Initializers also listed as graph inputs (pre-IR-4 exporters) are
+/// quantized as the weights they are: dropped from the inputs (else the
+/// float copy stays beside the int8 one), and the summary says so.
+#[test]
+fn initializers_listed_as_inputs_are_quantized_as_constants() {
+    use onnxq::ir::{ConstOrigin, NodeKind};
+    use onnxq::quantize::{quantize, Calibration, QuantizeOptions};
+    let mut m = onnxq::import::import_file(models_dir().join("mlp.onnx")).unwrap();
+    let ids: Vec<_> = m.graph.node_ids().collect();
+    let mut weights = vec![];
+    for n in ids {
+        if let NodeKind::Const(c) = &mut m.graph.node_mut(n).kind {
+            c.origin = ConstOrigin::Initializer {
+                is_graph_input: true,
+            };
+            weights.push(n);
+        }
+    }
+    for n in weights {
+        let v = m.graph.node(n).outputs[0].unwrap();
+        m.graph.inputs.push(v);
+    }
+    let data = models_dir().join("mlp.calib.npy");
+    let q = quantize(
+        m,
+        Some(Calibration::Data(&data)),
+        &QuantizeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(q.model.graph.inputs.len(), 1);
+    assert!(q.summary.weights >= 2);
+    assert!(
+        q.summary
+            .notes
+            .iter()
+            .any(|(_, n)| n.contains("also listed as graph inputs")),
+        "{}",
+        q.summary
+    );
+}

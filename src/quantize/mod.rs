@@ -170,6 +170,13 @@ pub fn prepare(
         up.add(crate::passes::UpgradeOpset { to: PER_AXIS_OPSET });
         match up.run(model, cx) {
             Ok(_) => upgraded = format!("{},", up.pipeline_text()),
+            // QuantizeLinear/DequantizeLinear exist from opset 10: below
+            // that, a refusal to raise ends the job, with its reason.
+            Err(e) if from < 10 && options.mode == Mode::Static => {
+                return Err(Error::invalid(format!(
+                    "the model imports opset {from}; QuantizeLinear/DequantizeLinear need opset 10 or later, and raising it is not safe: {e}"
+                )))
+            }
             Err(e) => cx.warn(
                 "opset",
                 format!("kept opset {from}, so weights are per tensor: {e}"),
@@ -206,7 +213,9 @@ pub fn quantize(
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
     refuse_quantized(&model)?;
-    match (&options.mode, calibration) {
+    let mut model = model;
+    let freed = initializers_as_constants(&mut model);
+    let mut q = match (&options.mode, calibration) {
         (Mode::Static, Some(c)) => quantize_static(model, c, options),
         (Mode::Static, None) => Err(Error::invalid(
             "static quantization needs calibration data or a calibration table",
@@ -215,7 +224,38 @@ pub fn quantize(
             "--format qoperator is for static mode (dynamic mode writes MatMulInteger/ConvInteger, weight-only DequantizeLinear)",
         )),
         (mode, _) => quantize_without_data(model, mode, options),
+    }?;
+    if freed > 0 {
+        q.summary.notes.push((
+            "model".into(),
+            format!("{freed} initializers were also listed as graph inputs (pre-IR-4 style); they are treated as constants, no longer inputs"),
+        ));
     }
+    Ok(q)
+}
+
+/// Initializers also listed as graph inputs (exporters before IR 4) are
+/// overridable defaults in ONNX's semantics; quantizing treats them as the
+/// weights they are and drops them from the inputs, or the float copy would
+/// have to stay beside the int8 one. Returns how many were freed.
+fn initializers_as_constants(model: &mut Model) -> usize {
+    use crate::ir::{ConstOrigin, NodeKind};
+    let g = &mut model.graph;
+    let mut freed = vec![];
+    let ids: Vec<_> = g.node_ids().collect();
+    for n in ids {
+        let out = g.node(n).outputs.first().copied().flatten();
+        if let NodeKind::Const(c) = &mut g.node_mut(n).kind {
+            if let ConstOrigin::Initializer { is_graph_input } = &mut c.origin {
+                if *is_graph_input {
+                    *is_graph_input = false;
+                    freed.extend(out);
+                }
+            }
+        }
+    }
+    g.inputs.retain(|v| !freed.contains(v));
+    freed.len()
 }
 
 /// Dynamic and weight-only modes: weights only are known ahead of time.

@@ -99,3 +99,34 @@ def test_refusals_name_the_node_and_write_nothing(onnxq_bin, tmp_path, case):
                        capture_output=True, text=True)
     assert r.returncode != 0 and want in r.stderr, r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("auto_pad", [None, "SAME_UPPER"])
+def test_convtranspose_before_11(onnxq_bin, tmp_path, auto_pad):
+    """ConvTranspose-1 with explicit pads means the same at 13 (raised, ORT
+    outputs equal); with auto_pad its padding placement changed (refused)."""
+    rng = np.random.default_rng(2)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if auto_pad else [1, 3, 10, 10])
+    w = onnx.numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
+    attrs = {"strides": [2, 2]}
+    if auto_pad:
+        attrs["auto_pad"] = auto_pad
+    else:
+        attrs["pads"] = [1, 1, 0, 0]
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv", **attrs)
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=[w]),
+                          opset_imports=[helper.make_opsetid("", 9)])
+    m.ir_version = 4
+    src, out = tmp_path / "ct9.onnx", tmp_path / "ct13.onnx"
+    onnx.save(m, str(src))
+    r = subprocess.run([onnxq_bin, "optimize", str(src), "-o", str(out), "--passes", "upgrade-opset{to=13}"],
+                       capture_output=True, text=True)
+    if auto_pad:
+        assert r.returncode != 0 and "deconv" in r.stderr and "auto_pad" in r.stderr, r.stderr
+        assert not out.exists()
+        return
+    assert r.returncode == 0, r.stderr
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    feeds = {"x": rng.standard_normal((1, 2, 5, 5)).astype(np.float32)}
+    np.testing.assert_array_equal(run_ort(src, feeds)[0], run_ort(out, feeds)[0])
