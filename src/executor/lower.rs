@@ -80,6 +80,19 @@ fn is_8bit(a: &Array) -> bool {
     matches!(a.data, ArrayData::U8(_) | ArrayData::I8(_))
 }
 
+/// The constant at input `slot` of `node`, if that input is a folded constant.
+fn const_input<'a>(
+    node: &crate::ir::Node,
+    slot: usize,
+    consts: &'a HashMap<ValueId, Array>,
+) -> Option<&'a Array> {
+    node.inputs
+        .get(slot)
+        .copied()
+        .flatten()
+        .and_then(|v| consts.get(&v))
+}
+
 fn scalar_f32(a: Option<&Array>) -> Option<f32> {
     match a {
         Some(Array {
@@ -457,18 +470,8 @@ pub(crate) fn try_lower_transparent(
         return Ok(None);
     };
     // Same scale (bit for bit) and zero point (value and type; absent = 0 of u8).
-    let q_scale = q
-        .inputs
-        .get(1)
-        .copied()
-        .flatten()
-        .and_then(|v| consts.get(&v));
-    let q_zp = q
-        .inputs
-        .get(2)
-        .copied()
-        .flatten()
-        .and_then(|v| consts.get(&v));
+    let q_scale = const_input(q, 1, consts);
+    let q_zp = const_input(q, 2, consts);
     let same_scale = match (scalar_f32(Some(dq.scale)), scalar_f32(q_scale)) {
         (Some(a), Some(b)) => a.to_bits() == b.to_bits(),
         _ => false,
@@ -591,21 +594,10 @@ pub(crate) fn try_lower_lut(
     let Some(qout) = q.outputs.first().copied().flatten() else {
         return Ok(None);
     };
-    let Some(q_scale) = q
-        .inputs
-        .get(1)
-        .copied()
-        .flatten()
-        .and_then(|v| consts.get(&v))
-    else {
+    let Some(q_scale) = const_input(q, 1, consts) else {
         return Ok(None);
     };
-    let q_zp = q
-        .inputs
-        .get(2)
-        .copied()
-        .flatten()
-        .and_then(|v| consts.get(&v));
+    let q_zp = const_input(q, 2, consts);
     let out_type = match q_zp {
         Some(z) => z.dtype(),
         None => match q
@@ -941,21 +933,10 @@ pub(crate) fn try_lower_binary(
     let Some(qout) = q.outputs.first().copied().flatten() else {
         return Ok(None);
     };
-    let Some(y_scale) = scalar_f32(
-        q.inputs
-            .get(1)
-            .copied()
-            .flatten()
-            .and_then(|v| consts.get(&v)),
-    ) else {
+    let Some(y_scale) = scalar_f32(const_input(q, 1, consts)) else {
         return Ok(None);
     };
-    let q_zp = q
-        .inputs
-        .get(2)
-        .copied()
-        .flatten()
-        .and_then(|v| consts.get(&v));
+    let q_zp = const_input(q, 2, consts);
     let y_signed = match q_zp {
         Some(z) => z.dtype() == DataType::I8,
         None => {
