@@ -76,6 +76,21 @@ fn single_use(g: &Graph, v: ValueId) -> Option<NodeId> {
     }
 }
 
+/// `qn` as the QuantizeLinear (with usable parameters) that reads `v` as
+/// its input: the node and its output.
+fn quantize_reading(
+    g: &Graph,
+    v: ValueId,
+    qn: Option<NodeId>,
+    consts: &HashMap<ValueId, Array>,
+) -> Option<(NodeId, ValueId)> {
+    let q = g.node(qn?);
+    if q.inputs.first().copied().flatten() != Some(v) || quantize_params(q, consts).is_none() {
+        return None;
+    }
+    Some((qn?, q.outputs.first().copied().flatten()?))
+}
+
 fn is_8bit(a: &Array) -> bool {
     matches!(a.data, ArrayData::U8(_) | ArrayData::I8(_))
 }
@@ -459,16 +474,10 @@ pub(crate) fn try_lower_transparent(
     let Some(yout) = node.outputs[0] else {
         return Ok(None);
     };
-    let Some(qn) = single_use(g, yout) else {
+    let Some((qn, qout)) = quantize_reading(g, yout, single_use(g, yout), consts) else {
         return Ok(None);
     };
     let q = g.node(qn);
-    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
-        return Ok(None);
-    }
-    let Some(qout) = q.outputs.first().copied().flatten() else {
-        return Ok(None);
-    };
     // Same scale (bit for bit) and zero point (value and type; absent = 0 of u8).
     let q_scale = const_input(q, 1, consts);
     let q_zp = const_input(q, 2, consts);
@@ -584,16 +593,10 @@ pub(crate) fn try_lower_lut(
     let Some(yout) = node.outputs[0] else {
         return Ok(None);
     };
-    let Some(qn) = single_use(g, yout) else {
+    let Some((qn, qout)) = quantize_reading(g, yout, single_use(g, yout), consts) else {
         return Ok(None);
     };
     let q = g.node(qn);
-    if q.inputs.first().copied().flatten() != Some(yout) || quantize_params(q, consts).is_none() {
-        return Ok(None);
-    }
-    let Some(qout) = q.outputs.first().copied().flatten() else {
-        return Ok(None);
-    };
     let Some(q_scale) = const_input(q, 1, consts) else {
         return Ok(None);
     };
@@ -922,17 +925,11 @@ pub(crate) fn try_lower_binary(
         (qn, q_in) = (next, rout);
     }
     let relu = !absorbed.is_empty();
-    let q = g.node(qn);
-    if !q.is_op("QuantizeLinear")
-        || q.inputs.first().copied().flatten() != Some(q_in)
-        || quantize_params(q, consts).is_none()
-    {
-        return Ok(None);
-    }
-    absorbed.push(qn);
-    let Some(qout) = q.outputs.first().copied().flatten() else {
+    let Some((qn, qout)) = quantize_reading(g, q_in, Some(qn), consts) else {
         return Ok(None);
     };
+    let q = g.node(qn);
+    absorbed.push(qn);
     let Some(y_scale) = scalar_f32(const_input(q, 1, consts)) else {
         return Ok(None);
     };
