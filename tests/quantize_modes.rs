@@ -559,20 +559,7 @@ fn qdq_conv_clip(opset: i64, ys: f32) -> Model {
     g.inputs.push(x);
     let xs = g.add_const("xs", Tensor::from_f32(vec![], &[0.05]));
     let xz = g.add_const("xz", qdq::int_tensor(DataType::U8, vec![], &[128]));
-    let q = g.add_op(
-        "q",
-        Op::new("QuantizeLinear"),
-        &[Some(x), Some(xs), Some(xz)],
-        &["xq"],
-    );
-    let xq = g.node(q).outputs[0].unwrap();
-    let dq = g.add_op(
-        "dq",
-        Op::new("DequantizeLinear"),
-        &[Some(xq), Some(xs), Some(xz)],
-        &["xd"],
-    );
-    let xd = g.node(dq).outputs[0].unwrap();
+    let xd = q_dq(&mut g, x, xs, xz, ("q", "xq"), ("dq", "xd"));
     let wq = g.add_const(
         "wq",
         qdq::int_tensor(
@@ -629,20 +616,7 @@ fn qdq_conv_clip(opset: i64, ys: f32) -> Model {
     let a = g.node(a).outputs[0].unwrap();
     let ysv = g.add_const("ys", Tensor::from_f32(vec![], &[ys]));
     let yz = g.add_const("yz", qdq::int_tensor(DataType::U8, vec![], &[0]));
-    let q2 = g.add_op(
-        "q2",
-        Op::new("QuantizeLinear"),
-        &[Some(a), Some(ysv), Some(yz)],
-        &["aq"],
-    );
-    let aq = g.node(q2).outputs[0].unwrap();
-    let dq2 = g.add_op(
-        "dq2",
-        Op::new("DequantizeLinear"),
-        &[Some(aq), Some(ysv), Some(yz)],
-        &["y"],
-    );
-    let y = g.node(dq2).outputs[0].unwrap();
+    let y = q_dq(&mut g, a, ysv, yz, ("q2", "aq"), ("dq2", "y"));
     g.value_mut(y).ty = qdq::fixed_type(DataType::F32, &[1, 3, 4, 4]);
     g.outputs.push(y);
     Model {
@@ -735,4 +709,30 @@ fn dynamic_default_leaves_conv_float() {
     assert_eq!(cx.stat("quantize-dynamic", "Gemm"), 1);
     assert_eq!(op_count(&m, "ConvInteger"), 0);
     assert_eq!(op_count(&m, "Conv"), 3);
+}
+
+/// QuantizeLinear → DequantizeLinear of `v` with one scale and zero point;
+/// `(node, output)` names for each. Returns the dequantized value.
+fn q_dq(
+    g: &mut Graph,
+    v: ValueId,
+    scale: ValueId,
+    zero: ValueId,
+    q: (&str, &str),
+    dq: (&str, &str),
+) -> ValueId {
+    let qn = g.add_op(
+        q.0,
+        Op::new("QuantizeLinear"),
+        &[Some(v), Some(scale), Some(zero)],
+        &[q.1],
+    );
+    let qv = g.node(qn).outputs[0].unwrap();
+    let dqn = g.add_op(
+        dq.0,
+        Op::new("DequantizeLinear"),
+        &[Some(qv), Some(scale), Some(zero)],
+        &[dq.1],
+    );
+    g.node(dqn).outputs[0].unwrap()
 }
