@@ -374,14 +374,7 @@ impl QConv {
         let bias = bias_i32(opt_get(&s.bias, inputs)?, m)?;
         // The activation zero point folded at pack time (u8 domain); another one at run time
         // only costs a bias refold.
-        let a_zp = match opt_get(&s.x_zp, inputs)? {
-            Some(z) => match &z.data {
-                ArrayData::U8(v) if v.len() == 1 => v[0],
-                ArrayData::I8(v) if v.len() == 1 => (v[0] as u8) ^ 0x80,
-                _ => 0,
-            },
-            None => 0,
-        };
+        let a_zp = pack_time_zp(opt_get(&s.x_zp, inputs)?);
         let cw = ConvWeights {
             data: &wq,
             zp: &wzp,
@@ -641,14 +634,7 @@ impl QMatMul {
         let (k, n) = if self.trans_b { (d1, d0) } else { (d0, d1) };
         let w_scale = weight_scales(opt_get(&s.w_scale, inputs)?, n)?;
         let bias = bias_i32(opt_get(&s.bias, inputs)?, n)?;
-        let a_zp = match opt_get(&s.x_zp, inputs)? {
-            Some(z) => match &z.data {
-                ArrayData::U8(v) if v.len() == 1 => v[0],
-                ArrayData::I8(v) if v.len() == 1 => (v[0] as u8) ^ 0x80,
-                _ => 0,
-            },
-            None => 0,
-        };
+        let a_zp = pack_time_zp(opt_get(&s.x_zp, inputs)?);
         let qw = QWeights {
             data: &wq[b_off..b_off + k * n],
             k,
@@ -1113,6 +1099,16 @@ fn check_q_attrs(ctx: &NodeCtx<'_>) -> Result<(), String> {
         return Err("saturate=0 applies to float8 only, which is not supported".into());
     }
     Ok(())
+}
+
+/// The activation zero point folded into packed weights, in the u8 domain
+/// (an s8 zero point shifted by 128); 0 when absent or not a scalar.
+fn pack_time_zp(z: Option<&Array>) -> u8 {
+    match z.map(|z| &z.data) {
+        Some(ArrayData::U8(v)) if v.len() == 1 => v[0],
+        Some(ArrayData::I8(v)) if v.len() == 1 => (v[0] as u8) ^ 0x80,
+        _ => 0,
+    }
 }
 
 #[cfg(test)]
