@@ -21,6 +21,7 @@
 //! float in this version.
 
 use crate::backend::composite::{find_composites, Composite};
+use crate::backend::fragile::fragile_nodes;
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
 use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
@@ -31,6 +32,9 @@ pub struct InsertObservers {
     pub mapping: QConfigMapping,
     /// Option text to print back in the pipeline.
     options: Vec<(String, String)>,
+    /// Keep elementwise and data-movement ops int8 even when nothing int8
+    /// reads their output (`isolated=quantize`); by default they stay float.
+    pub quantize_isolated: bool,
 }
 
 impl InsertObservers {
@@ -39,17 +43,19 @@ impl InsertObservers {
             backend,
             mapping,
             options: vec![],
+            quantize_isolated: false,
         }
     }
 
     /// Factory for the registry.
     pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
-        const KEYS: [&str; 5] = [
+        const KEYS: [&str; 6] = [
             "backend",
             "observer",
             "weight-observer",
             "per-tensor",
             "qconfig",
+            "isolated",
         ];
         let options: Vec<(String, String)> = KEYS
             .iter()
@@ -93,6 +99,15 @@ impl InsertObservers {
             .map(ObserverKind::parse)
             .transpose()?;
         let per_tensor = matches!(get("per-tensor"), Some("true" | "1"));
+        let quantize_isolated = match get("isolated") {
+            None | Some("float") => false,
+            Some("quantize") => true,
+            Some(o) => {
+                return Err(Error::invalid(format!(
+                    "insert-observers: isolated={o}: expected `float` or `quantize`"
+                )))
+            }
+        };
         let qconfigs = mapping
             .global
             .iter_mut()
@@ -111,6 +126,7 @@ impl InsertObservers {
         }
         let mut p = InsertObservers::new(backend, mapping);
         p.options = options;
+        p.quantize_isolated = quantize_isolated;
         Ok(p)
     }
 }
@@ -166,6 +182,8 @@ impl Pass for InsertObservers {
         // Decomposed LayerNormalization / Gelu: decided as one op of that type.
         let mut float_nodes: BTreeMap<NodeId, String> = BTreeMap::new();
         let mut handled: std::collections::BTreeSet<NodeId> = Default::default();
+        // Units that got observers, with their pattern name.
+        let mut quantized: Vec<(Vec<NodeId>, String)> = vec![];
         for c in find_composites(g) {
             let first_name = g.node(c.nodes[0]).name.clone();
             let resolved = self.mapping.resolve(c.op_type, &first_name);
@@ -179,7 +197,9 @@ impl Pass for InsertObservers {
                     // are observed, its inner values (x·relu6(x+3) spans far
                     // more than the result) are not.
                     let q = q.clone();
-                    self.annotate_composite(g, &c, &q, cx);
+                    if let Some(name) = self.annotate_composite(g, &c, &q, cx) {
+                        quantized.push((c.nodes.clone(), name));
+                    }
                     for &n in &c.nodes {
                         handled.insert(n);
                     }
@@ -188,6 +208,12 @@ impl Pass for InsertObservers {
             };
             for &n in &c.nodes {
                 float_nodes.insert(n, format!("part of a decomposed {} ({why})", c.op_type));
+            }
+        }
+        // Powers and normalization statistics no pattern matched.
+        for (n, why) in fragile_nodes(g) {
+            if !handled.contains(&n) {
+                float_nodes.entry(n).or_insert(why);
             }
         }
         for nodes in units {
@@ -200,7 +226,15 @@ impl Pass for InsertObservers {
                 }
                 continue;
             }
-            self.annotate_unit(g, &nodes, cx);
+            if let Some(name) = self.annotate_unit(g, &nodes, cx) {
+                quantized.push((nodes, name));
+            }
+        }
+        if !self.quantize_isolated {
+            drop_isolated(g, &mut quantized, cx);
+        }
+        for (_, name) in &quantized {
+            cx.count(name, 1);
         }
         // Subgraphs stay float for now: say so once per subgraph op.
         for &n in &order {
@@ -224,7 +258,7 @@ impl InsertObservers {
         c: &Composite,
         qconfig: &crate::qconfig::QConfig,
         cx: &mut PassContext,
-    ) {
+    ) -> Option<String> {
         let first = c.nodes[0];
         let last = *c.nodes.last().expect("non-empty composite");
         let x = g
@@ -236,16 +270,17 @@ impl InsertObservers {
             .find(|&v| g.const_tensor(v).is_none());
         let out = g.node(last).outputs.first().copied().flatten();
         let (Some(x), Some(out)) = (x, out) else {
-            return;
+            return None;
         };
         if g.value(x).ty.dtype() != Some(DataType::F32) {
-            return;
+            return None;
         }
         if g.value(x).quant.is_none() {
             g.value_mut(x).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
         }
         g.value_mut(out).quant = Some(QuantAnnotation::Observe(qconfig.activation.clone()));
-        cx.count(c.op_type, 1);
+        let _ = cx;
+        Some(c.op_type.to_string())
     }
 
     fn pattern_for(&self, g: &Graph, nodes: &[NodeId]) -> Option<&PatternConfig> {
@@ -256,7 +291,14 @@ impl InsertObservers {
         }
     }
 
-    fn annotate_unit(&self, g: &mut Graph, nodes: &[NodeId], cx: &mut PassContext) {
+    /// Observes what the unit needs; returns its pattern name when it is
+    /// quantized (counted once the light-op clean-up has run).
+    fn annotate_unit(
+        &self,
+        g: &mut Graph,
+        nodes: &[NodeId],
+        cx: &mut PassContext,
+    ) -> Option<String> {
         let first = nodes[0];
         let last = *nodes.last().expect("non-empty unit");
         let name = g.display_node_name(first);
@@ -272,11 +314,11 @@ impl InsertObservers {
                         dtype_name(dt)
                     ),
                 );
-                return;
+                return None;
             }
         }
         if g.node(first).op().is_some_and(|op| op.has_subgraphs()) {
-            return; // noted once below, with the subgraph rule
+            return None; // noted once below, with the subgraph rule
         }
         let Some(pattern) = self.pattern_for(g, nodes).cloned() else {
             cx.note(
@@ -286,7 +328,7 @@ impl InsertObservers {
                     self.backend.name
                 ),
             );
-            return;
+            return None;
         };
         let resolved = self.mapping.resolve(&op_type, &g.node(first).name);
         let Some(qconfig) = resolved.qconfig.cloned() else {
@@ -294,11 +336,9 @@ impl InsertObservers {
                 name,
                 format!("stays float: qconfig is None ({})", resolved.rule),
             );
-            return;
+            return None;
         };
-        let Some(out) = g.node(last).outputs.first().copied().flatten() else {
-            return;
-        };
+        let out = g.node(last).outputs.first().copied().flatten()?;
         if g.value(out).ty.dtype() != Some(DataType::F32) {
             cx.note(
                 name,
@@ -307,7 +347,7 @@ impl InsertObservers {
                     dtype_name(g.value(out).ty.dtype())
                 ),
             );
-            return;
+            return None;
         }
         // Inputs: of the first node, plus the other operand of later chain
         // ops (the residual of Conv + Add + Relu).
@@ -354,11 +394,11 @@ impl InsertObservers {
                     dtype_name(g.value(bad).ty.dtype())
                 ),
             );
-            return;
+            return None;
         }
         if data.is_empty() {
             cx.note(name, "stays float: no real-valued input");
-            return;
+            return None;
         }
         for &v in data.iter().chain(&inner) {
             if g.value(v).quant.is_none() {
@@ -387,7 +427,7 @@ impl InsertObservers {
                 }
                 _ => {
                     cx.note(name, "stays float: weight is not f32");
-                    return;
+                    return None;
                 }
             }
         }
@@ -401,7 +441,80 @@ impl InsertObservers {
             },
         };
         g.value_mut(out).quant = Some(annotation);
-        cx.count(pattern.name, 1);
+        Some(pattern.name.to_string())
+    }
+}
+
+/// Elements of a constant operand from which int8 storage pays on its own.
+const BIG_CONSTANT: usize = 4096;
+
+/// Ops whose int8 form is worth a Q/DQ pair on its own: the GEMM-shaped ones.
+const COMPUTE_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
+
+/// Elementwise and data-movement units whose output no int8 unit reads
+/// (a residual Add before a float LayerNorm, a Mul feeding a graph output)
+/// stay float: their int8 form would be dequantized at once, so it only adds
+/// rounding, and runs no faster. Dropping one can isolate its producers, so
+/// this runs to a fixed point; then observers that no remaining unit needs
+/// are removed.
+fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: &mut PassContext) {
+    loop {
+        let member: BTreeMap<NodeId, usize> = quantized
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (nodes, _))| nodes.iter().map(move |&n| (n, i)))
+            .collect();
+        let isolated = quantized.iter().position(|(nodes, _)| {
+            if nodes
+                .iter()
+                .any(|&n| COMPUTE_OPS.contains(&g.node(n).op_type()))
+            {
+                return false;
+            }
+            // A lookup in a large constant table (an embedding Gather) keeps
+            // its int8 table: a quarter of the size, and no runtime
+            // dequantization of the whole table.
+            let big_table = |&n: &NodeId| {
+                g.node(n).inputs.iter().flatten().any(|&v| {
+                    g.const_tensor(v)
+                        .is_some_and(|t| t.dtype == DataType::F32 && t.len() >= BIG_CONSTANT)
+                })
+            };
+            if nodes.iter().any(big_table) {
+                return false;
+            }
+            let last = *nodes.last().expect("non-empty unit");
+            g.node(last).outputs.iter().flatten().all(|&out| {
+                g.consumers(out)
+                    .iter()
+                    .all(|(c, _)| nodes.contains(c) || !member.contains_key(c))
+            })
+        });
+        let Some(i) = isolated else { break };
+        let (nodes, _) = quantized.remove(i);
+        for &n in &nodes {
+            cx.note(
+                g.display_node_name(n),
+                "stays float: its output feeds no int8 op, so int8 here would only add rounding",
+            );
+        }
+    }
+    // Keep an observer only where a quantized unit produces or reads the value.
+    let member: std::collections::BTreeSet<NodeId> = quantized
+        .iter()
+        .flat_map(|(nodes, _)| nodes.iter().copied())
+        .collect();
+    let annotated: Vec<ValueId> = g
+        .value_ids()
+        .filter(|&v| g.value(v).quant.is_some())
+        .collect();
+    for v in annotated {
+        let producer = g.producer(v);
+        let needed =
+            member.contains(&producer) || g.consumers(v).iter().any(|(c, _)| member.contains(c));
+        if !needed {
+            g.value_mut(v).quant = None;
+        }
     }
 }
 

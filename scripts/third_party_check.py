@@ -79,6 +79,75 @@ def check_quantize(bin_, src, m, d, want, feeds):
     return f"quantize: {quantized}; {left} left float; size {size}; SQNR dB [{sq}]"
 
 
+def ort_quantize_real(src, d, data):
+    """ONNX Runtime's quantize_static (QDQ, MinMax, per-channel) on the same calibration data."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([dict(np.load(f)) for f in sorted((data / "calib").glob("*.npz"))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    pre, out = d / "ort_pre.onnx", d / "ort_int8.onnx"
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    except Exception:  # noqa: BLE001 - pre-processing is optional
+        pre = src
+    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def check_quantize_real(bin_, src, m, d, data, extra, ort_ref=False):
+    """Quantize with the real calibration set; SQNR and argmax agreement on the held-out set."""
+    import onnx
+
+    out = d / ("int8r_" + m["file"])
+    r = subprocess.run([bin_, "quantize", str(src), "-o", str(out), "--data", str(data / "calib"), *extra],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        err = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "?"
+        if out.exists():
+            raise RuntimeError("quantize failed but left an output file")
+        return f"quantize refused: {err[:200]}"
+    onnx.checker.check_model(onnx.load(str(out)), full_check=True)
+    evals = sorted((data / "eval").glob("*.npz"))
+
+    def figures(model):
+        wants, gots = [], []
+        for f in evals:
+            feeds = dict(np.load(f))
+            wants.append(run(src, feeds))
+            gots.append(run(model, feeds))
+        parts = []
+        for i, w0 in enumerate(wants[0]):
+            if np.asarray(w0).dtype.kind != "f":
+                continue
+            w = np.stack([np.asarray(x[i]) for x in wants])
+            g = np.stack([np.asarray(x[i]) for x in gots])
+            p = f"{sqnr_db(w, g):.1f}"
+            # Classifier-like outputs (a small last axis of scores): argmax agreement.
+            if w.ndim >= 2 and 2 <= w.shape[-1] <= 1000 and w.size // w.shape[-1] <= 64 * len(evals):
+                agree = float((w.argmax(-1) == g.argmax(-1)).mean())
+                p += f" (argmax {100 * agree:.0f}%)"
+            parts.append(p)
+        return ", ".join(parts) or "no float output"
+
+    summary = r.stderr
+    left = next((l.split("(", 1)[1].split(")")[0] for l in summary.splitlines() if l.startswith("left in float")), "0")
+    size = next((l.split("(")[-1].rstrip(")") for l in summary.splitlines() if l.startswith("size:")), "?")
+    text = f"real data: {left} left float; size {size}; SQNR dB [{figures(out)}]"
+    if ort_ref:
+        try:
+            text += f"; ORT quantize_static [{figures(ort_quantize_real(src, d, data))}]"
+        except Exception as e:  # noqa: BLE001 - the peer failing is a finding, not our failure
+            text += f"; ORT quantize_static failed: {str(e).splitlines()[0][:120]}"
+    return text
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cache", default=str(ROOT / "models/.cache/third_party"))
@@ -88,6 +157,11 @@ def main():
                     help="also run `onnxq optimize` and compare outputs (max abs error <= 1e-5 * max|output|)")
     ap.add_argument("--quantize", action="store_true",
                     help="also run `onnxq quantize` on seeded calibration samples and report SQNR")
+    ap.add_argument("--real", action="store_true",
+                    help="quantize with the real calibration data of third_party_data.py and report SQNR "
+                         "(and argmax agreement) on its held-out evaluation samples")
+    ap.add_argument("--ort", action="store_true", help="with --real: also run ORT's quantize_static on the same data")
+    ap.add_argument("--quantize-args", default="", help="extra arguments for `onnxq quantize` (with --real)")
     a = ap.parse_args()
     cache = pathlib.Path(a.cache)
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -150,6 +224,9 @@ def main():
                     detail += f"; optimize: rel err {worst:.1e}, nodes -> {n_opt} [{folded}]"
                 if a.quantize:
                     detail += "; " + check_quantize(a.bin, src, m, pathlib.Path(d), want, feeds)
+                if a.real and (cache / "data" / m["name"]).is_dir():
+                    detail += "; " + check_quantize_real(a.bin, src, m, pathlib.Path(d), cache / "data" / m["name"],
+                                                         a.quantize_args.split(), a.ort)
         except Exception as e:  # noqa: BLE001 - report and go on
             status, detail = "FAIL", str(e)[:300]
         print(f"{status:4} {m['name']:<24} {detail}")

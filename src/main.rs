@@ -144,6 +144,10 @@ struct QuantFlags {
     /// A QConfigMapping JSON file (see README).
     #[arg(long)]
     qconfig: Option<PathBuf>,
+    /// Also quantize elementwise and data-movement ops whose output feeds no
+    /// int8 op (by default they stay float: int8 there only adds rounding).
+    #[arg(long)]
+    quantize_isolated: bool,
 }
 
 impl QuantFlags {
@@ -156,6 +160,7 @@ impl QuantFlags {
             weight_observer: self.weight_observer.clone(),
             per_tensor: self.per_tensor,
             qconfig: self.qconfig.clone(),
+            quantize_isolated: self.quantize_isolated,
             ..Default::default()
         }
     }

@@ -348,3 +348,100 @@ fn tanh_gelu_as_bert_exports_it() {
     );
     assert_eq!(found(&plain), vec![]);
 }
+
+fn fragile(m: &onnxq::ir::Model) -> Vec<String> {
+    onnxq::backend::fragile::fragile_nodes(&m.graph)
+        .into_keys()
+        .map(|n| m.graph.node(n).name.clone())
+        .collect()
+}
+
+fn reduce_sum(input: &str, output: &str) -> pb::NodeProto {
+    let mut n = reduce_mean(input, output);
+    n.op_type = "ReduceSum".into();
+    n.attribute.clear();
+    n.input.push("axis".into());
+    n
+}
+
+fn axis_init() -> pb::TensorProto {
+    pb::TensorProto {
+        name: "axis".into(),
+        data_type: 7,
+        dims: vec![1],
+        int64_data: vec![-1],
+        ..Default::default()
+    }
+}
+
+/// Flax's LayerNorm (`E[x²] − E[x]²`, Sqrt + Reciprocal), which no composite
+/// pattern matches: every statistic and every op applying one stays float,
+/// the affine tail does not.
+#[test]
+fn fragile_flax_layer_norm() {
+    let m = build(
+        vec![
+            reduce_sum("x", "s1"),
+            node("Mul", &["s1", "inv_n"], "mean"),
+            node("Mul", &["x", "x"], "sq"),
+            reduce_sum("sq", "s2"),
+            node("Mul", &["s2", "inv_n"], "ex2"),
+            node("Mul", &["mean", "mean"], "mean2"),
+            node("Sub", &["ex2", "mean2"], "var"),
+            node("Max", &["zero", "var"], "varp"),
+            node("Add", &["varp", "eps"], "a"),
+            node("Sqrt", &["a"], "s"),
+            node("Reciprocal", &["s"], "r"),
+            node("Mul", &["r", "gamma"], "rg"),
+            node("Sub", &["x", "mean"], "d"),
+            node("Mul", &["d", "rg"], "n"),
+            node("Add", &["n", "beta"], "y"),
+        ],
+        vec![
+            axis_init(),
+            scalar("inv_n", 0.25),
+            scalar("zero", 0.0),
+            scalar("eps", 1e-6),
+            vector("gamma", &[1.0, 2.0, 3.0, 4.0]),
+            vector("beta", &[0.0, 0.1, 0.2, 0.3]),
+        ],
+        "y",
+    );
+    assert!(found(&m).is_empty(), "no composite pattern for this form");
+    let got = fragile(&m);
+    for n in [
+        "mean", "sq", "ex2", "mean2", "var", "varp", "a", "s", "r", "rg", "d", "n",
+    ] {
+        assert!(
+            got.contains(&n.to_string()),
+            "{n} should stay float: {got:?}"
+        );
+    }
+    assert!(
+        !got.contains(&"y".to_string()),
+        "the affine tail is a signal"
+    );
+}
+
+/// x³ written as products (JAX's tanh-Gelu) is a power; x·sigmoid(x) and a
+/// squeeze-excitation gate through a Conv-free path of other ops are not.
+#[test]
+fn fragile_powers_but_not_gates() {
+    let m = build(
+        vec![
+            node("Mul", &["c", "x"], "cx"),
+            node("Mul", &["x", "cx"], "cx2"),
+            node("Mul", &["x", "cx2"], "cx3"),
+            node("Add", &["x", "cx3"], "inner"),
+            node("Tanh", &["inner"], "t"),
+            node("Add", &["t", "one"], "t1"),
+            node("Mul", &["x", "t1"], "gelu"),
+            node("Sigmoid", &["gelu"], "sg"),
+            node("Mul", &["gelu", "sg"], "y"),
+        ],
+        vec![scalar("c", 0.044715), scalar("one", 1.0)],
+        "y",
+    );
+    let got = fragile(&m);
+    assert_eq!(got, ["cx2", "cx3", "inner", "t"].map(String::from).to_vec());
+}

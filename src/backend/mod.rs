@@ -10,6 +10,7 @@ mod fbgemm;
 mod qnnpack;
 
 pub mod composite;
+pub mod fragile;
 
 use crate::ir::{Graph, NodeId};
 

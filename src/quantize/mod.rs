@@ -68,6 +68,9 @@ pub struct QuantizeOptions {
     pub passes: Option<String>,
     /// Calibration settings (threads, progress bar).
     pub calibration: CalibrationOptions,
+    /// Quantize elementwise/data-movement ops that feed no int8 op too
+    /// (`insert-observers{isolated=quantize}`).
+    pub quantize_isolated: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -84,6 +87,7 @@ impl Default for QuantizeOptions {
             exclude_op: vec![],
             passes: None,
             calibration: CalibrationOptions::default(),
+            quantize_isolated: false,
         }
     }
 }
@@ -122,6 +126,9 @@ impl QuantizeOptions {
         }
         if let Some(q) = &self.qconfig {
             opts.push(("qconfig".into(), q.display().to_string()));
+        }
+        if self.quantize_isolated {
+            opts.push(("isolated".into(), "quantize".into()));
         }
         opts
     }

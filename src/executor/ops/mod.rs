@@ -6,6 +6,7 @@
 //! executor prefixes them with the node's op type and name.
 
 pub(crate) mod conv;
+mod conv_transpose;
 pub(crate) mod elementwise;
 mod matmul;
 mod norm;
@@ -149,6 +150,9 @@ pub(crate) fn build(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         return Ok(k);
     }
     if let Some(k) = conv::build(t, ctx)? {
+        return Ok(k);
+    }
+    if let Some(k) = conv_transpose::build(t, ctx)? {
         return Ok(k);
     }
     if let Some(k) = rnn::build(t, ctx)? {
