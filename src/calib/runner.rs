@@ -18,6 +18,14 @@
 //! only when the partial ranges agree, and otherwise re-bins as torch does
 //! when a batch widens the range (see `TorchHistogram::merge`).
 //!
+//! # When tract cannot run the model
+//!
+//! Some exporters' graphs are beyond tract's analysis (an `If` on a value
+//! computed at run time, as silero-style VADs branch on the sample rate). When
+//! tract cannot optimise the model for a batch's shapes, the calibrator plans
+//! the same exported model once with onnxq's own executor and runs every
+//! remaining batch through it; [`CalibrationStats::engine`] says which ran.
+//!
 //! One thread is used instead, with the reason in
 //! [`CalibrationStats::single_thread_reason`], when an observer cannot merge
 //! (moving averages are order-dependent and refuse) or already holds data
@@ -31,7 +39,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::{
     DatumType, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TValue, TVec,
@@ -75,6 +83,8 @@ pub struct CalibrationStats {
     /// Plans optimised during this run (cache misses).
     pub plans_built: usize,
     pub elapsed: Duration,
+    /// What ran the model: `tract`, or onnxq's executor with tract's reason.
+    pub engine: String,
 }
 
 impl CalibrationStats {
@@ -99,6 +109,13 @@ pub struct Calibrator {
     /// Plans optimised so far.
     built: AtomicUsize,
     options: CalibrationOptions,
+    /// The exported model, kept for the native fallback.
+    export: Model,
+    /// onnxq's executor on `export`, planned the first time tract fails.
+    native: OnceLock<std::result::Result<crate::executor::Executor, String>>,
+    /// Why tract was given up, once it was.
+    tract_failure: Mutex<Option<String>>,
+    use_native: AtomicBool,
 }
 
 impl std::fmt::Debug for Calibrator {
@@ -170,7 +187,6 @@ impl Calibrator {
             }
         }
         let bytes = crate::emit::to_bytes(&export);
-        drop(export);
         let proto = {
             use prost::Message;
             tract_onnx::pb::ModelProto::decode(&bytes[..])
@@ -198,7 +214,30 @@ impl Calibrator {
             plans: Mutex::new(Vec::new()),
             built: AtomicUsize::new(0),
             options: CalibrationOptions::default(),
+            export,
+            native: OnceLock::new(),
+            tract_failure: Mutex::new(None),
+            use_native: AtomicBool::new(false),
         })
+    }
+
+    /// The native executor on the exported model (planned once).
+    fn native(&self) -> std::result::Result<&crate::executor::Executor, String> {
+        self.native
+            .get_or_init(|| {
+                crate::executor::Executor::new(&self.export, Default::default())
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Which engine ran the batches so far, with tract's reason when it was given up.
+    pub fn engine(&self) -> String {
+        match &*self.tract_failure.lock().expect("poisoned") {
+            None => "tract".into(),
+            Some(why) => format!("onnxq's executor ({why})"),
+        }
     }
 
     pub fn with_options(mut self, options: CalibrationOptions) -> Calibrator {
@@ -262,6 +301,7 @@ impl Calibrator {
             single_thread_reason: reason,
             plans_built: self.plans_built_total() - plans_before,
             elapsed: start.elapsed(),
+            engine: self.engine(),
         })
     }
 
@@ -354,13 +394,41 @@ impl Calibrator {
 
     /// Runs one batch and feeds the observers.
     fn run_batch<O: Observer>(&self, batch: &Batch, observers: &mut [O]) -> Result<()> {
+        if self.use_native.load(Ordering::Acquire) {
+            return self.run_batch_native(batch, observers);
+        }
         let tv: TVec<TValue> = batch
             .tensors
             .iter()
             .map(|t| crate::tract_runner::to_tract(t).map(TValue::from))
             .collect::<Result<_>>()?;
         let key: ShapeKey = tv.iter().map(|t| t.shape().to_vec()).collect();
-        let plan = self.plan(&key, &tv)?;
+        let plan = match self.plan(&key, &tv) {
+            Ok(p) => p,
+            Err(tract_err) => {
+                // Beyond tract's analysis: the native executor, if it can plan the model.
+                self.native().map_err(|native_err| {
+                    Error::invalid(format!(
+                        "{tract_err}; onnxq's executor cannot run it either: {native_err}"
+                    ))
+                })?;
+                let short = tract_err.to_string();
+                let short = short
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(160)
+                    .collect::<String>();
+                log::info!("calibrating with onnxq's executor: {short}");
+                self.tract_failure
+                    .lock()
+                    .expect("poisoned")
+                    .get_or_insert(format!("tract: {short}"));
+                self.use_native.store(true, Ordering::Release);
+                return self.run_batch_native(batch, observers);
+            }
+        };
         let outs = plan.run(tv).map_err(|e| {
             Error::invalid(format!("tract run failed on input shapes {key:?}: {e:#}"))
         })?;
@@ -380,6 +448,34 @@ impl Calibrator {
                 .as_slice::<f32>()
                 .map_err(|e| Error::invalid(format!("`{}`: {e:#}", self.names[k])))?;
             obs.observe(x, out.shape())
+                .map_err(|e| Error::invalid(format!("observer of `{}`: {e}", self.names[k])))?;
+        }
+        Ok(())
+    }
+
+    /// [`Calibrator::run_batch`] on onnxq's executor.
+    fn run_batch_native<O: Observer>(&self, batch: &Batch, observers: &mut [O]) -> Result<()> {
+        let exec = self.native().map_err(Error::invalid)?;
+        let named: Vec<(&str, &crate::ir::Tensor)> = self
+            .inputs
+            .iter()
+            .map(|i| i.name.as_str())
+            .zip(batch.tensors.iter())
+            .collect();
+        let outs = exec.run(&named)?;
+        for (k, obs) in observers.iter_mut().enumerate() {
+            let t = &outs[self.output_index[k]].1;
+            let x = t
+                .to_f32_vec()
+                .filter(|_| t.dtype == DataType::F32)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "observed value `{}` is {} at run time; only f32 values can be observed",
+                        self.names[k], t.dtype
+                    ))
+                })?;
+            let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            obs.observe(&x, &shape)
                 .map_err(|e| Error::invalid(format!("observer of `{}`: {e}", self.names[k])))?;
         }
         Ok(())

@@ -69,7 +69,28 @@ pub fn write_file_with(model: &Model, path: &Path, external_threshold: usize) ->
 
 /// Writes bytes to `path` through a temporary file in the same folder and a
 /// rename, so that a failure never leaves a half-written file.
+///
+/// An existing path that is not a regular file (`/dev/null`, a FIFO, a
+/// terminal) is written in place: renaming over it would replace the device
+/// node with a plain file, which as root breaks the whole machine.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return Err(Error::invalid(format!(
+                "{}: is a directory",
+                path.display()
+            )));
+        }
+        if !meta.is_file() {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+            return f
+                .write_all(bytes)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())));
+        }
+    }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

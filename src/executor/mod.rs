@@ -18,6 +18,7 @@
 
 pub mod cli;
 mod contrib;
+mod control;
 mod lower;
 pub(crate) mod ops;
 mod qlinear;
@@ -149,6 +150,16 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Plans `model` (see the module documentation).
     pub fn new(model: &Model, options: ExecutorOptions) -> Result<Executor> {
+        Executor::plan(model, options, false)
+    }
+
+    /// [`Executor::new`]; in a subgraph (`outer_refs_are_inputs`), the values read from
+    /// the enclosing graph are inputs, by name.
+    fn plan(
+        model: &Model,
+        options: ExecutorOptions,
+        outer_refs_are_inputs: bool,
+    ) -> Result<Executor> {
         if options.backend == Backend::Qnnpack {
             return Err(Error::Unsupported(
                 "the qnnpack backend is not wired to the executor yet (issue 7); use fbgemm".into(),
@@ -191,7 +202,11 @@ impl Executor {
             let label = || format!("{} `{}`", node.op_type(), g.display_node_name(n));
             match &node.kind {
                 NodeKind::Const(_) => continue,
-                NodeKind::Input => {
+                NodeKind::OuterRef if !outer_refs_are_inputs => {
+                    errors.push(format!("{}: not supported", label()));
+                    continue;
+                }
+                NodeKind::Input | NodeKind::OuterRef => {
                     let v = node.outputs[0].expect("an input has its value");
                     let val = g.value(v);
                     let tt = val.ty.tensor();
@@ -218,7 +233,7 @@ impl Executor {
                     });
                     continue;
                 }
-                NodeKind::SparseConst(_) | NodeKind::OuterRef => {
+                NodeKind::SparseConst(_) => {
                     errors.push(format!("{}: not supported", label()));
                     continue;
                 }
@@ -229,10 +244,33 @@ impl Executor {
             }
             let op = node.op().expect("an op");
             if op.has_subgraphs() {
-                errors.push(format!(
-                    "{}: control flow (subgraphs) is not supported by the executor",
-                    label()
-                ));
+                if op.op_type != "If" || !(op.domain.is_empty() || op.domain == "ai.onnx") {
+                    errors.push(format!(
+                        "{}: control flow other than If (subgraphs) is not supported by the executor",
+                        label()
+                    ));
+                    continue;
+                }
+                match control::build_if(model, node, &options) {
+                    Ok(kernel) => {
+                        // The captured outer values follow the condition.
+                        let mut ins: ValueList = node.inputs.to_vec();
+                        ins.extend(node.captures.iter().map(|&v| Some(v)));
+                        steps.push((
+                            Step {
+                                label: label(),
+                                kind: "If".into(),
+                                kernel,
+                                inputs: vec![],
+                                outputs: vec![],
+                                free_after: vec![],
+                            },
+                            ins,
+                            node.outputs.to_vec(),
+                        ));
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", label())),
+                }
                 continue;
             }
             for v in node.inputs.iter().flatten() {

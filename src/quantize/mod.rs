@@ -353,11 +353,15 @@ fn quantize_static(
     }
     let t_prepare = t0.elapsed();
     let t1 = Instant::now();
+    let mut engine_note = None;
     let (table, samples) = match calibration {
         Calibration::Table(t) => (t, None),
         Calibration::Data(path) => {
             let (t, stats) =
                 crate::calib::calibrate(&model, &pipeline, path, options.calibration.clone())?;
+            if stats.engine != "tract" {
+                engine_note = Some(format!("calibrated with {}", stats.engine));
+            }
             (t, Some(stats.samples))
         }
     };
@@ -385,6 +389,9 @@ fn quantize_static(
     );
     if options.format == Format::QOperator {
         summary.by_op = op_counts(&cx, "convert-qoperator");
+    }
+    if let Some(n) = engine_note {
+        summary.notes.push(("calibration".into(), n));
     }
     Ok(Quantized { model, summary })
 }

@@ -8,6 +8,7 @@
 pub(crate) mod conv;
 mod conv_transpose;
 pub(crate) mod elementwise;
+mod gru;
 mod matmul;
 mod norm;
 mod pool;
@@ -153,6 +154,9 @@ pub(crate) fn build(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         return Ok(k);
     }
     if let Some(k) = conv_transpose::build(t, ctx)? {
+        return Ok(k);
+    }
+    if let Some(k) = gru::build(t, ctx)? {
         return Ok(k);
     }
     if let Some(k) = rnn::build(t, ctx)? {
