@@ -20,6 +20,7 @@ pub mod cli;
 mod contrib;
 mod lower;
 pub(crate) mod ops;
+mod q8;
 mod qlinear;
 pub mod value;
 
@@ -35,8 +36,7 @@ pub enum Backend {
     /// u8 activations × s8 weights, float requantization (`kernels::fbgemm`).
     #[default]
     Fbgemm,
-    /// u8 × u8 with fixed-point requantization (`kernels::qnnpack`); not wired to the
-    /// executor yet (issue 7): planning refuses it.
+    /// u8 × u8 with fixed-point requantization (`kernels::qnnpack`, see [`q8`]).
     Qnnpack,
 }
 
@@ -60,6 +60,9 @@ pub struct ExecutorOptions {
     pub threads: usize,
     /// Which QDQ node units become integer kernels.
     pub lowering: Lowering,
+    /// Tie rule of the qnnpack backend's fixed-point requantization: `HalfEven` (default,
+    /// "precise": ONNX's rounding of the exact product) or `HalfAway` (QNNPACK's).
+    pub q8_rounding: crate::kernels::qnnpack::Rounding,
 }
 
 /// How much of a QDQ graph is lowered to integer kernels.
@@ -97,6 +100,7 @@ impl Default for ExecutorOptions {
             backend: Backend::Fbgemm,
             threads: 1,
             lowering: Lowering::OrtCompatible,
+            q8_rounding: crate::kernels::qnnpack::Rounding::HalfEven,
         }
     }
 }
@@ -149,11 +153,6 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Plans `model` (see the module documentation).
     pub fn new(model: &Model, options: ExecutorOptions) -> Result<Executor> {
-        if options.backend == Backend::Qnnpack {
-            return Err(Error::Unsupported(
-                "the qnnpack backend is not wired to the executor yet (issue 7); use fbgemm".into(),
-            ));
-        }
         if options.threads == 0 {
             return Err(Error::invalid("threads must be at least 1"));
         }
@@ -242,13 +241,19 @@ impl Executor {
             }
             if options.lowering != Lowering::Off {
                 let all = options.lowering == Lowering::All;
-                let l = lower::try_lower(g, n, &consts, opset, all).and_then(|l| match l {
+                let q8 = (options.backend == Backend::Qnnpack).then_some(options.q8_rounding);
+                let l = lower::try_lower(g, n, &consts, opset, all, q8).and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
                     None => lower::try_lower_transparent(g, n, &consts, opset),
                 });
                 let l = l.and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
                     None => lower::try_lower_lut(g, n, &consts, opset),
+                });
+                let l = l.and_then(|l| match (l, q8) {
+                    (Some(l), _) => Ok(Some(l)),
+                    (None, Some(r)) => q8::try_lower(g, n, &consts, opset, r),
+                    (None, None) => Ok(None),
                 });
                 let l = l.and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
