@@ -524,22 +524,112 @@ fn per_image_transpose(x: &[u8], n: usize, rows: usize, cols: usize) -> Vec<u8> 
 // ---------------------------------------------------------------------------------------
 // Matrix product
 
-/// MatMul / Gemm with constant 2-D weights on the q8gemm kernels.
+/// Packs `K×N` weights (`[K][N]`, or `[N][K]` with `trans_b`) in the u8 domain.
+#[allow(clippy::too_many_arguments)]
+fn pack_gemm(
+    wq: &[u8],
+    k: usize,
+    n: usize,
+    trans_b: bool,
+    zp: &[u8],
+    bias: Option<&[i32]>,
+    rq: &[Requant],
+    a_zp: u8,
+) -> Result<PackedQ8Gemm, String> {
+    // Q8Weights is [N][K].
+    let wt: Cow<'_, [u8]> = if trans_b {
+        Cow::Borrowed(&wq[..k * n])
+    } else {
+        let mut t = vec![0u8; k * n];
+        for kk in 0..k {
+            for (j, &v) in wq[kk * n..(kk + 1) * n].iter().enumerate() {
+                t[j * k + kk] = v;
+            }
+        }
+        Cow::Owned(t)
+    };
+    let w = Q8Weights {
+        data: &wt,
+        n,
+        k,
+        zp,
+        bias,
+        requant: rq,
+    };
+    let uk = kernels()
+        .q8gemm
+        .first()
+        .copied()
+        .ok_or("no q8gemm kernel")?;
+    Ok(PackedQ8Gemm::new(uk, &w, 1, a_zp))
+}
+
+enum MatW {
+    /// Constant 2-D weights, packed at planning time.
+    Packed(PackedQ8Gemm),
+    /// Weights that are a step input (`X·Y` of two activations, per-tensor parameters):
+    /// `[..., K, N]`, packed per run and per batch matrix.
+    Dynamic {
+        slot: usize,
+        zp: Option<Array>,
+        w_type: DataType,
+        rq: Requant,
+    },
+}
+
+/// MatMul / Gemm on the q8gemm kernels: `[..., M, K] × [K, N]` (constant weights), or
+/// `[..., M, K] × [..., K, N]` with numpy broadcasting of the batch dimensions.
 pub(crate) struct Q8MatMul {
     x_slot: usize,
+    /// K of constant weights (dynamic ones: read at run time).
     k: usize,
-    c: Consts,
-    packed: PackedQ8Gemm,
+    a_zp: u8,
+    x_type: DataType,
+    out: OutSpec,
+    w: MatW,
 }
 
 impl Q8MatMul {
     /// # Errors
     /// The reason the unit cannot run on this backend (the caller falls back).
     pub fn new(spec: &QSpec, trans_b: bool, rounding: Rounding) -> Result<Q8MatMul, String> {
+        if let Src::Input(slot) = spec.w {
+            if trans_b {
+                return Err("transposed non-constant weights".into());
+            }
+            let out = out_spec(&spec.out, rounding)?;
+            let xs = scalar_f32(
+                konst(&spec.x_scale, "x_scale")?.ok_or("missing x_scale")?,
+                "x_scale",
+            )?;
+            let x_zp = konst(&spec.x_zp, "input zero point")?;
+            let x_type = zp_type(x_zp);
+            let ws = match konst(&spec.w_scale, "weight scale")? {
+                None => 1.0,
+                Some(s) => scalar_f32(s, "weight scale")?,
+            };
+            let w_zp = konst(&spec.w_zp, "weight zero point")?;
+            if spec.bias.is_some() {
+                return Err("a bias with non-constant weights".into());
+            }
+            return Ok(Q8MatMul {
+                x_slot: spec.x,
+                k: 0,
+                a_zp: zp_u8(x_zp, x_type, "input")?,
+                x_type,
+                w: MatW::Dynamic {
+                    slot,
+                    zp: w_zp.cloned(),
+                    w_type: zp_type(w_zp),
+                    rq: requants(xs, &[ws], out.y_scale)?[0],
+                },
+                out,
+            });
+        }
         let w_shape = match &spec.w {
             Src::Const(w) if w.rank() == 2 => w.shape.clone(),
             Src::Const(w) => return Err(format!("weights of shape {:?}", w.shape)),
-            Src::Input(_) => return Err("the weights are not a constant".into()),
+            Src::Input(_) => unreachable!("handled above"),
         };
         let (k, n) = if trans_b {
             (w_shape[1], w_shape[0])
@@ -550,37 +640,23 @@ impl Q8MatMul {
             return Err("K = 0".into());
         }
         let c = consts(spec, n, rounding)?;
-        // Q8Weights is [N][K].
-        let wt: Cow<'_, [u8]> = if trans_b {
-            Cow::Borrowed(&c.wq)
-        } else {
-            let mut t = vec![0u8; k * n];
-            for kk in 0..k {
-                for j in 0..n {
-                    t[j * k + kk] = c.wq[kk * n + j];
-                }
-            }
-            Cow::Owned(t)
-        };
-        let w = Q8Weights {
-            data: &wt,
-            n,
+        let packed = pack_gemm(
+            &c.wq,
             k,
-            zp: &c.wzp,
-            bias: c.bias.as_deref(),
-            requant: &c.rq,
-        };
-        let uk = kernels()
-            .q8gemm
-            .first()
-            .copied()
-            .ok_or("no q8gemm kernel")?;
-        let packed = PackedQ8Gemm::new(uk, &w, 1, c.a_zp);
+            n,
+            trans_b,
+            &c.wzp,
+            c.bias.as_deref(),
+            &c.rq,
+            c.a_zp,
+        )?;
         Ok(Q8MatMul {
             x_slot: spec.x,
             k,
-            c,
-            packed,
+            a_zp: c.a_zp,
+            x_type: c.x_type,
+            out: c.out,
+            w: MatW::Packed(packed),
         })
     }
 }
@@ -588,21 +664,83 @@ impl Q8MatMul {
 impl Kernel for Q8MatMul {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
         let x = input(inputs, self.x_slot)?;
-        check_x(x, &self.c)?;
-        if x.rank() < 1 || x.shape[x.rank() - 1] != self.k {
+        if x.dtype() != self.x_type {
             return Err(format!(
-                "MatMul: A {:?} does not have K = {}",
-                x.shape, self.k
+                "quantized input is {}, its zero point is {}",
+                x.dtype(),
+                self.x_type
             ));
         }
         let xu = act_u8(x)?;
-        let rows = x.len() / self.k;
-        let n = self.packed.n();
-        let mut y = vec![0u8; rows * n];
-        q8gemm(&xu, self.k, rows, &self.packed, &self.c.out.out, &mut y, n);
-        let mut shape = x.shape.clone();
-        *shape.last_mut().expect("rank ≥ 1") = n;
-        Ok(vec![output(shape, y, self.c.out.signed)?])
+        let out = &self.out.out;
+        let (slot, zp, w_type, rq) = match &self.w {
+            MatW::Packed(packed) => {
+                if x.rank() < 1 || x.shape[x.rank() - 1] != self.k {
+                    return Err(format!(
+                        "MatMul: A {:?} does not have K = {}",
+                        x.shape, self.k
+                    ));
+                }
+                let rows = x.len() / self.k;
+                let n = packed.n();
+                let mut y = vec![0u8; rows * n];
+                q8gemm(&xu, self.k, rows, packed, out, &mut y, n);
+                let mut shape = x.shape.clone();
+                *shape.last_mut().expect("rank ≥ 1") = n;
+                return Ok(vec![output(shape, y, self.out.signed)?]);
+            }
+            MatW::Dynamic {
+                slot,
+                zp,
+                w_type,
+                rq,
+            } => (*slot, zp, *w_type, *rq),
+        };
+        let w = input(inputs, slot)?;
+        if w.dtype() != w_type {
+            return Err(format!("B is {}, its zero point is {w_type}", w.dtype()));
+        }
+        let (xr, wr) = (x.rank(), w.rank());
+        if xr < 2 || wr < 2 || x.shape[xr - 1] != w.shape[wr - 2] {
+            return Err(format!(
+                "quantized MatMul of shapes {:?} and {:?} is not supported",
+                x.shape, w.shape
+            ));
+        }
+        let (m, k, n) = (x.shape[xr - 2], x.shape[xr - 1], w.shape[wr - 1]);
+        if k == 0 {
+            return Err("MatMul with K = 0 is not supported".into());
+        }
+        let (wq, wzp) = weights_u8(w, zp.as_ref(), 1)?;
+        let batch = super::value::broadcast_shape(&x.shape[..xr - 2], &w.shape[..wr - 2])?;
+        let xi = super::value::broadcast_index(&x.shape[..xr - 2], &batch);
+        let wi = super::value::broadcast_index(&w.shape[..wr - 2], &batch);
+        let nb: usize = batch.iter().product();
+        let mut y = vec![0u8; nb * m * n];
+        for b in 0..nb {
+            let packed = pack_gemm(
+                &wq[wi[b] * k * n..],
+                k,
+                n,
+                false,
+                &wzp,
+                None,
+                &[rq],
+                self.a_zp,
+            )?;
+            q8gemm(
+                &xu[xi[b] * m * k..],
+                k,
+                m,
+                &packed,
+                out,
+                &mut y[b * m * n..(b + 1) * m * n],
+                n,
+            );
+        }
+        let mut shape = batch;
+        shape.extend([m, n]);
+        Ok(vec![output(shape, y, self.out.signed)?])
     }
 }
 
