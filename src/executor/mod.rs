@@ -295,7 +295,22 @@ impl Executor {
                 present: node.inputs.iter().map(Option::is_some).collect(),
                 n_outputs: node.outputs.len(),
             };
-            let kernel = match ops::build(&ctx) {
+            // QOperator products on the qnnpack kernels (else fbgemm's, said in the list).
+            let q8 = match options.backend {
+                Backend::Qnnpack => match q8::qoperator(&ctx, options.q8_rounding) {
+                    Ok(Some((k, uk))) => {
+                        lowered.push(format!("{} (on {uk})", label()));
+                        Some(k)
+                    }
+                    Ok(None) => None,
+                    Err(why) => {
+                        lowered.push(format!("{} [fbgemm fallback: {why}]", label()));
+                        None
+                    }
+                },
+                Backend::Fbgemm => None,
+            };
+            let kernel = match q8.map_or_else(|| ops::build(&ctx), Ok) {
                 Ok(k) => k,
                 Err(e) => {
                     errors.push(format!("{}: {e}", label()));

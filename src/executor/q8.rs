@@ -288,6 +288,10 @@ fn check_x(x: &Array, c: &Consts) -> Result<(), String> {
 enum ConvPack {
     /// One packed GEMM per group (groups = 1 is the plain conv).
     Gemm(Vec<PackedQ8Gemm>),
+    /// Fewer than 8 input channels (groups = 1): the micro-kernel pads every tap's channels to
+    /// 8, so a 3×3 conv of one channel would do 72 MACs for 9. An im2col copy (tiny at these
+    /// channel counts) and one GEMM over `K = taps·C` padded once does 16.
+    Im2col(PackedQ8Gemm),
     /// Depthwise 3×3 / 5×5 (group = C = M).
     Dw(PackedQ8Dw),
 }
@@ -352,6 +356,28 @@ impl Q8Conv {
                 };
                 ConvPack::Dw(PackedQ8Dw::new(uk, &w, kh, kw, c.a_zp))
             }
+            _ if group == 1 && cg_in < 8 && taps > 1 => {
+                let uk = ks.q8gemm.first().copied().ok_or("no q8gemm kernel")?;
+                let k = taps * cg_in;
+                // [OC][IC][KH][KW] → [OC][KH·KW][IC], the im2col row order.
+                let mut wg = vec![0u8; m * k];
+                for o in 0..m {
+                    for ic in 0..cg_in {
+                        for t in 0..taps {
+                            wg[o * k + t * cg_in + ic] = c.wq[o * k + ic * taps + t];
+                        }
+                    }
+                }
+                let w = Q8Weights {
+                    data: &wg,
+                    n: m,
+                    k,
+                    zp: &c.wzp,
+                    bias: c.bias.as_deref(),
+                    requant: &c.rq,
+                };
+                ConvPack::Im2col(PackedQ8Gemm::new(uk, &w, 1, c.a_zp))
+            }
             _ => {
                 let uk = ks.q8gemm.first().copied().ok_or("no q8gemm kernel")?;
                 let k = taps * cg_in;
@@ -407,9 +433,13 @@ impl Q8Conv {
         })
     }
 
-    /// Whether the depthwise kernels run this conv (for the unit's description).
-    pub fn is_depthwise(&self) -> bool {
-        matches!(self.pack, ConvPack::Dw(_))
+    /// Which kernels run this conv (for the unit's description).
+    pub fn kernel_family(&self) -> &'static str {
+        match self.pack {
+            ConvPack::Gemm(_) => "q8conv",
+            ConvPack::Im2col(_) => "im2col + q8gemm",
+            ConvPack::Dw(_) => "q8dwconv",
+        }
     }
 
     fn indirection(&self, win: &Window2d) -> Arc<Indirection> {
@@ -428,6 +458,7 @@ impl Q8Conv {
                 Indirection::Gemm(ConvIndirection::new(win, usize::from(p[0].ukernel().mr)))
             }
             ConvPack::Dw(_) => Indirection::Dw(DwIndirection::new(win)),
+            ConvPack::Im2col(_) => unreachable!("no indirection for the im2col path"),
         });
         *slot = Some(ind.clone());
         ind
@@ -465,18 +496,62 @@ impl Kernel for Q8Conv {
         let xu = act_u8(x)?;
         let nhwc = per_image_transpose(&xu, n, c, h * wd);
         let win = window(&geom, n, h, wd);
-        let ind = self.indirection(&win);
         let mut y = vec![0u8; n * oh * ow * m];
+        let out = &self.c.out.out;
+        if let ConvPack::Im2col(p) = &self.pack {
+            let a = im2col(&win, &nhwc, c, self.c.a_zp);
+            q8gemm(&a, win.taps() * c, win.out_pixels(), p, out, &mut y, m);
+        } else {
+            self.run_indirect(&win, &geom, &nhwc, &mut y);
+        }
+        let y = per_image_transpose(&y, n, oh * ow, m);
+        Ok(vec![output(
+            out_shape(&x.shape, m, oh, ow),
+            y,
+            self.c.out.signed,
+        )?])
+    }
+}
+
+/// The `P × (taps·C)` patch matrix of an NHWC input (padding taps hold the zero point).
+fn im2col(win: &Window2d, x: &[u8], c: usize, zp: u8) -> Vec<u8> {
+    let (oh, ow, taps) = (win.out_h(), win.out_w(), win.taps());
+    let k = taps * c;
+    let mut a = vec![zp; win.out_pixels() * k];
+    for b in 0..win.batch {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let row = &mut a[((b * oh + oy) * ow + ox) * k..][..k];
+                for ky in 0..win.kernel_h {
+                    for kx in 0..win.kernel_w {
+                        if let Some((iy, ix)) = win.input_at(oy, ox, ky, kx) {
+                            let t = ky * win.kernel_w + kx;
+                            let px = ((b * win.in_h + iy) * win.in_w + ix) * c;
+                            row[t * c..(t + 1) * c].copy_from_slice(&x[px..px + c]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    a
+}
+
+impl Q8Conv {
+    /// The indirection-buffer paths (conv per group, depthwise) into NHWC `y`.
+    fn run_indirect(&self, win: &Window2d, geom: &ConvGeometry, nhwc: &[u8], y: &mut [u8]) {
+        let (c, m) = (geom.c_in, geom.c_out);
+        let ind = self.indirection(win);
         let out = &self.c.out.out;
         match (&self.pack, &*ind) {
             (ConvPack::Dw(p), Indirection::Dw(ind)) => {
                 let xv = Nhwc {
-                    data: &nhwc,
+                    data: nhwc,
                     channels: c,
                     pixel_stride: c,
                     zp: self.c.a_zp,
                 };
-                q8dwconv(&xv, ind, p, out, &mut y, m);
+                q8dwconv(&xv, ind, p, out, y, m);
             }
             (ConvPack::Gemm(packs), Indirection::Gemm(ind)) => {
                 let (cg_in, cg_out) = (geom.cg_in(), geom.cg_out());
@@ -492,12 +567,6 @@ impl Kernel for Q8Conv {
             }
             _ => unreachable!("the indirection follows the packing"),
         }
-        let y = per_image_transpose(&y, n, oh * ow, m);
-        Ok(vec![output(
-            out_shape(&x.shape, m, oh, ow),
-            y,
-            self.c.out.signed,
-        )?])
     }
 }
 
@@ -744,21 +813,20 @@ impl Kernel for Q8MatMul {
     }
 }
 
+/// A planned qnnpack kernel and the micro-kernel family it runs on (for the unit's description).
+pub(crate) type Q8Kernel = (Box<dyn Kernel>, &'static str);
+
 /// The qnnpack kernel for a lowered Conv / Gemm / MatMul unit, or why there is none.
 pub(crate) fn product(
     spec: &QSpec,
     conv: Option<ConvAttrs>,
     trans_b: bool,
     rounding: Rounding,
-) -> Result<(Box<dyn Kernel>, &'static str), String> {
+) -> Result<Q8Kernel, String> {
     Ok(match conv {
         Some(attrs) => {
             let k = Q8Conv::new(spec, attrs, rounding)?;
-            let what = if k.is_depthwise() {
-                "q8dwconv"
-            } else {
-                "q8conv"
-            };
+            let what = k.kernel_family();
             (Box::new(k), what)
         }
         None => (Box::new(Q8MatMul::new(spec, trans_b, rounding)?), "q8gemm"),
@@ -1124,4 +1192,51 @@ pub(crate) fn try_lower(
         absorbed: vec![qn],
         what: format!("{}→Q on q8 pooling", op.op_type),
     }))
+}
+
+/// QLinearConv / QLinearMatMul (QOperator models) on the qnnpack kernels: `Ok(None)` for other
+/// ops, `Err(why)` when the node's parameters do not fit (the caller then builds the fbgemm
+/// kernel and says so). Returns the kernel and the micro-kernel family it runs on.
+pub(crate) fn qoperator(ctx: &NodeCtx<'_>, rounding: Rounding) -> Result<Option<Q8Kernel>, String> {
+    let t = ctx.op.op_type.as_str();
+    let default_domain = matches!(ctx.op.domain.as_str(), "" | "ai.onnx");
+    if !default_domain || !matches!(t, "QLinearConv" | "QLinearMatMul") {
+        return Ok(None);
+    }
+    let conv = t == "QLinearConv";
+    // QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp.
+    // QLinearConv: x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B.
+    let src = |k: usize| -> Option<Src> {
+        ctx.has(k).then(|| match ctx.konst(k) {
+            Some(a) => Src::Const(a.clone()),
+            None => Src::Input(k),
+        })
+    };
+    let spec = QSpec {
+        x: 0,
+        x_scale: src(1),
+        x_zp: src(2),
+        w: src(3).ok_or("missing weights")?,
+        w_scale: src(4),
+        w_zp: src(5),
+        bias: if conv { src(8) } else { None },
+        out: QOut::Requant {
+            y_scale: src(6).ok_or("missing y_scale")?,
+            y_zp: src(7),
+            y_type: DataType::U8,
+            act: Act::None,
+        },
+    };
+    if matches!(spec.w, Src::Input(_)) && !conv {
+        // Two activations: per-tensor B only (the dynamic path).
+        if ctx.konst(4).is_none_or(|s| s.len() != 1) {
+            return Err("non-constant or per-column B parameters".into());
+        }
+    }
+    let attrs = if conv {
+        Some(ConvAttrs::parse(ctx)?)
+    } else {
+        None
+    };
+    product(&spec, attrs, false, rounding).map(Some)
 }

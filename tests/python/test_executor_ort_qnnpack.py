@@ -6,6 +6,7 @@ Models are quantized three ways:
   ONNX Runtime runs them on its exact u8u8 kernels): >= 99.9 % of elements equal to ORT's,
   none more than 1 LSB apart (measured: 100 %);
 - `fbgemm`: the default preset (7-bit s8 weights, converted to u8 at pack time): same bound;
+- `qop_u8u8`: `u8u8` in QOperator form (QLinearConv / QLinearMatMul): same bound;
 - `s8`: `--backend qnnpack` (full-range s8 weights). ONNX Runtime's AVX2 u8s8 kernels
   (`vpmaddubsw`) saturate on such weights, so ORT is not a reference there (its int8 result
   differs from its own float QDQ graph by many LSB); the qnnpack backend is compared with the
@@ -28,6 +29,7 @@ PRESETS = {
     "u8u8": ["--backend", "qnnpack", "--weight-dtype", "uint8"],
     "fbgemm": [],
     "s8": ["--backend", "qnnpack"],
+    "qop_u8u8": ["--backend", "qnnpack", "--weight-dtype", "uint8", "--format", "qoperator"],
 }
 
 
@@ -85,7 +87,7 @@ def compare(label, model, names, got_dir, refs):
 
 
 @pytest.mark.parametrize("data", ["sample", "calib"])
-@pytest.mark.parametrize("preset", ["u8u8", "fbgemm"])
+@pytest.mark.parametrize("preset", ["u8u8", "fbgemm", "qop_u8u8"])
 @pytest.mark.parametrize("name", QUANTIZABLE)
 def test_qnnpack_backend_equals_ort(name, preset, data, onnxq_bin, quantized, tmp_path):
     q = quantized(name, preset)
