@@ -146,6 +146,20 @@ fn qnnpack_backend_runs_every_quantized_model_on_its_kernels() {
             let inputs = calib_inputs(&name, &model, 64);
             let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
             let a = q8.run(&refs).unwrap();
+            let threaded = Executor::new(
+                &model,
+                ExecutorOptions {
+                    backend: Backend::Qnnpack,
+                    threads: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                threaded.run(&refs).unwrap(),
+                a,
+                "{name}: threads change results"
+            );
             let b = fb.run(&refs).unwrap();
             let c = float.run(&refs).unwrap();
             for (((oname, x), (_, y)), (_, z)) in a.iter().zip(&b).zip(&c) {

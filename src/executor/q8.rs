@@ -308,8 +308,9 @@ pub(crate) struct Q8Conv {
     w_shape: Vec<usize>,
     c: Consts,
     pack: ConvPack,
-    /// The indirection buffer of the last input shape (built once per shape, reused).
-    ind: Mutex<Option<Arc<Indirection>>>,
+    /// The indirection buffers of the last few input shapes (built once per shape and
+    /// reused; a threaded run has up to two part sizes).
+    ind: Mutex<Vec<Arc<Indirection>>>,
 }
 
 impl Q8Conv {
@@ -429,7 +430,7 @@ impl Q8Conv {
             w_shape,
             c,
             pack,
-            ind: Mutex::new(None),
+            ind: Mutex::new(Vec::new()),
         })
     }
 
@@ -443,15 +444,14 @@ impl Q8Conv {
     }
 
     fn indirection(&self, win: &Window2d) -> Arc<Indirection> {
-        let mut slot = self.ind.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(ind) = slot.as_ref() {
-            let same = match &**ind {
-                Indirection::Gemm(i) => i.window() == win,
-                Indirection::Dw(i) => i.window() == win,
-            };
-            if same {
-                return ind.clone();
-            }
+        const KEEP: usize = 4;
+        let mut cache = self.ind.lock().unwrap_or_else(|e| e.into_inner());
+        let found = cache.iter().find(|ind| match &***ind {
+            Indirection::Gemm(i) => i.window() == win,
+            Indirection::Dw(i) => i.window() == win,
+        });
+        if let Some(ind) = found {
+            return ind.clone();
         }
         let ind = Arc::new(match &self.pack {
             ConvPack::Gemm(p) => {
@@ -460,7 +460,10 @@ impl Q8Conv {
             ConvPack::Dw(_) => Indirection::Dw(DwIndirection::new(win)),
             ConvPack::Im2col(_) => unreachable!("no indirection for the im2col path"),
         });
-        *slot = Some(ind.clone());
+        if cache.len() == KEEP {
+            cache.remove(0);
+        }
+        cache.push(ind.clone());
         ind
     }
 }
@@ -485,6 +488,10 @@ fn window(geom: &ConvGeometry, n: usize, h: usize, w: usize) -> Window2d {
 
 impl Kernel for Q8Conv {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        self.run_with(inputs, 1)
+    }
+
+    fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let x = input(inputs, self.x_slot)?;
         check_x(x, &self.c)?;
         let geom = self.attrs.geometry(&x.shape, &self.w_shape)?;
@@ -495,14 +502,41 @@ impl Kernel for Q8Conv {
         let (c, m) = (geom.c_in, geom.c_out);
         let xu = act_u8(x)?;
         let nhwc = per_image_transpose(&xu, n, c, h * wd);
-        let win = window(&geom, n, h, wd);
         let mut y = vec![0u8; n * oh * ow * m];
-        let out = &self.c.out.out;
-        if let ConvPack::Im2col(p) = &self.pack {
-            let a = im2col(&win, &nhwc, c, self.c.a_zp);
-            q8gemm(&a, win.taps() * c, win.out_pixels(), p, out, &mut y, m);
-        } else {
-            self.run_indirect(&win, &geom, &nhwc, &mut y);
+        // Images are independent: split them among the threads (as the fbgemm backend does).
+        let per = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
+        let (img_in, img_out) = (h * wd * c, oh * ow * m);
+        let run_part = |k: usize, yp: &mut [u8]| {
+            let imgs = yp.len() / img_out.max(1);
+            let win = window(&geom, imgs, h, wd);
+            let xp = &nhwc[k * per * img_in..(k * per + imgs) * img_in];
+            if let ConvPack::Im2col(p) = &self.pack {
+                let a = im2col(&win, xp, c, self.c.a_zp);
+                q8gemm(
+                    &a,
+                    win.taps() * c,
+                    win.out_pixels(),
+                    p,
+                    &self.c.out.out,
+                    yp,
+                    m,
+                );
+            } else {
+                self.run_indirect(&win, &geom, xp, yp);
+            }
+        };
+        if img_out > 0 {
+            let parts: Vec<&mut [u8]> = y.chunks_mut(per * img_out).collect();
+            if parts.len() <= 1 {
+                parts.into_iter().for_each(|p| run_part(0, p));
+            } else {
+                let run_part = &run_part;
+                std::thread::scope(|sc| {
+                    for (k, p) in parts.into_iter().enumerate() {
+                        sc.spawn(move || run_part(k, p));
+                    }
+                });
+            }
         }
         let y = per_image_transpose(&y, n, oh * ow, m);
         Ok(vec![output(
@@ -732,6 +766,10 @@ impl Q8MatMul {
 
 impl Kernel for Q8MatMul {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        self.run_with(inputs, 1)
+    }
+
+    fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let x = input(inputs, self.x_slot)?;
         if x.dtype() != self.x_type {
             return Err(format!(
@@ -753,7 +791,26 @@ impl Kernel for Q8MatMul {
                 let rows = x.len() / self.k;
                 let n = packed.n();
                 let mut y = vec![0u8; rows * n];
-                q8gemm(&xu, self.k, rows, packed, out, &mut y, n);
+                // Rows are independent: split them among the threads (at least 16 rows each).
+                let per = rows.div_ceil(threads.clamp(1, (rows / 16).max(1))).max(1);
+                let k = self.k;
+                let run_part = |t: usize, yp: &mut [u8]| {
+                    let r = yp.len() / n.max(1);
+                    q8gemm(&xu[t * per * k..], k, r, packed, out, yp, n);
+                };
+                if n > 0 {
+                    let parts: Vec<&mut [u8]> = y.chunks_mut(per * n).collect();
+                    if parts.len() <= 1 {
+                        parts.into_iter().for_each(|p| run_part(0, p));
+                    } else {
+                        let run_part = &run_part;
+                        std::thread::scope(|sc| {
+                            for (t, p) in parts.into_iter().enumerate() {
+                                sc.spawn(move || run_part(t, p));
+                            }
+                        });
+                    }
+                }
                 let mut shape = x.shape.clone();
                 *shape.last_mut().expect("rank ≥ 1") = n;
                 return Ok(vec![output(shape, y, self.out.signed)?]);
