@@ -8,6 +8,9 @@
 //!   lowered to the fbgemm integer kernels with prepacked weights and the output stage fused
 //!   (see [`lower`]); QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger,
 //!   DynamicQuantizeLinear and standalone Q/DQ run on the same integer code ([`qlinear`]);
+//! - with [`Backend::Qnnpack`] the same units (and QLinearConv / QLinearMatMul, u8 Add and
+//!   average pools) run on the u8×u8 qnnpack-style kernels instead ([`q8`]); a unit those
+//!   kernels cannot take stays on fbgemm and its description says `[fbgemm fallback: why]`;
 //! - everything else runs through the float ops of [`ops`];
 //! - steps whose results are never needed are dropped, and every intermediate value is freed
 //!   right after its last use, so peak memory follows the live set, not the graph size.

@@ -548,21 +548,40 @@ impl Kernel for Q8Conv {
 }
 
 /// The `P × (taps·C)` patch matrix of an NHWC input (padding taps hold the zero point).
+/// Per output row and tap, the valid output columns form one range (computed once), so the
+/// inner loop is a strided copy without per-element padding tests.
 fn im2col(win: &Window2d, x: &[u8], c: usize, zp: u8) -> Vec<u8> {
     let (oh, ow, taps) = (win.out_h(), win.out_w(), win.taps());
     let k = taps * c;
     let mut a = vec![zp; win.out_pixels() * k];
+    // Valid output columns of tap column kx: ix = ox·s + kx·d − pad_left ∈ [0, in_w).
+    let cols: Vec<(usize, usize)> = (0..win.kernel_w)
+        .map(|kx| {
+            let off = kx * win.dilation_w;
+            let lo = win.pad_left.saturating_sub(off).div_ceil(win.stride_w);
+            let hi = (win.in_w + win.pad_left)
+                .checked_sub(off + 1)
+                .map_or(0, |v| (v / win.stride_w + 1).min(ow));
+            (lo.min(hi), hi)
+        })
+        .collect();
     for b in 0..win.batch {
         for oy in 0..oh {
-            for ox in 0..ow {
-                let row = &mut a[((b * oh + oy) * ow + ox) * k..][..k];
-                for ky in 0..win.kernel_h {
-                    for kx in 0..win.kernel_w {
-                        if let Some((iy, ix)) = win.input_at(oy, ox, ky, kx) {
-                            let t = ky * win.kernel_w + kx;
-                            let px = ((b * win.in_h + iy) * win.in_w + ix) * c;
-                            row[t * c..(t + 1) * c].copy_from_slice(&x[px..px + c]);
-                        }
+            let rows = &mut a[(b * oh + oy) * ow * k..][..ow * k];
+            for ky in 0..win.kernel_h {
+                let Some(iy) = (oy * win.stride_h + ky * win.dilation_h).checked_sub(win.pad_top)
+                else {
+                    continue;
+                };
+                if iy >= win.in_h {
+                    continue;
+                }
+                let src_row = &x[(b * win.in_h + iy) * win.in_w * c..][..win.in_w * c];
+                for (kx, &(lo, hi)) in cols.iter().enumerate() {
+                    let t = ky * win.kernel_w + kx;
+                    for ox in lo..hi {
+                        let ix = ox * win.stride_w + kx * win.dilation_w - win.pad_left;
+                        rows[ox * k + t * c..][..c].copy_from_slice(&src_row[ix * c..][..c]);
                     }
                 }
             }
@@ -604,24 +623,10 @@ impl Q8Conv {
     }
 }
 
-/// Per image, the `rows × cols` matrix transposed (NCHW ↔ NHWC), in cache-sized blocks.
+/// Per image, the `rows × cols` matrix transposed (NCHW ↔ NHWC), with the fbgemm backend's
+/// 8×8 in-register byte transpose.
 fn per_image_transpose(x: &[u8], n: usize, rows: usize, cols: usize) -> Vec<u8> {
-    const B: usize = 32;
-    let mut y = vec![0u8; x.len()];
-    let img = rows * cols;
-    for i in 0..n {
-        let (src, dst) = (&x[i * img..(i + 1) * img], &mut y[i * img..(i + 1) * img]);
-        for r0 in (0..rows).step_by(B) {
-            for c0 in (0..cols).step_by(B) {
-                for r in r0..(r0 + B).min(rows) {
-                    for cc in c0..(c0 + B).min(cols) {
-                        dst[cc * rows + r] = src[r * cols + cc];
-                    }
-                }
-            }
-        }
-    }
-    y
+    super::qlinear::per_image_transpose(x, n, rows, cols, super::qlinear::transpose_u8)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1296,4 +1301,70 @@ pub(crate) fn qoperator(ctx: &NodeCtx<'_>, rounding: Rounding) -> Result<Option<
         None
     };
     product(&spec, attrs, false, rounding).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The range-based im2col equals the direct definition on awkward windows.
+    #[test]
+    fn im2col_matches_the_window_definition() {
+        let mut seed = 7u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let (kh, kw) = (1 + next(5), 1 + next(5));
+            let win = Window2d {
+                batch: 1 + next(2),
+                in_h: 1 + next(9),
+                in_w: 1 + next(9),
+                kernel_h: kh,
+                kernel_w: kw,
+                stride_h: 1 + next(3),
+                stride_w: 1 + next(3),
+                dilation_h: 1 + next(2),
+                dilation_w: 1 + next(2),
+                pad_top: next(3),
+                pad_left: next(3),
+                pad_bottom: next(3),
+                pad_right: next(3),
+            };
+            let span = |k: usize, d: usize| d * (k - 1) + 1;
+            if win.in_h + win.pad_top + win.pad_bottom < span(kh, win.dilation_h)
+                || win.in_w + win.pad_left + win.pad_right < span(kw, win.dilation_w)
+            {
+                continue;
+            }
+            let c = 1 + next(4);
+            let x: Vec<u8> = (0..win.batch * win.in_h * win.in_w * c)
+                .map(|_| next(256) as u8)
+                .collect();
+            let got = im2col(&win, &x, c, 77);
+            let (oh, ow, k) = (win.out_h(), win.out_w(), win.taps() * c);
+            for b in 0..win.batch {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                for ch in 0..c {
+                                    let want =
+                                        win.input_at(oy, ox, ky, kx).map_or(77, |(iy, ix)| {
+                                            x[((b * win.in_h + iy) * win.in_w + ix) * c + ch]
+                                        });
+                                    let at =
+                                        ((b * oh + oy) * ow + ox) * k + (ky * kw + kx) * c + ch;
+                                    assert_eq!(got[at], want, "{win:?} c={c}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
