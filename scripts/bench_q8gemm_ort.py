@@ -7,7 +7,8 @@ For each M x K x N in {512^3, 1024^3, 3136x576x64}:
     requantization (so ORT does strictly less work than q8gemm, which requantizes to u8);
   - ORT QLinearMatMul u8 x u8 (the same with requantization to u8, as q8gemm).
 And the depthwise 3x3 conv of the cargo bench (56x56, stride 1, pad 1, C = 64..144) as ORT
-QLinearConv u8 x u8 (group = C), GOPS = 2*56*56*9*C / best time.
+QLinearConv u8 x u8 (group = C; per-tensor weight zero point 128, and per-channel ones),
+GOPS = 2*56*56*9*C / best time.
 GOPS = 2*M*K*N / best time (minimum over runs, as the cargo bench: the 2-vCPU machine is
 shared and medians swing). With --cargo-bench, also runs `cargo bench --bench q8gemm` and
 prints the ratio of onnxq's best kernel to ORT's MatMulInteger.
@@ -48,12 +49,13 @@ def model(op, m, k, n, rng):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def dw_model(c, rng):
+def dw_model(c, rng, per_channel_zp):
     w = rng.integers(0, 256, (c, 1, 3, 3), dtype=np.uint8)
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
              numpy_helper.from_array(np.array(117, np.uint8), "x_zp"),
              numpy_helper.from_array(np.full(c, 0.003, np.float32), "w_s"),
-             numpy_helper.from_array(rng.integers(0, 256, c, dtype=np.uint8), "w_zp"),
+             numpy_helper.from_array(rng.integers(0, 256, c, dtype=np.uint8) if per_channel_zp
+                                     else np.array(128, np.uint8), "w_zp"),
              numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
              numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
     node = helper.make_node("QLinearConv", ["X", "x_s", "x_zp", "W", "w_s", "w_zp", "y_s", "y_zp"], ["Y"],
@@ -63,12 +65,12 @@ def dw_model(c, rng):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def ort_dw_gops(c, seconds):
+def ort_dw_gops(c, seconds, per_channel_zp=False):
     rng = np.random.default_rng(7)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    s = ort.InferenceSession(dw_model(c, rng), so, providers=["CPUExecutionProvider"])
+    s = ort.InferenceSession(dw_model(c, rng, per_channel_zp), so, providers=["CPUExecutionProvider"])
     x = rng.integers(0, 256, (1, c, 56, 56), dtype=np.uint8)
     return 2 * 56 * 56 * 9 * c / best_seconds(lambda: s.run(None, {"X": x}), seconds) / 1e9
 
@@ -109,7 +111,11 @@ def main():
             ort_mmi = g
         print(f"{'ORT ' + op + ' u8u8':28} {g[0]:8.1f} {g[1]:8.1f} {g[2]:12.1f}")
     print(f"{'depthwise 3x3 56x56':28} " + " ".join(f"{'C=' + str(c):>8}" for c in (64, 96, 128, 144)))
-    print(f"{'ORT QLinearConv dw u8u8':28} " + " ".join(f"{ort_dw_gops(c, args.seconds):8.1f}" for c in (64, 96, 128, 144)))
+    chans = (64, 96, 128, 144)
+    print(f"{'ORT QLinearConv dw u8u8':28} " + " ".join(f"{ort_dw_gops(c, args.seconds):8.1f}" for c in chans))
+    # Per-channel u8 weight zero points take a much slower ORT path (measured ~0.2 GOPS).
+    print(f"{'  same, per-channel w_zp':28} " + " ".join(f"{ort_dw_gops(c, args.seconds, True):8.1f}"
+                                                       for c in chans))
     if args.cargo_bench:
         env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", "target"))
         out = subprocess.run(["cargo", "bench", "--bench", "q8gemm", "--", "q8gemm"], check=True,
