@@ -1,4 +1,4 @@
-//! `insert-observers{backend=fbgemm|qnnpack,observer=…,weight-observer=…,per-tensor=true,qconfig=FILE}`:
+//! `insert-observers{backend=fbgemm|qnnpack,observer=…,weight-observer=…,per-tensor=true,weight-dtype=int8|uint8,qconfig=FILE}`:
 //! decides which values are observed during calibration, from the fused
 //! graph, the backend's patterns and the QConfigMapping (PyTorch's
 //! `prepare_fx` step 3).
@@ -49,11 +49,12 @@ impl InsertObservers {
 
     /// Factory for the registry.
     pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
-        const KEYS: [&str; 6] = [
+        const KEYS: [&str; 7] = [
             "backend",
             "observer",
             "weight-observer",
             "per-tensor",
+            "weight-dtype",
             "qconfig",
             "isolated",
         ];
@@ -108,6 +109,15 @@ impl InsertObservers {
                 )))
             }
         };
+        let weight_u8 = match get("weight-dtype") {
+            None | Some("int8") => false,
+            Some("uint8") => true,
+            Some(o) => {
+                return Err(Error::invalid(format!(
+                    "insert-observers: weight-dtype `{o}` (int8, uint8)"
+                )))
+            }
+        };
         let qconfigs = mapping
             .global
             .iter_mut()
@@ -123,12 +133,28 @@ impl InsertObservers {
             if per_tensor {
                 q.weight = per_tensor_weight(&q.weight);
             }
+            if weight_u8 {
+                q.weight = u8_weight(&q.weight);
+            }
         }
         let mut p = InsertObservers::new(backend, mapping);
         p.options = options;
         p.quantize_isolated = quantize_isolated;
         Ok(p)
     }
+}
+
+/// The asymmetric uint8 version of a weight observer config (QNNPACK's native weights: u8
+/// with a zero point, run by u8×u8 kernels without the s8 saturation hazard).
+fn u8_weight(c: &ObserverConfig) -> ObserverConfig {
+    use crate::observe::{QDtype, QScheme};
+    let mut c = c.clone();
+    c.dtype = QDtype::QUInt8;
+    c.qscheme = match c.qscheme {
+        QScheme::PerChannelSymmetric | QScheme::PerChannelAffine => QScheme::PerChannelAffine,
+        QScheme::PerTensorSymmetric | QScheme::PerTensorAffine => QScheme::PerTensorAffine,
+    };
+    c
 }
 
 /// The per-tensor version of a weight observer config.

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Latency of the native executor vs tract fp32 and ONNX Runtime int8, measured in one run.
 
-For every quantizable bundled model: `onnxq quantize` makes the QDQ model; then, single
-thread, on the model's sample inputs (or a batch of calibration rows, --batch):
-  - onnxq int8:  `onnxq bench QDQ --engine onnxq`
-  - tract fp32:  `onnxq bench FLOAT --engine tract`
-  - ORT int8:    onnxruntime on the same QDQ model (default optimisation level, 1 thread)
-  - ORT fp32:    onnxruntime on the float model
+For every quantizable bundled model: `onnxq quantize` makes the QDQ models (the default fbgemm
+preset: u8 activations × 7-bit s8 weights; and `--backend qnnpack --weight-dtype uint8`:
+u8 × asymmetric u8 weights, QNNPACK's native form); then, single thread, on the model's sample
+inputs (or a batch of calibration rows, --batch):
+  - onnxq fbgemm:  `onnxq bench QDQ --engine onnxq --backend fbgemm` (fbgemm-preset model)
+  - onnxq qnnpack: `onnxq bench QDQ_U8 --engine onnxq --backend qnnpack` (u8u8 model)
+  - tract fp32:    `onnxq bench FLOAT --engine tract`
+  - ORT int8:      onnxruntime on the fbgemm-preset QDQ model (default optimisation, 1 thread)
+  - ORT u8u8:      onnxruntime on the u8u8 QDQ model
+  - ORT fp32:      onnxruntime on the float model
 Prints median latencies, peak RSS (each engine in its own process) and the ratios the issue
-asks for (onnxq/tract, onnxq/ORT int8).
+asks for (onnxq/tract, onnxq/ORT int8, onnxq qnnpack/ORT u8u8).
 
 Usage: scripts/bench_executor.py [--bin target/release/onnxq] [--runs 200] [--batch N]
 """
@@ -44,9 +48,10 @@ print(json.dumps({"median_ms": t[len(t) // 2] * 1e3, "min_ms": t[0] * 1e3,
 """
 
 
-def onnxq_bench(binary, model, inputs, engine, runs, warmup):
+def onnxq_bench(binary, model, inputs, engine, runs, warmup, backend="fbgemm"):
     out = subprocess.run([binary, "bench", str(model), "--engine", engine, "--runs", str(runs), "--warmup",
-                          str(warmup), "--input", str(inputs)], check=True, capture_output=True, text=True).stdout
+                          str(warmup), "--input", str(inputs), "--backend", backend],
+                         check=True, capture_output=True, text=True).stdout
     med = float(re.search(r"median ([0-9.]+) ms", out).group(1))
     mn = float(re.search(r"min ([0-9.]+) ms", out).group(1))
     rss = re.search(r"peak RSS (\d+) KiB", out)
@@ -67,13 +72,17 @@ def main():
     ap.add_argument("--batch", type=int, default=0, help="calibration rows instead of the sample inputs")
     args = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="onnxq-bench-"))
-    print(f"{'model':18} {'onnxq int8':>11} {'tract f32':>10} {'ORT int8':>9} {'ORT f32':>8}   "
-          f"{'q/tract':>7} {'q/ORTi8':>7}   RSS KiB (onnxq / ORT int8)")
+    print(f"{'model':18} {'onnxq fbgemm':>12} {'onnxq qnnpack':>13} {'tract f32':>10} {'ORT int8':>9} "
+          f"{'ORT u8u8':>9} {'ORT f32':>8}   {'q/tract':>7} {'q/ORTi8':>7} {'qnn/tract':>9} {'qnn/ORTu8':>9}   "
+          f"RSS KiB (onnxq fbgemm / qnnpack / ORT int8)")
     for name in NAMES:
         calib = next(p for p in (MODELS / f"{name}.calib.npy", MODELS / f"{name}.calib.npz") if p.exists())
         q = tmp / f"{name}.int8.onnx"
         subprocess.run([args.bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(q), "--data", str(calib)],
                        check=True, capture_output=True)
+        q8 = tmp / f"{name}.u8u8.onnx"
+        subprocess.run([args.bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(q8), "--data", str(calib),
+                        "--backend", "qnnpack", "--weight-dtype", "uint8"], check=True, capture_output=True)
         inputs = MODELS / f"{name}.sample.npz"
         if args.batch:
             inputs = tmp / f"{name}.batch.npz"
@@ -82,14 +91,17 @@ def main():
             np.savez(inputs, **data)
         r = {
             "onnxq": onnxq_bench(args.bin, q, inputs, "onnxq", args.runs, args.warmup),
+            "qnnpack": onnxq_bench(args.bin, q8, inputs, "onnxq", args.runs, args.warmup, "qnnpack"),
             "tract": onnxq_bench(args.bin, MODELS / f"{name}.onnx", inputs, "tract", args.runs, args.warmup),
             "ort8": ort_bench(q, inputs, args.runs, args.warmup),
+            "ortu8": ort_bench(q8, inputs, args.runs, args.warmup),
             "ort32": ort_bench(MODELS / f"{name}.onnx", inputs, args.runs, args.warmup),
         }
         m = {k: v["median_ms"] for k, v in r.items()}
-        print(f"{name:18} {m['onnxq']:9.4f}ms {m['tract']:8.4f}ms {m['ort8']:7.4f}ms {m['ort32']:6.4f}ms   "
-              f"{m['onnxq'] / m['tract']:7.2f} {m['onnxq'] / m['ort8']:7.2f}   "
-              f"{r['onnxq']['rss_kib']} / {r['ort8']['rss_kib']}")
+        print(f"{name:18} {m['onnxq']:10.4f}ms {m['qnnpack']:11.4f}ms {m['tract']:8.4f}ms {m['ort8']:7.4f}ms "
+              f"{m['ortu8']:7.4f}ms {m['ort32']:6.4f}ms   {m['onnxq'] / m['tract']:7.2f} {m['onnxq'] / m['ort8']:7.2f} "
+              f"{m['qnnpack'] / m['tract']:9.2f} {m['qnnpack'] / m['ortu8']:9.2f}   "
+              f"{r['onnxq']['rss_kib']} / {r['qnnpack']['rss_kib']} / {r['ort8']['rss_kib']}")
 
 
 if __name__ == "__main__":

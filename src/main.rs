@@ -141,6 +141,10 @@ struct QuantFlags {
     /// Quantize weights per tensor instead of per channel.
     #[arg(long)]
     per_tensor: bool,
+    /// Weight type: int8 (the presets' symmetric weights) or uint8 (asymmetric, with a zero
+    /// point: QNNPACK's native form, run by u8×u8 kernels).
+    #[arg(long, value_parser = ["int8", "uint8"])]
+    weight_dtype: Option<String>,
     /// A QConfigMapping JSON file (see README).
     #[arg(long)]
     qconfig: Option<PathBuf>,
@@ -159,6 +163,7 @@ impl QuantFlags {
             observer: self.observer.clone(),
             weight_observer: self.weight_observer.clone(),
             per_tensor: self.per_tensor,
+            weight_dtype: self.weight_dtype.clone(),
             qconfig: self.qconfig.clone(),
             quantize_isolated: self.quantize_isolated,
             ..Default::default()

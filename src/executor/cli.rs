@@ -52,6 +52,10 @@ pub struct RunArgs {
     /// arithmetic), all (also non-redundant Relu/Clip and float-output units), off.
     #[arg(long, default_value = "ort", value_parser = ["ort", "all", "off"])]
     pub lowering: String,
+    /// Tie rule of the qnnpack backend's fixed-point requantization: half-even ("precise",
+    /// ONNX rounding of the exact product) or half-away (QNNPACK's native rule).
+    #[arg(long, default_value = "half-even", value_parser = ["half-even", "half-away"])]
+    pub q8_rounding: String,
     /// Worker threads of the integer kernels.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -60,16 +64,33 @@ pub struct RunArgs {
     pub verbose: bool,
 }
 
-fn plan(model: &Path, backend: &str, threads: usize, lowering: &str) -> Result<(Model, Executor)> {
+fn plan(
+    model: &Path,
+    backend: &str,
+    threads: usize,
+    lowering: &str,
+    q8_rounding: &str,
+) -> Result<(Model, Executor)> {
     let m = crate::import::import_file(model)?;
     let options = ExecutorOptions {
         backend: backend.parse::<Backend>().map_err(anyhow::Error::msg)?,
         threads,
         lowering: lowering.parse::<Lowering>().map_err(anyhow::Error::msg)?,
+        q8_rounding: q8_rounding_of(q8_rounding),
     };
     let exec =
         Executor::new(&m, options).with_context(|| format!("planning {}", model.display()))?;
     Ok((m, exec))
+}
+
+/// The `--q8-rounding` value (clap restricts it to the two spellings).
+fn q8_rounding_of(s: &str) -> crate::kernels::qnnpack::Rounding {
+    use crate::kernels::qnnpack::Rounding;
+    if s == "half-away" {
+        Rounding::HalfAway
+    } else {
+        Rounding::HalfEven
+    }
 }
 
 /// A file name for an output (ONNX names may hold `/` or `:`).
@@ -88,7 +109,7 @@ pub fn output_file_name(name: &str) -> String {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let (_, exec) = plan(&a.model, &a.backend, a.threads, &a.lowering)?;
+    let (_, exec) = plan(&a.model, &a.backend, a.threads, &a.lowering, &a.q8_rounding)?;
     if a.verbose {
         for u in exec.lowered_units() {
             eprintln!("lowered: {u}");
@@ -153,6 +174,10 @@ pub struct BenchArgs {
     /// As for `run`.
     #[arg(long, default_value = "ort", value_parser = ["ort", "all", "off"])]
     pub lowering: String,
+    /// Tie rule of the qnnpack backend's fixed-point requantization: half-even ("precise",
+    /// ONNX rounding of the exact product) or half-away (QNNPACK's native rule).
+    #[arg(long, default_value = "half-even", value_parser = ["half-even", "half-away"])]
+    pub q8_rounding: String,
     /// Also print where the time goes (per op type / lowered unit kind, onnxq engine only).
     #[arg(long)]
     pub profile: bool,
@@ -241,6 +266,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 backend: a.backend.parse::<Backend>().map_err(anyhow::Error::msg)?,
                 threads: a.threads,
                 lowering: a.lowering.parse::<Lowering>().map_err(anyhow::Error::msg)?,
+                q8_rounding: q8_rounding_of(&a.q8_rounding),
             };
             let exec = Executor::new(&m, options)?;
             let arrays: Vec<(&str, super::Array)> = inputs

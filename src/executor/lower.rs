@@ -31,15 +31,19 @@ pub(crate) struct Lowered {
     pub what: String,
 }
 
-struct Dq<'a> {
-    x: ValueId,
-    scale: &'a Array,
-    zp: Option<&'a Array>,
+pub(super) struct Dq<'a> {
+    pub x: ValueId,
+    pub scale: &'a Array,
+    pub zp: Option<&'a Array>,
     axis: i64,
 }
 
 /// The DequantizeLinear producing `v` with constant scale and zero point.
-fn dq_of<'a>(g: &Graph, consts: &'a HashMap<ValueId, Array>, v: ValueId) -> Option<Dq<'a>> {
+pub(super) fn dq_of<'a>(
+    g: &Graph,
+    consts: &'a HashMap<ValueId, Array>,
+    v: ValueId,
+) -> Option<Dq<'a>> {
     let node = g.node(g.producer(v));
     if !node.is_op("DequantizeLinear") {
         return None;
@@ -66,7 +70,7 @@ fn dq_of<'a>(g: &Graph, consts: &'a HashMap<ValueId, Array>, v: ValueId) -> Opti
 }
 
 /// The only consumer of `v` (a single use), unless `v` is a graph output.
-fn single_use(g: &Graph, v: ValueId) -> Option<NodeId> {
+pub(super) fn single_use(g: &Graph, v: ValueId) -> Option<NodeId> {
     if g.is_graph_output(v) {
         return None;
     }
@@ -78,7 +82,7 @@ fn single_use(g: &Graph, v: ValueId) -> Option<NodeId> {
 
 /// `qn` as the QuantizeLinear (with usable parameters) that reads `v` as
 /// its input: the node and its output.
-fn quantize_reading(
+pub(super) fn quantize_reading(
     g: &Graph,
     v: ValueId,
     qn: Option<NodeId>,
@@ -125,6 +129,7 @@ pub(crate) fn try_lower(
     consts: &HashMap<ValueId, Array>,
     opset: i64,
     all: bool,
+    q8: Option<crate::kernels::qnnpack::Rounding>,
 ) -> Result<Option<Lowered>, String> {
     let node = g.node(anchor);
     let Some(op) = node.op() else { return Ok(None) };
@@ -286,7 +291,36 @@ pub(crate) fn try_lower(
         // The graph keeps this result in float: run the op as written (see `Lowering`).
         return Ok(None);
     }
-    let kernel: Box<dyn Kernel> = if kind == "Conv" {
+    // The qnnpack backend: its own kernels, or (said in the description) the fbgemm ones.
+    let mut on = String::new();
+    let q8_kernel = match q8 {
+        Some(rounding) => {
+            let ctx = NodeCtx {
+                op,
+                opset,
+                consts: vec![],
+                present: vec![],
+                n_outputs: 1,
+            };
+            let attrs = (kind == "Conv")
+                .then(|| ConvAttrs::parse(&ctx))
+                .transpose()?;
+            match super::q8::product(&spec, attrs, trans_b, rounding) {
+                Ok((k, uk)) => {
+                    on = format!(" on {uk}");
+                    Some(k)
+                }
+                Err(why) => {
+                    on = format!(" [fbgemm fallback: {why}]");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let kernel: Box<dyn Kernel> = if let Some(k) = q8_kernel {
+        k
+    } else if kind == "Conv" {
         let ctx = NodeCtx {
             op,
             opset,
@@ -306,7 +340,7 @@ pub(crate) fn try_lower(
             Act::Clip(..) => "+Clip",
         },
         if requant { "→Q" } else { "→f32" }
-    );
+    ) + &on;
     Ok(Some(Lowered {
         kernel,
         inputs,

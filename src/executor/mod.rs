@@ -8,6 +8,9 @@
 //!   lowered to the fbgemm integer kernels with prepacked weights and the output stage fused
 //!   (see [`lower`]); QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger,
 //!   DynamicQuantizeLinear and standalone Q/DQ run on the same integer code ([`qlinear`]);
+//! - with [`Backend::Qnnpack`] the same units (and QLinearConv / QLinearMatMul, u8 Add and
+//!   average pools) run on the u8×u8 qnnpack-style kernels instead ([`q8`]); a unit those
+//!   kernels cannot take stays on fbgemm and its description says `[fbgemm fallback: why]`;
 //! - everything else runs through the float ops of [`ops`];
 //! - steps whose results are never needed are dropped, and every intermediate value is freed
 //!   right after its last use, so peak memory follows the live set, not the graph size.
@@ -21,6 +24,7 @@ mod contrib;
 mod control;
 mod lower;
 pub(crate) mod ops;
+mod q8;
 mod qlinear;
 pub mod value;
 
@@ -36,8 +40,7 @@ pub enum Backend {
     /// u8 activations × s8 weights, float requantization (`kernels::fbgemm`).
     #[default]
     Fbgemm,
-    /// u8 × u8 with fixed-point requantization (`kernels::qnnpack`); not wired to the
-    /// executor yet (issue 7): planning refuses it.
+    /// u8 × u8 with fixed-point requantization (`kernels::qnnpack`, see [`q8`]).
     Qnnpack,
 }
 
@@ -61,6 +64,9 @@ pub struct ExecutorOptions {
     pub threads: usize,
     /// Which QDQ node units become integer kernels.
     pub lowering: Lowering,
+    /// Tie rule of the qnnpack backend's fixed-point requantization: `HalfEven` (default,
+    /// "precise": ONNX's rounding of the exact product) or `HalfAway` (QNNPACK's).
+    pub q8_rounding: crate::kernels::qnnpack::Rounding,
 }
 
 /// How much of a QDQ graph is lowered to integer kernels.
@@ -98,6 +104,7 @@ impl Default for ExecutorOptions {
             backend: Backend::Fbgemm,
             threads: 1,
             lowering: Lowering::OrtCompatible,
+            q8_rounding: crate::kernels::qnnpack::Rounding::HalfEven,
         }
     }
 }
@@ -160,11 +167,6 @@ impl Executor {
         options: ExecutorOptions,
         outer_refs_are_inputs: bool,
     ) -> Result<Executor> {
-        if options.backend == Backend::Qnnpack {
-            return Err(Error::Unsupported(
-                "the qnnpack backend is not wired to the executor yet (issue 7); use fbgemm".into(),
-            ));
-        }
         if options.threads == 0 {
             return Err(Error::invalid("threads must be at least 1"));
         }
@@ -280,13 +282,19 @@ impl Executor {
             }
             if options.lowering != Lowering::Off {
                 let all = options.lowering == Lowering::All;
-                let l = lower::try_lower(g, n, &consts, opset, all).and_then(|l| match l {
+                let q8 = (options.backend == Backend::Qnnpack).then_some(options.q8_rounding);
+                let l = lower::try_lower(g, n, &consts, opset, all, q8).and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
                     None => lower::try_lower_transparent(g, n, &consts, opset),
                 });
                 let l = l.and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
                     None => lower::try_lower_lut(g, n, &consts, opset),
+                });
+                let l = l.and_then(|l| match (l, q8) {
+                    (Some(l), _) => Ok(Some(l)),
+                    (None, Some(r)) => q8::try_lower(g, n, &consts, opset, r),
+                    (None, None) => Ok(None),
                 });
                 let l = l.and_then(|l| match l {
                     Some(l) => Ok(Some(l)),
@@ -328,7 +336,22 @@ impl Executor {
                 present: node.inputs.iter().map(Option::is_some).collect(),
                 n_outputs: node.outputs.len(),
             };
-            let kernel = match ops::build(&ctx) {
+            // QOperator products on the qnnpack kernels (else fbgemm's, said in the list).
+            let q8 = match options.backend {
+                Backend::Qnnpack => match q8::qoperator(&ctx, options.q8_rounding) {
+                    Ok(Some((k, uk))) => {
+                        lowered.push(format!("{} (on {uk})", label()));
+                        Some(k)
+                    }
+                    Ok(None) => None,
+                    Err(why) => {
+                        lowered.push(format!("{} [fbgemm fallback: {why}]", label()));
+                        None
+                    }
+                },
+                Backend::Fbgemm => None,
+            };
+            let kernel = match q8.map_or_else(|| ops::build(&ctx), Ok) {
                 Ok(k) => k,
                 Err(e) => {
                     errors.push(format!("{}: {e}", label()));

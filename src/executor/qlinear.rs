@@ -464,7 +464,7 @@ fn to_nchw<T: Copy + Default>(x: &[T], n: usize, hw: usize, c: usize) -> Vec<T> 
 
 /// Transposes each of the `n` consecutive `rows × cols` matrices of `x` with `tr` (NCHW ↔
 /// NHWC). A single row or column is already in the other layout: plain copy.
-fn per_image_transpose<T: Copy + Default>(
+pub(super) fn per_image_transpose<T: Copy + Default>(
     x: &[T],
     n: usize,
     rows: usize,
@@ -487,7 +487,7 @@ fn per_image_transpose<T: Copy + Default>(
 
 /// [`transpose_block`] for bytes: each 8×8 tile is 8 `u64` rows transposed in registers
 /// (swap the off-diagonal 4×4, then 2×2, then 1×1 blocks with masked shifts).
-fn transpose_u8(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
+pub(super) fn transpose_u8(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
     let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
     for r0 in (0..rb).step_by(8) {

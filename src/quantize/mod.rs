@@ -57,6 +57,8 @@ pub struct QuantizeOptions {
     pub weight_observer: Option<String>,
     /// Per-tensor weights instead of per-channel.
     pub per_tensor: bool,
+    /// Weight type override: `int8` (the presets) or `uint8` (asymmetric, QNNPACK's form).
+    pub weight_dtype: Option<String>,
     /// A QConfigMapping file; default: the backend's preset.
     pub qconfig: Option<PathBuf>,
     /// Node names kept in float.
@@ -82,6 +84,7 @@ impl Default for QuantizeOptions {
             observer: None,
             weight_observer: None,
             per_tensor: false,
+            weight_dtype: None,
             qconfig: None,
             exclude: vec![],
             exclude_op: vec![],
@@ -123,6 +126,9 @@ impl QuantizeOptions {
         }
         if self.per_tensor {
             opts.push(("per-tensor".into(), "true".into()));
+        }
+        if let Some(d) = &self.weight_dtype {
+            opts.push(("weight-dtype".into(), d.clone()));
         }
         if let Some(q) = &self.qconfig {
             opts.push(("qconfig".into(), q.display().to_string()));

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""ONNX Runtime's u8 x u8 integer GEMM throughput on the shapes of `cargo bench --bench q8gemm`,
+single thread, to set beside onnxq's qnnpack-style q8gemm figures (same machine, same run).
+
+For each M x K x N in {512^3, 1024^3, 3136x576x64}:
+  - ORT MatMulInteger u8 x u8 (A input, B constant, both zero points): i32 output, no
+    requantization (so ORT does strictly less work than q8gemm, which requantizes to u8);
+  - ORT QLinearMatMul u8 x u8 (the same with requantization to u8, as q8gemm).
+And the depthwise 3x3 conv of the cargo bench (56x56, stride 1, pad 1, C = 64..144) as ORT
+QLinearConv u8 x u8 (group = C; per-tensor weight zero point 128, and per-channel ones),
+GOPS = 2*56*56*9*C / best time.
+GOPS = 2*M*K*N / best time (minimum over runs, as the cargo bench: the 2-vCPU machine is
+shared and medians swing). With --cargo-bench, also runs `cargo bench --bench q8gemm` and
+prints the ratio of onnxq's best kernel to ORT's MatMulInteger.
+
+Usage: .venv/bin/python scripts/bench_q8gemm_ort.py [--cargo-bench] [--seconds 1.0]
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+SHAPES = [(512, 512, 512), (1024, 1024, 1024), (3136, 576, 64)]
+
+
+def model(op, m, k, n, rng):
+    b = rng.integers(0, 256, (k, n), dtype=np.uint8)
+    inits = [numpy_helper.from_array(b, "B"), numpy_helper.from_array(np.array(117, np.uint8), "a_zp"),
+             numpy_helper.from_array(np.array(131, np.uint8), "b_zp")]
+    if op == "MatMulInteger":
+        node = helper.make_node("MatMulInteger", ["A", "B", "a_zp", "b_zp"], ["Y"])
+        out = helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])
+    else:
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "a_s"),
+                  numpy_helper.from_array(np.array(0.003, np.float32), "b_s"),
+                  numpy_helper.from_array(np.array(40.0, np.float32), "y_s"),
+                  numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
+        node = helper.make_node("QLinearMatMul", ["A", "a_s", "a_zp", "B", "b_s", "b_zp", "y_s", "y_zp"], ["Y"])
+        out = helper.make_tensor_value_info("Y", TensorProto.UINT8, [m, n])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])], [out],
+                          initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def dw_model(c, rng, per_channel_zp):
+    w = rng.integers(0, 256, (c, 1, 3, 3), dtype=np.uint8)
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
+             numpy_helper.from_array(np.array(117, np.uint8), "x_zp"),
+             numpy_helper.from_array(np.full(c, 0.003, np.float32), "w_s"),
+             numpy_helper.from_array(rng.integers(0, 256, c, dtype=np.uint8) if per_channel_zp
+                                     else np.array(128, np.uint8), "w_zp"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
+    node = helper.make_node("QLinearConv", ["X", "x_s", "x_zp", "W", "w_s", "w_zp", "y_s", "y_zp"], ["Y"],
+                            group=c, pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.UINT8, [1, c, 56, 56])],
+                          [helper.make_tensor_value_info("Y", TensorProto.UINT8, [1, c, 56, 56])], initializer=inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def ort_dw_gops(c, seconds, per_channel_zp=False):
+    rng = np.random.default_rng(7)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    s = ort.InferenceSession(dw_model(c, rng, per_channel_zp), so, providers=["CPUExecutionProvider"])
+    x = rng.integers(0, 256, (1, c, 56, 56), dtype=np.uint8)
+    return 2 * 56 * 56 * 9 * c / best_seconds(lambda: s.run(None, {"X": x}), seconds) / 1e9
+
+
+def best_seconds(f, seconds):
+    f()
+    f()
+    t = []
+    start = time.perf_counter()
+    while len(t) < 5 or (time.perf_counter() - start < seconds and len(t) < 200):
+        t0 = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - t0)
+    return min(t)
+
+
+def ort_gops(op, m, k, n, seconds):
+    rng = np.random.default_rng(42)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    s = ort.InferenceSession(model(op, m, k, n, rng), so, providers=["CPUExecutionProvider"])
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    return 2 * m * k * n / best_seconds(lambda: s.run(None, {"A": a}), seconds) / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cargo-bench", action="store_true")
+    ap.add_argument("--seconds", type=float, default=1.0)
+    args = ap.parse_args()
+    print(f"ONNX Runtime {ort.__version__}, single thread, GOPS (best of runs)")
+    print(f"{'':28} {'512^3':>8} {'1024^3':>8} {'3136x576x64':>12}")
+    ort_mmi = []
+    for op in ["MatMulInteger", "QLinearMatMul"]:
+        g = [ort_gops(op, m, k, n, args.seconds) for (m, k, n) in SHAPES]
+        if op == "MatMulInteger":
+            ort_mmi = g
+        print(f"{'ORT ' + op + ' u8u8':28} {g[0]:8.1f} {g[1]:8.1f} {g[2]:12.1f}")
+    print(f"{'depthwise 3x3 56x56':28} " + " ".join(f"{'C=' + str(c):>8}" for c in (64, 96, 128, 144)))
+    chans = (64, 96, 128, 144)
+    print(f"{'ORT QLinearConv dw u8u8':28} " + " ".join(f"{ort_dw_gops(c, args.seconds):8.1f}" for c in chans))
+    # Per-channel u8 weight zero points take a much slower ORT path (measured ~0.2 GOPS).
+    print(f"{'  same, per-channel w_zp':28} " + " ".join(f"{ort_dw_gops(c, args.seconds, True):8.1f}"
+                                                       for c in chans))
+    if args.cargo_bench:
+        env = dict(os.environ, CARGO_TARGET_DIR=os.environ.get("CARGO_TARGET_DIR", "target"))
+        out = subprocess.run(["cargo", "bench", "--bench", "q8gemm", "--", "q8gemm"], check=True,
+                             capture_output=True, text=True, env=env).stdout
+        print(out)
+        for line in out.splitlines():
+            f = line.split()
+            if f and f[0].startswith("q8gemm_") and len(f) >= 5 and not re.search("scalar", f[0]):
+                g = [float(x) for x in f[2:5]]
+                print(f"{f[0] + ' / ORT MatMulInteger':40} " + " ".join(f"{a / b:7.2f}x" for a, b in zip(g, ort_mmi)))
+
+
+if __name__ == "__main__":
+    main()
