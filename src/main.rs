@@ -375,6 +375,9 @@ fn run(cli: Cli) -> Result<()> {
                 (None, Some(p)) => Some(onnxq::numeric::sensitivity::Target::MaxAccuracyDrop(p)),
                 (None, None) => None,
             };
+            if target.is_some() && calibration.is_some() {
+                bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
+            }
             if target.is_none() && (max_float.is_some() || save_qconfig.is_some()) {
                 bail!(
                     "--max-float and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
@@ -613,6 +616,12 @@ fn quantize_to_target(
     onnxq::emit::write_file(&q.model, output)
         .with_context(|| format!("writing {}", output.display()))?;
     summary.samples = Some(suite.calibration_samples);
+    // The variant was converted from the shared table: its calibration is the one run.
+    for (stage, t) in summary.stage_times.iter_mut() {
+        if *stage == "calibrate" {
+            *t = suite.calibration_time;
+        }
+    }
     summary.size_before = std::fs::metadata(model).ok().map(|m| m.len());
     summary.size_after = std::fs::metadata(output).ok().map(|m| m.len());
     let mapping = fb.qconfig(&base);

@@ -386,7 +386,7 @@ pre {{ background: #f6f6f6; padding: 10px; overflow-x: auto; font-size: 12px; }}
             };
             let sat = if h.sampled > 0 {
                 format!(
-                    "{:.3} % outside",
+                    "{:.3} % of the binned values outside",
                     100.0 * h.outside as f64 / h.sampled as f64
                 )
             } else {

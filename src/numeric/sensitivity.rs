@@ -101,6 +101,8 @@ pub struct Suite {
     pub float_accuracy: Option<f64>,
     /// Values observed only by some variants, added to the one calibration.
     pub extra_observed: usize,
+    /// How long the one calibration took.
+    pub calibration_time: std::time::Duration,
 }
 
 /// Labels from a `.npy` (integers) or from the `labels` array of an `.npz`.
@@ -323,7 +325,28 @@ impl Suite {
             eval,
             float_accuracy: None,
             extra_observed: extra,
+            calibration_time: stats.elapsed,
         };
+        // A unit whose observers all end up float at conversion (a mask whose calibrated
+        // range is too wide for 8 bits) is not a real choice: drop it.
+        let mut kept = vec![];
+        for u in &suite.units {
+            let others = suite
+                .units
+                .iter()
+                .filter(|o| o.name != u.name)
+                .map(|o| &o.name);
+            let q = suite
+                .quantize(others)
+                .with_context(|| format!("converting the variant with only `{}`", u.name))?;
+            if q.is_some_and(|q| q.summary.activations + q.summary.weights > 0) {
+                kept.push(u.clone());
+            }
+        }
+        if kept.is_empty() {
+            bail!("nothing to quantize: no unit keeps an int8 value after conversion");
+        }
+        suite.units = kept;
         if suite.eval.labels.is_some() {
             let outs = suite.eval.reference.clone();
             suite.float_accuracy = suite.accuracy(&outs);
@@ -795,8 +818,10 @@ impl Fallback {
     pub fn text(&self) -> String {
         let mut s = format!("target: {}\n", self.target);
         s += &format!("  all units int8: {}\n", self.figures(&self.int8));
-        if self.float_units.is_empty() {
+        if self.float_units.is_empty() && self.reached {
             s += "  met with every unit int8: nothing kept in float\n";
+        } else if self.float_units.is_empty() {
+            s += "  kept in float: none\n";
         } else {
             s += &format!(
                 "  kept in float ({}): {}\n",
