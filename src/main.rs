@@ -15,6 +15,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (quantize's many flags)
+// does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the IR dump of a model and a summary (ops, parameters, opsets).
@@ -108,9 +111,65 @@ enum Command {
         #[arg(long)]
         block_size: Option<usize>,
         /// An evaluation set (.npz with the model's input arrays and `labels`):
-        /// prints fp32 vs int8 top-1 accuracy, both run in tract.
+        /// prints fp32 vs int8 top-1 accuracy, both run in tract. With a target
+        /// (--target-sqnr, --max-accuracy-drop), the data the target is measured on.
         #[arg(long, value_name = "NPZ")]
         eval: Option<PathBuf>,
+        /// Keep the most sensitive units in float, as few as possible, until the
+        /// output SQNR vs the float model reaches DB (measured on --eval, else --data).
+        #[arg(long, value_name = "DB", conflicts_with = "max_accuracy_drop")]
+        target_sqnr: Option<f64>,
+        /// Keep the most sensitive units in float until the top-1 accuracy is at most
+        /// POINTS percentage points below float (needs labels).
+        #[arg(long, value_name = "POINTS")]
+        max_accuracy_drop: Option<f64>,
+        /// Labels for --max-accuracy-drop: a .npy of integers or an .npz with `labels`
+        /// (default: the `labels` array of --eval).
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// With a target: at most N units in float (default: all but one).
+        #[arg(long, value_name = "N")]
+        max_float: Option<usize>,
+        /// With a target: where to write the QConfigMapping of the result (default:
+        /// OUTPUT with the extension `.qconfig.json`); reuse it with --qconfig.
+        #[arg(long, value_name = "FILE")]
+        save_qconfig: Option<PathBuf>,
+        /// Also write a self-contained HTML report (summary, per-layer SQNR chart,
+        /// histograms with clipping ranges) to this file.
+        #[arg(long, value_name = "HTML")]
+        report: Option<PathBuf>,
+    },
+    /// One-at-a-time sensitivity analysis: the output SQNR (or top-1 accuracy) with
+    /// only one unit quantized, and with all units but one, for every quantizable unit;
+    /// one calibration for all variants.
+    Sensitivity {
+        model: PathBuf,
+        /// Evaluation data (as for `calibrate`); also the calibration data unless
+        /// --calib-data is given.
+        #[arg(long)]
+        data: PathBuf,
+        /// Calibration data, when it differs from the evaluation data.
+        #[arg(long, value_name = "PATH")]
+        calib_data: Option<PathBuf>,
+        /// Labels (a .npy of integers, or an .npz with `labels`): rank by top-1 accuracy.
+        #[arg(long, value_name = "FILE")]
+        labels: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also write a self-contained HTML report to this file.
+        #[arg(long, value_name = "HTML")]
+        report: Option<PathBuf>,
+        /// Skip the "quantize all but this unit" runs (half the evaluations).
+        #[arg(long)]
+        no_all_but: bool,
+        #[command(flatten)]
+        q: QuantFlags,
+        /// Keep this node in float in every variant (repeatable).
+        #[arg(long, value_name = "NODE")]
+        exclude: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
     },
     /// Run a model with the native executor; outputs are written as <name>.npy.
     Run(onnxq::executor::cli::RunArgs),
@@ -313,8 +372,27 @@ fn run(cli: Cli) -> Result<()> {
             format,
             bits,
             block_size,
+            target_sqnr,
+            max_accuracy_drop,
+            labels,
+            max_float,
+            save_qconfig,
+            report,
         } => {
             refuse_overwrite(&model, &output)?;
+            let target = match (target_sqnr, max_accuracy_drop) {
+                (Some(db), _) => Some(onnxq::numeric::sensitivity::Target::SqnrDb(db)),
+                (None, Some(p)) => Some(onnxq::numeric::sensitivity::Target::MaxAccuracyDrop(p)),
+                (None, None) => None,
+            };
+            if target.is_some() && calibration.is_some() {
+                bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
+            }
+            if target.is_none() && (max_float.is_some() || save_qconfig.is_some()) {
+                bail!(
+                    "--max-float and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
+                );
+            }
             if mode != "weight-only" && (bits.is_some() || block_size.is_some()) {
                 bail!("--bits and --block-size are options of --mode weight-only (this is --mode {mode})");
             }
@@ -358,9 +436,58 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 ..q.options()
             };
-            let summary = onnxq::quantize::quantize_file(&model, &output, calibration, &options)?;
+            let mut exit_code = 0;
+            let mut fallback_text = None;
+            let summary = match target {
+                None => onnxq::quantize::quantize_file(&model, &output, calibration, &options)?,
+                Some(target) => {
+                    let Some(data) = &data else {
+                        bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
+                    };
+                    if options.mode != onnxq::quantize::Mode::Static {
+                        bail!("--target-sqnr / --max-accuracy-drop are for --mode static");
+                    }
+                    let (summary, fb) = quantize_to_target(
+                        &model,
+                        &output,
+                        data,
+                        eval.as_deref(),
+                        labels.as_deref(),
+                        target,
+                        max_float,
+                        save_qconfig.as_deref(),
+                        &options,
+                    )?;
+                    if !fb.reached {
+                        exit_code = 2;
+                    }
+                    fallback_text = Some(fb.text());
+                    summary
+                }
+            };
             eprint!("{summary}");
+            if let Some(t) = &fallback_text {
+                eprint!("{t}");
+            }
             eprintln!("wrote {}", output.display());
+            if let Some(path) = &report {
+                let on = eval.as_deref().or(data.as_deref()).context(
+                    "--report runs the float and quantized models on data: give --data or --eval",
+                )?;
+                let (cmp, hists) =
+                    onnxq::numeric::compare::compare_files_with_histograms(&model, &output, on)
+                        .context("--report")?;
+                let mut page = cmp.html_page(hists);
+                page.title = format!("onnxq quantize: {}", model.display());
+                let mut sections = vec![("Quantization summary".to_string(), summary.to_string())];
+                if let Some(t) = &fallback_text {
+                    sections.push(("Float fallback".to_string(), t.clone()));
+                }
+                sections.append(&mut page.sections);
+                page.sections = sections;
+                page.write(path)?;
+                eprintln!("wrote {}", path.display());
+            }
             if let Some(eval) = eval {
                 let fp32 = top1_accuracy(&model, &eval)?;
                 let int8 = top1_accuracy(&output, &eval)?;
@@ -372,6 +499,68 @@ fn run(cli: Cli) -> Result<()> {
                     int8.0 * 100.0,
                     (int8.0 - fp32.0) * 100.0
                 ))?;
+            }
+            if exit_code != 0 {
+                // The model was written (the best within --max-float), but the target
+                // was not met: a distinct exit code scripts can test.
+                std::process::exit(exit_code);
+            }
+        }
+        Command::Sensitivity {
+            model,
+            data,
+            calib_data,
+            labels,
+            json,
+            report,
+            no_all_but,
+            q,
+            exclude,
+            threads,
+        } => {
+            for p in [
+                Some(&model),
+                Some(&data),
+                calib_data.as_ref(),
+                labels.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !p.exists() {
+                    bail!("{}: no such file or folder", p.display());
+                }
+            }
+            let options = onnxq::quantize::QuantizeOptions {
+                exclude,
+                calibration: onnxq::calib::CalibrationOptions {
+                    threads,
+                    ..Default::default()
+                },
+                ..q.options()
+            };
+            let labels = labels
+                .as_deref()
+                .map(onnxq::numeric::sensitivity::read_labels)
+                .transpose()?;
+            let m = onnxq::import::import_file(&model)?;
+            let suite = onnxq::numeric::sensitivity::Suite::new(
+                m,
+                &options,
+                calib_data.as_deref().unwrap_or(&data),
+                &data,
+                labels,
+            )?;
+            let sens = suite.sensitivity(!no_all_but)?;
+            if let Some(path) = &report {
+                let page = sensitivity_page(&suite, &sens, &model, &data)?;
+                page.write(path)?;
+                eprintln!("wrote {}", path.display());
+            }
+            if json {
+                write_stdout(&(serde_json::to_string_pretty(&sens)? + "\n"))?;
+            } else {
+                write_stdout(&sens.table())?;
             }
         }
         Command::Run(a) => onnxq::executor::cli::run(a)?,
@@ -386,6 +575,128 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `quantize --target-sqnr / --max-accuracy-drop`: sensitivity ranking, greedy float
+/// fallback with pruning (see `onnxq::numeric::sensitivity`), then the chosen model is
+/// written with its QConfigMapping.
+#[allow(clippy::too_many_arguments)]
+fn quantize_to_target(
+    model: &Path,
+    output: &Path,
+    data: &Path,
+    eval: Option<&Path>,
+    labels: Option<&Path>,
+    target: onnxq::numeric::sensitivity::Target,
+    max_float: Option<usize>,
+    save_qconfig: Option<&Path>,
+    options: &onnxq::quantize::QuantizeOptions,
+) -> Result<(
+    onnxq::quantize::Summary,
+    onnxq::numeric::sensitivity::Fallback,
+)> {
+    use onnxq::numeric::sensitivity::{read_labels, Suite, Target};
+    let labels = match (labels, eval) {
+        (Some(l), _) => Some(read_labels(l)?),
+        // The --eval file usually holds the labels beside the inputs.
+        (None, Some(e)) if matches!(target, Target::MaxAccuracyDrop(_)) => Some(read_labels(e)?),
+        _ => None,
+    };
+    if matches!(target, Target::MaxAccuracyDrop(_)) && labels.is_none() {
+        bail!("--max-accuracy-drop needs labels: --labels FILE, or --eval NPZ holding `labels`");
+    }
+    let float = onnxq::import::import_file(model)?;
+    let qcfg_path = save_qconfig.map(Path::to_path_buf).unwrap_or_else(|| {
+        let mut p = output.as_os_str().to_owned();
+        p.push(".qconfig.json");
+        PathBuf::from(p)
+    });
+    refuse_overwrite(model, &qcfg_path)?;
+    let base = options.mapping(&float)?;
+    let suite = Suite::new(float, options, data, eval.unwrap_or(data), labels)?;
+    let sens = suite.sensitivity(false)?;
+    let fb = suite.fallback(&sens.ranking(), target, max_float)?;
+    let Some(q) = suite.quantize(&fb.float_units)? else {
+        bail!(
+            "the target needs every unit in float: no int8 model to write ({})",
+            fb.text().trim()
+        );
+    };
+    let mut summary = q.summary;
+    onnxq::emit::write_file(&q.model, output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    summary.samples = Some(suite.calibration_samples);
+    // The variant was converted from the shared table: its calibration is the one run.
+    for (stage, t) in summary.stage_times.iter_mut() {
+        if *stage == "calibrate" {
+            *t = suite.calibration_time;
+        }
+    }
+    summary.size_before = std::fs::metadata(model).ok().map(|m| m.len());
+    summary.size_after = std::fs::metadata(output).ok().map(|m| m.len());
+    let mapping = fb.qconfig(&base);
+    onnxq::emit::write_atomic(&qcfg_path, (mapping.to_json() + "\n").as_bytes())
+        .with_context(|| format!("writing {}", qcfg_path.display()))?;
+    eprintln!(
+        "wrote {} (reuse: --qconfig {} with the same flags)",
+        qcfg_path.display(),
+        qcfg_path.display()
+    );
+    Ok((summary, fb))
+}
+
+/// The HTML report of `sensitivity`: the table, the two scores per unit as bars, and
+/// the histograms of the fully quantized model.
+fn sensitivity_page(
+    suite: &onnxq::numeric::sensitivity::Suite,
+    sens: &onnxq::numeric::sensitivity::Sensitivity,
+    model: &Path,
+    data: &Path,
+) -> Result<onnxq::numeric::report::Page> {
+    let none: Vec<&String> = vec![];
+    let q = suite
+        .quantize(none)?
+        .context("nothing is quantized in the fully quantized variant")?;
+    let (cmp, hists) = onnxq::numeric::compare::compare_models(
+        suite.float_model(),
+        &q.model,
+        model,
+        Path::new("(all units int8)"),
+        data,
+    )?;
+    let bars = sens
+        .rows
+        .iter()
+        .map(|r| onnxq::numeric::report::Bar {
+            label: format!("{} ({})", r.node, r.op),
+            sqnr_db: r.only.sqnr_db,
+            second: r.all_but.map(|b| b.sqnr_db),
+        })
+        .collect();
+    Ok(onnxq::numeric::report::Page {
+        title: format!("onnxq sensitivity: {}", model.display()),
+        sections: vec![
+            ("Sensitivity (most sensitive first)".into(), sens.table()),
+            (
+                "Fully quantized model: summary".into(),
+                q.summary.to_string(),
+            ),
+            (
+                "Fully quantized model: per-value comparison".into(),
+                cmp.table(),
+            ),
+        ],
+        chart_title: "Output SQNR per unit (most sensitive first)".into(),
+        legend: (
+            "only this unit int8".into(),
+            sens.rows
+                .first()
+                .and_then(|r| r.all_but)
+                .map(|_| "all units but this one int8".to_string()),
+        ),
+        bars,
+        histograms: hists,
+    })
 }
 
 /// Top-1 accuracy of a single-input classifier on an .npz with the input

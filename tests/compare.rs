@@ -40,6 +40,7 @@ fn compare_cli(float: &Path, quant: &Path, data: &Path, json: bool) -> Result<St
         quant_model: quant.to_path_buf(),
         data: data.to_path_buf(),
         json,
+        report: None,
     };
     let mut out = Vec::new();
     run_to(&args, &mut out).map_err(|e| format!("{e:#}"))?;

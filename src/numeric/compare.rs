@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::report::{HistAcc, Histogram};
 use crate::calib::{model_inputs, CalibrationData};
 use crate::executor::{Executor, ExecutorOptions};
 use crate::ir::{DataType, Graph, Model, NodeKind, Tensor, ValueId};
@@ -46,6 +47,10 @@ pub struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write a self-contained HTML report (SQNR chart, histograms with clipping
+    /// ranges) to this file.
+    #[arg(long, value_name = "HTML")]
+    pub report: Option<PathBuf>,
 }
 
 /// Running sums of one compared pair.
@@ -269,6 +274,7 @@ fn compare_weights(
     q: &Graph,
     rows: &mut Vec<Row>,
     skipped: &mut Vec<Skipped>,
+    hists: &mut Vec<Histogram>,
 ) {
     for n in q.topo_order().unwrap_or_default() {
         let dq = q.node(n);
@@ -346,6 +352,10 @@ fn compare_weights(
         }
         let mut acc = Acc::default();
         acc.add(&x, &y);
+        let mut h = HistAcc::default();
+        h.add(&x);
+        let (clip, clip_note) = dq_clip(q, n);
+        hists.push(h.finish(&name, "weight", clip, clip_note));
         let op = q
             .consumers(*out)
             .first()
@@ -435,6 +445,42 @@ fn dequantize_const(g: &Graph, dq: crate::ir::NodeId) -> Option<Vec<f32>> {
     )
 }
 
+/// The clipping range of a DequantizeLinear's qparams (see [`super::report::clip_range`]).
+fn dq_clip(g: &Graph, dq: crate::ir::NodeId) -> (Option<(f64, f64)>, String) {
+    let node = g.node(dq);
+    let Some(scale) = node
+        .inputs
+        .get(1)
+        .copied()
+        .flatten()
+        .and_then(|v| g.const_tensor(v))
+        .and_then(|t| t.to_f32_vec())
+    else {
+        return (None, String::new());
+    };
+    let zpt = node
+        .inputs
+        .get(2)
+        .copied()
+        .flatten()
+        .and_then(|v| g.const_tensor(v));
+    let zp = zpt
+        .and_then(|t| crate::executor::Array::from_tensor(t).ok())
+        .map(|a| a.data.to_i64_vec())
+        .unwrap_or_else(|| vec![0]);
+    let (qmin, qmax) = match zpt.map(|t| t.dtype) {
+        Some(DataType::I8) => (-128, 127),
+        Some(DataType::U16) => (0, 65535),
+        Some(DataType::I16) => (-32768, 32767),
+        Some(DataType::I4) => (-8, 7),
+        Some(DataType::U4) => (0, 15),
+        Some(DataType::I32) => (i32::MIN as i64, i32::MAX as i64),
+        // No zero point means uint8.
+        _ => (0, 255),
+    };
+    super::report::clip_range(&scale, &zp, qmin, qmax)
+}
+
 /// A model with extra graph outputs, planned on the executor; returns the executor and,
 /// per requested value, its index among the outputs.
 fn plan_with_outputs(
@@ -461,12 +507,33 @@ fn plan_with_outputs(
 
 /// Compares `quant_path` (a QDQ model) with its float original on `data`.
 pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Result<Report> {
+    Ok(compare_files_with_histograms(float_path, quant_path, data)?.0)
+}
+
+/// [`compare_files`], also returning each compared tensor's histogram and clipping range
+/// (for the HTML report).
+pub fn compare_files_with_histograms(
+    float_path: &Path,
+    quant_path: &Path,
+    data: &Path,
+) -> Result<(Report, Vec<Histogram>)> {
     let fm = crate::import::import_file(float_path)
         .with_context(|| format!("reading the float model {}", float_path.display()))?;
     let qm = crate::import::import_file(quant_path)
         .with_context(|| format!("reading the quantized model {}", quant_path.display()))?;
-    let f_inputs = model_inputs(&fm)?;
-    let q_inputs = model_inputs(&qm)?;
+    compare_models(&fm, &qm, float_path, quant_path, data)
+}
+
+/// Compares two models in memory; the paths name them in messages.
+pub fn compare_models(
+    fm: &Model,
+    qm: &Model,
+    float_path: &Path,
+    quant_path: &Path,
+    data: &Path,
+) -> Result<(Report, Vec<Histogram>)> {
+    let f_inputs = model_inputs(fm)?;
+    let q_inputs = model_inputs(qm)?;
     let sig = |i: &[crate::calib::ModelInput]| -> Vec<(String, DataType)> {
         i.iter().map(|x| (x.name.clone(), x.dtype)).collect()
     };
@@ -482,13 +549,15 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
     let pairs = match_activations(&fm.graph, &qm.graph);
     let mut rows = Vec::new();
     let mut skipped = Vec::new();
-    let opt = optimized(&fm);
+    let opt = optimized(fm);
+    let mut weight_hists = Vec::new();
     compare_weights(
         &fm.graph,
         opt.as_ref().map(|m| &m.graph),
         &qm.graph,
         &mut rows,
         &mut skipped,
+        &mut weight_hists,
     );
     if pairs.is_empty() && rows.is_empty() {
         bail!(
@@ -501,8 +570,9 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
     }
     let fvals: Vec<ValueId> = pairs.iter().map(|p| p.float).collect();
     let qvals: Vec<ValueId> = pairs.iter().map(|p| p.quant).collect();
-    let (fexec, fidx) = plan_with_outputs(&fm, &fvals, float_path)?;
-    let (qexec, qidx) = plan_with_outputs(&qm, &qvals, quant_path)?;
+    let (fexec, fidx) = plan_with_outputs(fm, &fvals, float_path)?;
+    let (qexec, qidx) = plan_with_outputs(qm, &qvals, quant_path)?;
+    let mut hist = vec![HistAcc::default(); pairs.len()];
 
     let mut data = CalibrationData::open(data, &f_inputs)?;
     let mut acc = vec![Acc::default(); pairs.len()];
@@ -534,7 +604,10 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
                 continue;
             }
             match (x.to_f32_vec(), y.to_f32_vec()) {
-                (Some(xv), Some(yv)) => a.add(&xv, &yv),
+                (Some(xv), Some(yv)) => {
+                    a.add(&xv, &yv);
+                    hist[k].add(&xv);
+                }
                 _ => {
                     bad.insert(k, format!("not float: {} and {}", x.dtype, y.dtype));
                 }
@@ -588,17 +661,62 @@ pub fn compare_files(float_path: &Path, quant_path: &Path, data: &Path) -> Resul
         });
     }
     rows.sort_by(|a, b| a.metrics.sqnr_db.total_cmp(&b.metrics.sqnr_db));
-    Ok(Report {
-        float_model: float_path.display().to_string(),
-        quant_model: quant_path.display().to_string(),
-        samples,
-        batches,
-        rows,
-        skipped,
-    })
+    let mut hists = Vec::new();
+    for (k, p) in pairs.iter().enumerate() {
+        if hist[k].n == 0 {
+            continue;
+        }
+        let (clip, note) = dq_clip(&qm.graph, qm.graph.producer(p.quant));
+        let name = fm.graph.value(p.float).name.clone();
+        hists.push(hist[k].finish(&name, "activation", clip, note));
+    }
+    hists.extend(weight_hists);
+    Ok((
+        Report {
+            float_model: float_path.display().to_string(),
+            quant_model: quant_path.display().to_string(),
+            samples,
+            batches,
+            rows,
+            skipped,
+        },
+        hists,
+    ))
 }
 
 impl Report {
+    /// The HTML report page: the table, the SQNR chart (activations then weights, worst
+    /// first) and the histograms.
+    pub fn html_page(&self, histograms: Vec<Histogram>) -> super::report::Page {
+        let bars = self
+            .rows
+            .iter()
+            .map(|r| super::report::Bar {
+                label: format!(
+                    "{} {}",
+                    match r.kind {
+                        Kind::Activation => "act",
+                        Kind::Weight => "weight",
+                    },
+                    r.name
+                ),
+                sqnr_db: r.metrics.sqnr_db,
+                second: None,
+            })
+            .collect();
+        super::report::Page {
+            title: format!(
+                "onnxq compare: {} vs {}",
+                self.quant_model, self.float_model
+            ),
+            sections: vec![("Per-value comparison".into(), self.table())],
+            chart_title: "Per-layer SQNR (worst first)".into(),
+            legend: ("SQNR of the dequantized value vs float".into(), None),
+            bars,
+            histograms,
+        }
+    }
+
     /// The human-readable table.
     pub fn table(&self) -> String {
         let acts = self
@@ -668,7 +786,11 @@ pub fn run_to(a: &CompareArgs, out: &mut dyn std::io::Write) -> Result<()> {
             bail!("{}: no such file or folder", p.display());
         }
     }
-    let report = compare_files(&a.float_model, &a.quant_model, &a.data)?;
+    let (report, hists) = compare_files_with_histograms(&a.float_model, &a.quant_model, &a.data)?;
+    if let Some(path) = &a.report {
+        report.html_page(hists).write(path)?;
+        eprintln!("wrote {}", path.display());
+    }
     let text = if a.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

@@ -5,3 +5,5 @@
 //! similarity per value and per weight.
 
 pub mod compare;
+pub mod report;
+pub mod sensitivity;

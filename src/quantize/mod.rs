@@ -225,18 +225,20 @@ pub fn quantize(
     calibration: Option<Calibration<'_>>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
+    if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
+        return quantize_static(model, c, options);
+    }
     refuse_quantized(&model)?;
     let mut model = model;
     let freed = initializers_as_constants(&mut model);
-    let mut q = match (&options.mode, calibration) {
-        (Mode::Static, Some(c)) => quantize_static(model, c, options),
-        (Mode::Static, None) => Err(Error::invalid(
+    let mut q = match &options.mode {
+        Mode::Static => Err(Error::invalid(
             "static quantization needs calibration data or a calibration table",
         )),
-        (_, _) if options.format == Format::QOperator => Err(Error::invalid(
+        _ if options.format == Format::QOperator => Err(Error::invalid(
             "--format qoperator is for static mode (dynamic mode writes MatMulInteger/ConvInteger, weight-only DequantizeLinear)",
         )),
-        (mode, _) => quantize_without_data(model, mode, options),
+        mode => quantize_without_data(model, mode, options),
     }?;
     if freed > 0 {
         q.summary.notes.push((
@@ -331,47 +333,72 @@ fn op_counts(cx: &PassContext, pass: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Static post-training quantization: QDQ, or QOperator on top of it.
-fn quantize_static(
-    mut model: Model,
-    calibration: Calibration<'_>,
-    options: &QuantizeOptions,
-) -> Result<Quantized> {
+/// A model after [`prepare`] (fusion and observer insertion), ready to be
+/// calibrated and converted. [`prepare_static`] makes one; the numeric suite
+/// prepares many variants of one model (different exclusions) and converts
+/// each with one shared calibration table.
+pub struct Prepared {
+    pub model: Model,
+    /// The pipeline that ran, as text.
+    pub pipeline: String,
+    pub cx: PassContext,
+    /// Initializers freed from the graph inputs (see `initializers_as_constants`).
+    freed: usize,
+    t_prepare: std::time::Duration,
+}
+
+impl Prepared {
+    /// Whether anything is observed (otherwise every node stays float).
+    pub fn observes_anything(&self) -> bool {
+        let g = &self.model.graph;
+        g.value_ids().any(|v| g.value(v).quant.is_some())
+    }
+}
+
+/// The static-mode steps before calibration: refuses quantized models,
+/// treats initializers listed as inputs as constants, fuses and inserts
+/// observers as `options` say.
+pub fn prepare_static(model: Model, options: &QuantizeOptions) -> Result<Prepared> {
+    refuse_quantized(&model)?;
+    let mut model = model;
+    let freed = initializers_as_constants(&mut model);
     let mut cx = PassContext::new();
     let t0 = Instant::now();
     let pipeline = prepare(&mut model, options, &mut cx)?;
-    let observed = model
-        .graph
-        .value_ids()
-        .filter(|&v| model.graph.value(v).quant.is_some())
-        .count();
-    if observed == 0 {
-        let s = Summary::from_context(pipeline, &cx, None, vec![]);
-        let reasons: Vec<String> = s
-            .float
-            .iter()
-            .map(|g| format!("{} ({} nodes)", g.reason, g.subjects.len()))
-            .collect();
-        return Err(Error::invalid(format!(
-            "nothing to quantize: every node stays float: {}",
-            reasons.join("; ")
-        )));
-    }
-    let t_prepare = t0.elapsed();
-    let t1 = Instant::now();
-    let mut engine_note = None;
-    let (table, samples) = match calibration {
-        Calibration::Table(t) => (t, None),
-        Calibration::Data(path) => {
-            let (t, stats) =
-                crate::calib::calibrate(&model, &pipeline, path, options.calibration.clone())?;
-            if stats.engine != "tract" {
-                engine_note = Some(format!("calibrated with {}", stats.engine));
-            }
-            (t, Some(stats.samples))
-        }
-    };
-    let t_calibrate = t1.elapsed();
+    Ok(Prepared {
+        model,
+        pipeline,
+        cx,
+        freed,
+        t_prepare: t0.elapsed(),
+    })
+}
+
+/// Converts a prepared model with a calibration table. The table may hold
+/// entries for more values than this model observes (a table calibrated on
+/// a superset, as the numeric suite does): only the observed ones are read.
+pub fn convert_prepared(
+    prepared: Prepared,
+    table: CalibrationTable,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    convert_timed(prepared, table, None, std::time::Duration::ZERO, options)
+}
+
+fn convert_timed(
+    prepared: Prepared,
+    table: CalibrationTable,
+    samples: Option<usize>,
+    t_calibrate: std::time::Duration,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    let Prepared {
+        mut model,
+        pipeline,
+        mut cx,
+        freed,
+        t_prepare,
+    } = prepared;
     let t2 = Instant::now();
     let mut convert = PassManager::new();
     convert
@@ -396,10 +423,56 @@ fn quantize_static(
     if options.format == Format::QOperator {
         summary.by_op = op_counts(&cx, "convert-qoperator");
     }
-    if let Some(n) = engine_note {
-        summary.notes.push(("calibration".into(), n));
+    if freed > 0 {
+        summary.notes.push((
+            "model".into(),
+            format!("{freed} initializers were also listed as graph inputs (pre-IR-4 style); they are treated as constants, no longer inputs"),
+        ));
     }
     Ok(Quantized { model, summary })
+}
+
+/// Static post-training quantization: QDQ, or QOperator on top of it.
+fn quantize_static(
+    model: Model,
+    calibration: Calibration<'_>,
+    options: &QuantizeOptions,
+) -> Result<Quantized> {
+    let prepared = prepare_static(model, options)?;
+    if !prepared.observes_anything() {
+        let s = Summary::from_context(prepared.pipeline.clone(), &prepared.cx, None, vec![]);
+        let reasons: Vec<String> = s
+            .float
+            .iter()
+            .map(|g| format!("{} ({} nodes)", g.reason, g.subjects.len()))
+            .collect();
+        return Err(Error::invalid(format!(
+            "nothing to quantize: every node stays float: {}",
+            reasons.join("; ")
+        )));
+    }
+    let t1 = Instant::now();
+    let mut engine_note = None;
+    let (table, samples) = match calibration {
+        Calibration::Table(t) => (t, None),
+        Calibration::Data(path) => {
+            let (t, stats) = crate::calib::calibrate(
+                &prepared.model,
+                &prepared.pipeline,
+                path,
+                options.calibration.clone(),
+            )?;
+            if stats.engine != "tract" {
+                engine_note = Some(format!("calibrated with {}", stats.engine));
+            }
+            (t, Some(stats.samples))
+        }
+    };
+    let mut q = convert_timed(prepared, table, samples, t1.elapsed(), options)?;
+    if let Some(n) = engine_note {
+        q.summary.notes.push(("calibration".into(), n));
+    }
+    Ok(q)
 }
 
 /// [`quantize`] from a file to a file, written atomically (a failure leaves

@@ -1,0 +1,387 @@
+//! Sensitivity analysis and the automatic float fallback: on a model where int8 hurts
+//! (`digits_cnn_illcond`: digits_cnn whose classifier reads a dead channel through
+//! ±25 weights, see `models/gen/make_ill_conditioned.py`), the culprit `/fc/Gemm` must
+//! rank first and be the one unit the fallback keeps in float; one calibration serves
+//! every variant; the saved qconfig reproduces the result; bad input gives clear errors.
+
+mod common;
+
+use common::*;
+use onnxq::numeric::sensitivity::{read_labels, Suite, Target};
+use onnxq::quantize::QuantizeOptions;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A fresh folder for one test's files.
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("onnxq-sensitivity-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn model(name: &str) -> PathBuf {
+    let sub = if name.ends_with("_illcond") {
+        "illcond/"
+    } else {
+        ""
+    };
+    models_dir().join(format!("{sub}{name}.onnx"))
+}
+
+/// The ill-conditioned digits model runs on digits_cnn's data.
+fn calib(name: &str) -> PathBuf {
+    let name = name.trim_end_matches("_illcond");
+    ["npy", "npz"]
+        .iter()
+        .map(|e| models_dir().join(format!("{name}.calib.{e}")))
+        .find(|p| p.exists())
+        .unwrap()
+}
+
+fn per_tensor() -> QuantizeOptions {
+    QuantizeOptions {
+        per_tensor: true,
+        ..Default::default()
+    }
+}
+
+fn suite(name: &str, options: &QuantizeOptions) -> Suite {
+    let m = onnxq::import::import_file(model(name)).unwrap();
+    Suite::new(m, options, &calib(name), &calib(name), None).unwrap()
+}
+
+const CULPRIT: &str = "/fc/Gemm";
+
+#[test]
+fn ill_conditioned_layer_ranks_first_and_is_the_one_float_unit() {
+    let s = suite("digits_cnn_illcond", &QuantizeOptions::default());
+    let names: Vec<&str> = s.units.iter().map(|u| u.name.as_str()).collect();
+    assert!(names.contains(&CULPRIT), "units: {names:?}");
+    let sens = s.sensitivity(true).unwrap();
+    eprintln!("{}", sens.table());
+    assert_eq!(sens.rows[0].node, CULPRIT, "{}", sens.table());
+    // Quantizing it alone costs far more than any other unit alone.
+    let gap = sens.rows[1].only.sqnr_db - sens.rows[0].only.sqnr_db;
+    assert!(gap > 20.0, "{}", sens.table());
+    // And floating it alone recovers the most.
+    let best_all_but = sens
+        .rows
+        .iter()
+        .max_by(|a, b| {
+            a.all_but
+                .unwrap()
+                .sqnr_db
+                .total_cmp(&b.all_but.unwrap().sqnr_db)
+        })
+        .unwrap();
+    assert_eq!(best_all_but.node, CULPRIT, "{}", sens.table());
+
+    // The fallback to 30 dB (all-int8 is ~6 dB) needs exactly that one unit.
+    assert!(sens.int8.sqnr_db < 30.0, "{}", sens.table());
+    let fb = s
+        .fallback(&sens.ranking(), Target::SqnrDb(30.0), None)
+        .unwrap();
+    eprintln!("{}", fb.text());
+    assert!(fb.reached);
+    assert_eq!(fb.float_units, vec![CULPRIT.to_string()]);
+    assert!(fb.score.sqnr_db >= 30.0);
+
+    // The saved QConfigMapping, loaded by --qconfig, reproduces the model.
+    let dir = temp_dir("qconfig");
+    let qc = dir.join("fallback.qconfig.json");
+    let base = QuantizeOptions::default()
+        .mapping(s.float_model())
+        .expect("preset mapping");
+    std::fs::write(&qc, fb.qconfig(&base).to_json()).unwrap();
+    let opts = QuantizeOptions {
+        qconfig: Some(qc.clone()),
+        ..Default::default()
+    };
+    let q = onnxq::quantize::quantize(
+        s.float_model().clone(),
+        Some(onnxq::quantize::Calibration::Data(&calib("digits_cnn"))),
+        &opts,
+    )
+    .unwrap();
+    assert!(
+        q.summary
+            .float_reason(CULPRIT)
+            .is_some_and(|r| r.contains("qconfig is None")),
+        "{}",
+        q.summary
+    );
+    let again = s.score(&q.model).unwrap();
+    assert!(
+        (again.sqnr_db - fb.score.sqnr_db).abs() < 0.01,
+        "{} vs {}",
+        again.sqnr_db,
+        fb.score.sqnr_db
+    );
+}
+
+/// The bundled depthwise block with per-tensor weights: every unit is analysed and the
+/// fallback meets a target between the all-int8 SQNR and the float model's.
+#[test]
+fn inverted_residual_per_tensor_fallback() {
+    let s = suite("inverted_residual", &per_tensor());
+    let names: Vec<&str> = s.units.iter().map(|u| u.name.as_str()).collect();
+    assert!(names.contains(&"/dw/Conv"), "units: {names:?}");
+    let sens = s.sensitivity(false).unwrap();
+    eprintln!("{}", sens.table());
+    let target = sens.int8.sqnr_db + 4.0;
+    let fb = s
+        .fallback(&sens.ranking(), Target::SqnrDb(target), None)
+        .unwrap();
+    eprintln!("{}", fb.text());
+    assert!(fb.reached);
+    assert!(fb.score.sqnr_db >= target);
+    // Pruned: no unit of the result can be quantized again.
+    for u in &fb.float_units {
+        let rest: Vec<String> = fb.float_units.iter().filter(|f| *f != u).cloned().collect();
+        assert!(
+            s.evaluate(&rest).unwrap().sqnr_db < target,
+            "{u} is not needed"
+        );
+    }
+}
+
+/// One calibration for every variant: the shared table converts each "only i" and "all
+/// but i" variant like a calibration of that variant alone would (same qparams, so the
+/// same model and score).
+#[test]
+fn shared_table_equals_per_variant_calibration() {
+    let s = suite("digits_cnn", &QuantizeOptions::default());
+    assert!(s.units.len() >= 4, "{:?}", s.units);
+    for u in &s.units {
+        let shared = s.evaluate([&u.name]).unwrap();
+        let own = onnxq::quantize::quantize(
+            s.float_model().clone(),
+            Some(onnxq::quantize::Calibration::Data(&calib("digits_cnn"))),
+            &QuantizeOptions {
+                exclude: vec![u.name.clone()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let own = s.score(&own.model).unwrap();
+        assert!(
+            (shared.sqnr_db - own.sqnr_db).abs() < 1e-6,
+            "{}: shared table {} dB, own calibration {} dB",
+            u.name,
+            shared.sqnr_db,
+            own.sqnr_db
+        );
+    }
+}
+
+#[test]
+fn accuracy_ranking_and_accuracy_target_on_digits() {
+    let eval = models_dir().join("digits_cnn.eval.npz");
+    let labels = read_labels(&eval).unwrap();
+    assert_eq!(labels.len(), 540);
+    let m = onnxq::import::import_file(model("digits_cnn")).unwrap();
+    let s = Suite::new(
+        m,
+        &QuantizeOptions::default(),
+        &calib("digits_cnn"),
+        &eval,
+        Some(labels),
+    )
+    .unwrap();
+    let fa = s.float_accuracy.unwrap();
+    assert!((fa - 0.9907).abs() < 0.001, "float top-1 {fa}");
+    let sens = s.sensitivity(false).unwrap();
+    eprintln!("{}", sens.table());
+    assert!(sens.rows.iter().all(|r| r.only.accuracy.is_some()));
+    let fb = s
+        .fallback(&sens.ranking(), Target::MaxAccuracyDrop(0.5), None)
+        .unwrap();
+    eprintln!("{}", fb.text());
+    assert!(fb.reached);
+    assert!((fa - fb.score.accuracy.unwrap()) * 100.0 <= 0.5 + 1e-9);
+}
+
+#[test]
+fn unreachable_target_says_what_it_would_need() {
+    let s = suite("digits_cnn_illcond", &QuantizeOptions::default());
+    let sens = s.sensitivity(false).unwrap();
+    // At most 0 units in float: only the all-int8 model is allowed.
+    let fb = s
+        .fallback(
+            &sens.ranking(),
+            Target::SqnrDb(sens.int8.sqnr_db + 3.0),
+            Some(0),
+        )
+        .unwrap();
+    assert!(!fb.reached);
+    assert!(fb.float_units.is_empty());
+    let need = fb.would_need.clone().expect("some units reach it");
+    assert_eq!(need, vec![CULPRIT.to_string()]);
+    let text = fb.text();
+    assert!(text.contains("TARGET NOT REACHED"), "{text}");
+    assert!(text.contains(CULPRIT), "{text}");
+    // A target above anything short of the all-float model.
+    let fb = s
+        .fallback(&sens.ranking(), Target::SqnrDb(500.0), None)
+        .unwrap();
+    assert!(!fb.reached);
+    assert!(fb.would_need.is_none());
+    assert!(fb.text().contains("no set of units"), "{}", fb.text());
+}
+
+#[test]
+fn bad_input_errors() {
+    let m = onnxq::import::import_file(model("digits_cnn")).unwrap();
+    let eval = models_dir().join("digits_cnn.eval.npz");
+    // Labels for another set: 540 labels, 128 samples.
+    let err = Suite::new(
+        m.clone(),
+        &QuantizeOptions::default(),
+        &calib("digits_cnn"),
+        &calib("digits_cnn"),
+        Some(read_labels(&eval).unwrap()),
+    )
+    .err()
+    .expect("label count mismatch");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("540 labels") && msg.contains("128 samples"),
+        "{msg}"
+    );
+    // An unknown node.
+    let err = Suite::new(
+        m,
+        &QuantizeOptions {
+            exclude: vec!["/no/such/Conv".into()],
+            ..Default::default()
+        },
+        &calib("digits_cnn"),
+        &calib("digits_cnn"),
+        None,
+    )
+    .err()
+    .expect("unknown node");
+    assert!(format!("{err:#}").contains("/no/such/Conv"), "{err:#}");
+    // Labels that are not labels.
+    let err = read_labels(&calib("digits_cnn")).unwrap_err();
+    assert!(format!("{err:#}").contains("integers"), "{err:#}");
+    let err = read_labels(&models_dir().join("digits_cnn.sample.npz")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no array named `labels`"),
+        "{err:#}"
+    );
+}
+
+fn onnxq(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
+    let dir = temp_dir("cli");
+    let out = dir.join("ill.int8.onnx");
+    let m = model("digits_cnn_illcond");
+    let c = calib("digits_cnn");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--target-sqnr",
+        "30",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("kept in float"), "{err}");
+    assert!(err.contains(CULPRIT), "{err}");
+    let qc = dir.join("ill.int8.onnx.qconfig.json");
+    let mapping = onnxq::qconfig::QConfigMapping::from_file(&qc).unwrap();
+    assert!(mapping.name.get(CULPRIT).is_some_and(|q| q.is_none()));
+    // Reused with --qconfig.
+    let out2 = dir.join("again.onnx");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        out2.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--qconfig",
+        qc.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+
+    // Unreachable within --max-float 0: the model is written, exit code 2, and the
+    // message names the units it would need.
+    let out3 = dir.join("capped.onnx");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        out3.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--target-sqnr",
+        "30",
+        "--max-float",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("TARGET NOT REACHED"), "{err}");
+    assert!(err.contains("it would need"), "{err}");
+    assert!(out3.exists());
+
+    // --max-accuracy-drop without labels.
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        dir.join("x.onnx").to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--max-accuracy-drop",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("needs labels"), "{err}");
+}
+
+#[test]
+fn cli_sensitivity_json() {
+    let m = model("digits_cnn_illcond");
+    let c = calib("digits_cnn");
+    let o = onnxq(&[
+        "sensitivity",
+        m.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--json",
+        "--no-all-but",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["rows"][0]["node"], CULPRIT);
+    assert_eq!(v["rows"][0]["rank"], 1);
+    assert!(v["int8"]["sqnr_db"].is_number());
+    // Labels whose count does not match.
+    let o = onnxq(&[
+        "sensitivity",
+        m.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--labels",
+        models_dir().join("digits_cnn.eval.npz").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("540 labels"), "{err}");
+}
