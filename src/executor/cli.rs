@@ -287,19 +287,31 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 }
             }
             if a.profile {
-                let mut prof = std::collections::HashMap::new();
+                // Per kind, the median over runs of its time in one run: a shared machine
+                // preempts now and then, and a sum over runs would be dominated by those.
+                let mut per_kind: std::collections::HashMap<String, Vec<f64>> =
+                    std::collections::HashMap::new();
                 for _ in 0..a.runs {
+                    let mut prof = std::collections::HashMap::new();
                     exec.run_profiled(arrays.clone(), &mut prof)?;
+                    for (kind, d) in prof {
+                        per_kind.entry(kind).or_default().push(d.as_secs_f64());
+                    }
                 }
-                let total: f64 = prof.values().map(|d| d.as_secs_f64()).sum();
-                let mut rows: Vec<_> = prof.into_iter().collect();
-                rows.sort_by_key(|r| std::cmp::Reverse(r.1));
-                for (kind, d) in rows {
-                    let s = d.as_secs_f64();
+                let mut rows: Vec<(String, f64)> = per_kind
+                    .into_iter()
+                    .map(|(kind, mut v)| {
+                        v.sort_by(f64::total_cmp);
+                        (kind, v[v.len() / 2])
+                    })
+                    .collect();
+                let total: f64 = rows.iter().map(|r| r.1).sum();
+                rows.sort_by(|x, y| y.1.total_cmp(&x.1));
+                for (kind, s) in rows {
                     out!(
                         "  {:>6.2} %  {:>10.4} ms/run  {kind}",
                         100.0 * s / total.max(1e-12),
-                        s * 1e3 / a.runs as f64
+                        s * 1e3
                     );
                 }
             }

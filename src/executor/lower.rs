@@ -544,7 +544,8 @@ pub(crate) fn try_lower_transparent(
     Ok(Some(Lowered {
         kernel: Box::new(OnQuantized {
             inner,
-            via_f32: node.is_op("MaxPool"),
+            // MaxPool pools 8-bit codes directly; nothing needs the f32 round trip now.
+            via_f32: false,
         }),
         inputs,
         outputs: vec![Some(qout)],
@@ -729,27 +730,6 @@ struct QBinary {
     relu: bool,
 }
 
-impl QBinary {
-    fn operand<'a>(
-        o: &'a Operand,
-        inputs: &[Option<&Array>],
-        tmp: &'a mut Vec<f32>,
-    ) -> Result<(Vec<usize>, &'a [f32]), String> {
-        match o {
-            Operand::Const(a) => Ok((a.shape.clone(), a.as_f32()?)),
-            Operand::Quant { slot, table } => {
-                let x = super::ops::input(inputs, *slot)?;
-                *tmp = match &x.data {
-                    ArrayData::U8(v) => v.iter().map(|&b| table[b as usize]).collect(),
-                    ArrayData::I8(v) => v.iter().map(|&b| table[b as u8 as usize]).collect(),
-                    d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
-                };
-                Ok((x.shape.clone(), &tmp[..]))
-            }
-        }
-    }
-}
-
 /// An operand of [`QBinary`] read in place: quantized codes with their dequantization table,
 /// or f32 values.
 enum View<'a> {
@@ -759,6 +739,15 @@ enum View<'a> {
 }
 
 impl View<'_> {
+    /// The dequantized value at `i`.
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            View::U8(v, t) => t[v[i] as usize],
+            View::I8(v, t) => t[v[i] as u8 as usize],
+            View::F32(v) => v[i],
+        }
+    }
+
     /// The dequantized values `off..off + out.len()`.
     fn fill(&self, off: usize, out: &mut [f32]) {
         let n = out.len();
@@ -847,34 +836,145 @@ impl Kernel for QBinary {
                 return Ok(vec![Array::new(shape, data)?]);
             }
         }
-        let (mut ta, mut tb) = (Vec::new(), Vec::new());
-        let (sa, a) = QBinary::operand(&self.a, inputs, &mut ta)?;
-        let (sb, b) = QBinary::operand(&self.b, inputs, &mut tb)?;
-        use super::ops::elementwise::broadcast2;
-        // One monomorphized loop per op (no indirect call per element).
-        let (shape, v) = match self.op {
-            BinOp::Add => broadcast2(a, &sa, b, &sb, |x, y| x + y)?,
-            BinOp::Sub => broadcast2(a, &sa, b, &sb, |x, y| x - y)?,
-            BinOp::Mul => broadcast2(a, &sa, b, &sb, |x, y| x * y)?,
-            BinOp::Div => broadcast2(a, &sa, b, &sb, |x, y| x / y)?,
-        };
-        let (s, z) = (self.y_scale, self.y_zp);
+        let (sa, va) = QBinary::view(&self.a, inputs)?;
+        let (sb, vb) = QBinary::view(&self.b, inputs)?;
+        let plan = BroadcastRows::new(sa, sb)?;
+        let shape = plan.shape.clone();
+        let z = self.y_zp;
         let data = if self.y_signed {
-            let mut y = vec![0i8; v.len()];
-            crate::kernels::quantize::quantize_slice(&v, s, z as i8, &mut y);
-            if self.relu {
-                y.iter_mut().for_each(|q| *q = (*q).max(z as i8));
-            }
-            Array::new(shape, ArrayData::I8(y))?
+            let mut y = vec![0i8; plan.len];
+            self.run_broadcast(&plan, &va, &vb, z as i8, &mut y);
+            ArrayData::I8(y)
         } else {
-            let mut y = vec![0u8; v.len()];
-            crate::kernels::quantize::quantize_slice(&v, s, z as u8, &mut y);
-            if self.relu {
-                y.iter_mut().for_each(|q| *q = (*q).max(z as u8));
-            }
-            Array::new(shape, ArrayData::U8(y))?
+            let mut y = vec![0u8; plan.len];
+            self.run_broadcast(&plan, &va, &vb, z as u8, &mut y);
+            ArrayData::U8(y)
         };
-        Ok(vec![data])
+        Ok(vec![Array::new(shape, data)?])
+    }
+}
+
+/// Two broadcast operands walked as rows: the output is `outer` rows of `row` elements;
+/// along a row each operand is either contiguous or one repeated value, and the row starts
+/// of each operand are given by mixed-radix counters over the merged outer dimensions.
+/// (Adjacent dimensions that broadcast the same way for both operands are merged, so e.g.
+/// `[N, C, H, W] ⊙ [N, C, 1, 1]` is `N·C` rows of `H·W`, not `N·C·H` rows of `W`.)
+struct BroadcastRows {
+    shape: Vec<usize>,
+    len: usize,
+    /// Merged outer dims: (size, stride in a, stride in b).
+    outer: Vec<(usize, usize, usize)>,
+    row: usize,
+    /// Whether a / b advance along a row (else their value repeats).
+    a_row: bool,
+    b_row: bool,
+}
+
+impl BroadcastRows {
+    fn new(sa: &[usize], sb: &[usize]) -> Result<BroadcastRows, String> {
+        let shape = super::value::broadcast_shape(sa, sb)?;
+        let r = shape.len();
+        let pad = |s: &[usize]| -> Vec<usize> {
+            let mut v = vec![1; r - s.len()];
+            v.extend_from_slice(s);
+            v
+        };
+        let (pa, pb) = (pad(sa), pad(sb));
+        // Merged dims, outermost first: (size, a advances, b advances).
+        let mut dims: Vec<(usize, bool, bool)> = Vec::new();
+        for d in 0..r {
+            if shape[d] == 1 {
+                continue;
+            }
+            let (fa, fb) = (pa[d] != 1, pb[d] != 1);
+            match dims.last_mut() {
+                Some(last) if last.1 == fa && last.2 == fb => last.0 *= shape[d],
+                _ => dims.push((shape[d], fa, fb)),
+            }
+        }
+        let (row, a_row, b_row) = dims.pop().unwrap_or((1, true, true));
+        // Strides of the outer dims in each operand (elements), innermost last.
+        let (mut st_a, mut st_b) = (if a_row { row } else { 1 }, if b_row { row } else { 1 });
+        let mut outer = Vec::with_capacity(dims.len());
+        for &(size, fa, fb) in dims.iter().rev() {
+            outer.push((size, if fa { st_a } else { 0 }, if fb { st_b } else { 0 }));
+            if fa {
+                st_a *= size;
+            }
+            if fb {
+                st_b *= size;
+            }
+        }
+        outer.reverse();
+        let len = shape.iter().product();
+        Ok(BroadcastRows {
+            shape,
+            len,
+            outer,
+            row,
+            a_row,
+            b_row,
+        })
+    }
+}
+
+impl QBinary {
+    /// The general (broadcasting) case: per row, chunks on the stack, the same f32
+    /// operations as [`QBinary::run_same_shape`].
+    fn run_broadcast<T: crate::kernels::reference::quantize::QType + Copy + Ord>(
+        &self,
+        p: &BroadcastRows,
+        a: &View<'_>,
+        b: &View<'_>,
+        zp: T,
+        y: &mut [T],
+    ) {
+        const CH: usize = 64;
+        if p.len == 0 {
+            return;
+        }
+        let (mut fa, mut fb) = ([0f32; CH], [0f32; CH]);
+        let mut pos = vec![0usize; p.outer.len()];
+        let (mut oa, mut ob) = (0usize, 0usize);
+        for yr in y.chunks_mut(p.row) {
+            for (i, yc) in yr.chunks_mut(CH).enumerate() {
+                let n = yc.len();
+                let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
+                if p.a_row {
+                    a.fill(oa + i * CH, fa);
+                } else {
+                    fa.fill(a.get(oa));
+                }
+                if p.b_row {
+                    b.fill(ob + i * CH, fb);
+                } else {
+                    fb.fill(b.get(ob));
+                }
+                let it = fa.iter_mut().zip(fb.iter());
+                match self.op {
+                    BinOp::Add => it.for_each(|(x, &y)| *x += y),
+                    BinOp::Sub => it.for_each(|(x, &y)| *x -= y),
+                    BinOp::Mul => it.for_each(|(x, &y)| *x *= y),
+                    BinOp::Div => it.for_each(|(x, &y)| *x /= y),
+                }
+                crate::kernels::quantize::quantize_slice(fa, self.y_scale, zp, yc);
+                if self.relu {
+                    yc.iter_mut().for_each(|q| *q = (*q).max(zp));
+                }
+            }
+            // Next row: advance the mixed-radix counter of the outer dims.
+            for (d, &(size, sa, sb)) in p.outer.iter().enumerate().rev() {
+                pos[d] += 1;
+                oa += sa;
+                ob += sb;
+                if pos[d] < size {
+                    break;
+                }
+                oa -= sa * size;
+                ob -= sb * size;
+                pos[d] = 0;
+            }
+        }
     }
 }
 

@@ -138,7 +138,8 @@ pub struct InputSpec {
 pub struct Executor {
     steps: Vec<Step>,
     n_slots: usize,
-    consts: HashMap<usize, Array>,
+    /// Constant values by slot (a vector: looked up for every step input on every run).
+    consts: Vec<Option<Array>>,
     inputs: Vec<InputSpec>,
     outputs: Vec<(String, usize)>,
     lowered: Vec<String>,
@@ -151,6 +152,51 @@ impl std::fmt::Debug for Executor {
             .field("steps", &self.steps.len())
             .field("lowered", &self.lowered)
             .finish_non_exhaustive()
+    }
+}
+
+/// Marks the values that stay NHWC: the output of a quantized conv whose every consumer is a
+/// quantized conv reading it as its activation (not a graph output). Both sides then skip
+/// their NCHW↔NHWC transpose (see `qlinear::ConvLayout`).
+fn keep_nhwc_between_convs(steps: &mut [Step], out_slots: &HashSet<usize>) {
+    let mut consumers: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
+    for (k, s) in steps.iter().enumerate() {
+        for (pos, slot) in s.inputs.iter().enumerate() {
+            if let Some(slot) = slot {
+                consumers.entry(*slot).or_default().push((k, pos));
+            }
+        }
+    }
+    let mut marks: Vec<(usize, Vec<usize>)> = Vec::new();
+    for p in 0..steps.len() {
+        if steps[p].kernel.conv_layout().is_none() {
+            continue;
+        }
+        let Some(Some(slot)) = steps[p].outputs.first().copied() else {
+            continue;
+        };
+        if out_slots.contains(&slot) || steps[p].outputs.len() != 1 {
+            continue;
+        }
+        let Some(cons) = consumers.get(&slot) else {
+            continue;
+        };
+        let all_convs = cons
+            .iter()
+            .all(|&(k, pos)| k != p && steps[k].kernel.conv_layout().is_some_and(|l| l.x == pos));
+        if all_convs {
+            marks.push((p, cons.iter().map(|c| c.0).collect()));
+        }
+    }
+    for (p, cons) in marks {
+        if let Some(l) = steps[p].kernel.conv_layout() {
+            l.out_nhwc = true;
+        }
+        for k in cons {
+            if let Some(l) = steps[k].kernel.conv_layout() {
+                l.in_nhwc = true;
+            }
+        }
     }
 }
 
@@ -428,6 +474,7 @@ impl Executor {
         }
         // Last use of every slot that is neither a constant nor a graph output.
         let out_slots: HashSet<usize> = outputs.iter().map(|o| o.1).collect();
+        keep_nhwc_between_convs(&mut planned, &out_slots);
         let const_slots: HashMap<usize, Array> = consts
             .into_iter()
             .filter(|(v, _)| needed.contains(v))
@@ -444,10 +491,15 @@ impl Executor {
                 planned[k].free_after.push(slot);
             }
         }
+        let n_slots = g.value_ids().map(|v| v.index() + 1).max().unwrap_or(0);
+        let mut consts: Vec<Option<Array>> = (0..n_slots).map(|_| None).collect();
+        for (slot, a) in const_slots {
+            consts[slot] = Some(a);
+        }
         Ok(Executor {
             steps: planned,
-            n_slots: g.value_ids().map(|v| v.index() + 1).max().unwrap_or(0),
-            consts: const_slots,
+            n_slots,
+            consts,
             inputs,
             outputs,
             lowered,
@@ -563,7 +615,7 @@ impl Executor {
                 let ins: Vec<Option<&Array>> = s
                     .inputs
                     .iter()
-                    .map(|slot| slot.and_then(|k| self.consts.get(&k).or(vals[k].as_ref())))
+                    .map(|slot| slot.and_then(|k| self.consts[k].as_ref().or(vals[k].as_ref())))
                     .collect();
                 // A kernel should never panic on any input; if one does anyway, report the
                 // node instead of taking the caller's process down.
@@ -593,13 +645,17 @@ impl Executor {
         }
         self.outputs
             .iter()
-            .map(|(name, slot)| {
-                let a = match self.consts.get(slot) {
-                    Some(c) => c.clone(),
-                    None => vals[*slot].clone().ok_or_else(|| {
-                        Error::invalid(format!("output `{name}` was not computed"))
-                    })?,
+            .enumerate()
+            .map(|(i, (name, slot))| {
+                // Moved out unless the same value is also a later output (then cloned).
+                let again = self.outputs[i + 1..].iter().any(|o| o.1 == *slot);
+                let a = match &self.consts[*slot] {
+                    Some(c) => Some(c.clone()),
+                    None if again => vals[*slot].clone(),
+                    None => vals[*slot].take(),
                 };
+                let a =
+                    a.ok_or_else(|| Error::invalid(format!("output `{name}` was not computed")))?;
                 Ok((name.clone(), a))
             })
             .collect()

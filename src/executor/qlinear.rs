@@ -338,15 +338,56 @@ pub(crate) struct QConv {
     /// Packed at planning time when the weights and their parameters are constant and the
     /// padding does not depend on the input size.
     prep: Option<ConvPrep>,
+    layout: ConvLayout,
+}
+
+/// The activation layouts of a quantized conv step. The kernels compute in NHWC; the ONNX
+/// tensors are NCHW. Between two quantized convs (the producer's only consumers being convs
+/// reading it as their activation) the planner keeps the value NHWC, so neither side
+/// transposes: the value then has the NHWC shape `[N, H, W, C]` (channels moved last), which
+/// only those convs ever see.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ConvLayout {
+    /// Step input holding the activation.
+    pub x: usize,
+    /// The activation arrives NHWC.
+    pub in_nhwc: bool,
+    /// The output is left NHWC.
+    pub out_nhwc: bool,
+}
+
+/// `shape` with dimension 1 (channels) moved last: NCHW → NHWC (any rank ≥ 2).
+fn channels_last(shape: &[usize]) -> Vec<usize> {
+    let mut v = shape.to_vec();
+    if v.len() >= 2 {
+        let c = v.remove(1);
+        v.push(c);
+    }
+    v
+}
+
+/// Inverse of [`channels_last`].
+fn channels_first(shape: &[usize]) -> Vec<usize> {
+    let mut v = shape.to_vec();
+    if v.len() >= 2 {
+        let c = v.pop().expect("rank ≥ 2");
+        v.insert(1, c);
+    }
+    v
 }
 
 impl QConv {
     pub fn new(spec: QSpec, attrs: ConvAttrs) -> Result<QConv, String> {
         let static_pads = matches!(attrs.auto_pad.as_str(), "NOTSET" | "VALID");
+        let layout = ConvLayout {
+            x: spec.x,
+            ..ConvLayout::default()
+        };
         let mut k = QConv {
             spec,
             attrs,
             prep: None,
+            layout,
         };
         let s = &k.spec;
         let all_const = s.w.is_const()
@@ -390,11 +431,21 @@ impl Kernel for QConv {
         self.run_with(inputs, 1)
     }
 
+    fn conv_layout(&mut self) -> Option<&mut ConvLayout> {
+        Some(&mut self.layout)
+    }
+
     fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let s = &self.spec;
         let x = input(inputs, s.x)?;
         let w = s.w.get(inputs)?;
-        let geom = self.attrs.geometry(&x.shape, &w.shape)?;
+        // The logical (NCHW) shape of the activation.
+        let x_shape = if self.layout.in_nhwc {
+            channels_first(&x.shape)
+        } else {
+            x.shape.clone()
+        };
+        let geom = self.attrs.geometry(&x_shape, &w.shape)?;
         let owned;
         let prep = match &self.prep {
             Some(p) if *p.packed.geometry() == geom => p,
@@ -405,13 +456,17 @@ impl Kernel for QConv {
         };
         let x_zp = act_zp(opt_get(&s.x_zp, inputs)?, x.dtype(), "input")?;
         let (xu, a_zp) = act_u8(x, x_zp)?;
-        let (n, h, wd) = nhw(&x.shape);
+        let (n, h, wd) = nhw(&x_shape);
         let c = geom.c_in;
         let (oh, ow) = geom
             .out_hw(h, wd)
-            .ok_or_else(|| format!("conv kernel larger than the padded input {:?}", x.shape))?;
+            .ok_or_else(|| format!("conv kernel larger than the padded input {x_shape:?}"))?;
         let m = geom.c_out;
-        let nhwc = to_nhwc(&xu, n, c, h * wd);
+        let nhwc = if self.layout.in_nhwc {
+            xu
+        } else {
+            std::borrow::Cow::Owned(to_nhwc(&xu, n, c, h * wd))
+        };
         let stage = Stage::resolve(s, inputs, &prep.w_scale)?;
         let mut out = stage.buffer(n * oh * ow * m);
         // Images are independent: split them among the threads (each with its own scratch).
@@ -446,11 +501,15 @@ impl Kernel for QConv {
                 }
             });
         }
+        let shape = out_shape(&x_shape, m, oh, ow);
+        if self.layout.out_nhwc {
+            return Ok(vec![Array::new(channels_last(&shape), out)?]);
+        }
         let data = match &out {
             ArrayData::U8(v) => ArrayData::U8(per_image_transpose(v, n, oh * ow, m, transpose_u8)),
             _ => super::value::map_same!(&out, v => to_nchw(v, n, oh * ow, m)),
         };
-        Ok(vec![Array::new(out_shape(&x.shape, m, oh, ow), data)?])
+        Ok(vec![Array::new(shape, data)?])
     }
 }
 
@@ -485,42 +544,9 @@ pub(super) fn per_image_transpose<T: Copy + Default>(
     out
 }
 
-/// [`transpose_block`] for bytes: each 8×8 tile is 8 `u64` rows transposed in registers
-/// (swap the off-diagonal 4×4, then 2×2, then 1×1 blocks with masked shifts).
+/// [`transpose_block`] for bytes: the SIMD kernel (16×16 register tiles).
 pub(super) fn transpose_u8(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) {
-    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
-    let (rb, cb) = (rows / 8 * 8, cols / 8 * 8);
-    for r0 in (0..rb).step_by(8) {
-        for c0 in (0..cb).step_by(8) {
-            let mut x = [0u64; 8];
-            for (i, xi) in x.iter_mut().enumerate() {
-                let b: [u8; 8] = src[(r0 + i) * cols + c0..][..8]
-                    .try_into()
-                    .expect("a whole tile row");
-                *xi = u64::from_le_bytes(b);
-            }
-            for (step, shift, mask) in [
-                (4, 32, 0x0000_0000_FFFF_FFFFu64),
-                (2, 16, 0x0000_FFFF_0000_FFFF),
-                (1, 8, 0x00FF_00FF_00FF_00FF),
-            ] {
-                for i in (0..8).filter(|i| i & step == 0) {
-                    let t = ((x[i] >> shift) ^ x[i + step]) & mask;
-                    x[i] ^= t << shift;
-                    x[i + step] ^= t;
-                }
-            }
-            for (j, xj) in x.iter().enumerate() {
-                dst[(c0 + j) * rows + r0..][..8].copy_from_slice(&xj.to_le_bytes());
-            }
-        }
-    }
-    for r in 0..rows {
-        let c_from = if r < rb { cb } else { 0 };
-        for c in c_from..cols {
-            dst[c * rows + r] = src[r * cols + c];
-        }
-    }
+    crate::kernels::transpose::transpose_u8(src, rows, cols, dst);
 }
 
 /// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`): whole 8×8 tiles through a
@@ -745,6 +771,37 @@ impl Kernel for QMatMul {
         let stage = Stage::resolve(s, inputs, &w_scale)?;
         let mut out = stage.buffer(nb * m * n);
         let converted = weights_i8(w, opt_get(&s.w_zp, inputs)?, n)?;
+        if m <= SMALL_M && s.bias.is_none() {
+            // Few rows per matrix (attention over short sequences): packing each B would
+            // cost more than the product itself; accumulate directly (same exact integer
+            // sums, same output stage arithmetic as the kernels' reference).
+            let (wq, wzp) = &converted;
+            let mut acc = vec![0i32; m * n];
+            let mut wd = vec![0i32; k * n];
+            for bi in 0..nb {
+                let wb = &wq[ib[bi] * k * n..(ib[bi] + 1) * k * n];
+                for (drow, wrow) in wd.chunks_exact_mut(n).zip(wb.chunks_exact(n)) {
+                    for (j, (d, &v)) in drow.iter_mut().zip(wrow).enumerate() {
+                        let z = if wzp.len() == 1 { wzp[0] } else { wzp[j] };
+                        *d = i32::from(v) - i32::from(z);
+                    }
+                }
+                crate::kernels::small_qgemm::small_qgemm_acc(
+                    &xu[ia[bi] * m * k..],
+                    a_zp,
+                    m,
+                    k,
+                    &wd,
+                    n,
+                    &mut acc,
+                    true,
+                );
+                write_stage(&stage, &acc, n, &mut out, bi * m * n);
+            }
+            let mut shape = batch;
+            shape.extend([m, n]);
+            return Ok(vec![Array::new(shape, out)?]);
+        }
         for bi in 0..nb {
             let prep = self.prepare_converted(inputs, w, &converted, ib[bi] * k * n)?;
             qgemm(
@@ -761,6 +818,67 @@ impl Kernel for QMatMul {
         let mut shape = batch;
         shape.extend([m, n]);
         Ok(vec![Array::new(shape, out)?])
+    }
+}
+
+/// Rows per matrix up to which a batched quantized MatMul skips packing.
+const SMALL_M: usize = 16;
+
+/// The output stage over `m×n` accumulators (reference arithmetic, as the kernels' epilogue)
+/// into `out` at element offset `off`.
+fn write_stage(stage: &Stage, acc: &[i32], n: usize, out: &mut ArrayData, off: usize) {
+    use crate::kernels::reference::dequantize_acc;
+    // Per-column parameter j (1 value: per tensor).
+    let per = |v: &[f32], j: usize| if v.len() == 1 { v[0] } else { v[j] };
+    // `reference::requantize` with its `round_ties_even` (a libm call on baseline x86-64)
+    // replaced by the bit-identical `round_half_even`.
+    fn requant<T>(acc: &[i32], n: usize, mult: &[f32], zp: i32, lo: i32, hi: i32, o: &mut [T])
+    where
+        T: crate::kernels::reference::QType,
+    {
+        let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
+        for (orow, arow) in o.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
+            for (j, (y, &a)) in orow.iter_mut().zip(arow).enumerate() {
+                let m = if mult.len() == 1 { mult[0] } else { mult[j] };
+                let x = ((a as f32) * m).max(flo).min(fhi);
+                *y = T::from_i32(crate::kernels::quantize::round_half_even(x) as i32 + zp);
+            }
+        }
+    }
+    let len = acc.len();
+    match (stage, out) {
+        (Stage::Raw, ArrayData::I32(o)) => o[off..off + len].copy_from_slice(acc),
+        (
+            Stage::Requant {
+                mult,
+                zp,
+                qmin,
+                qmax,
+                ..
+            },
+            ArrayData::U8(o),
+        ) => requant(acc, n, mult, *zp, *qmin, *qmax, &mut o[off..off + len]),
+        (
+            Stage::Requant {
+                mult,
+                zp,
+                qmin,
+                qmax,
+                ..
+            },
+            ArrayData::I8(o),
+        ) => requant(acc, n, mult, *zp, *qmin, *qmax, &mut o[off..off + len]),
+        (Stage::Dequant { scale }, ArrayData::F32(o)) => {
+            for (orow, arow) in o[off..off + len]
+                .chunks_exact_mut(n)
+                .zip(acc.chunks_exact(n))
+            {
+                for (j, (y, &a)) in orow.iter_mut().zip(arow).enumerate() {
+                    *y = dequantize_acc(a, per(scale, j), 0.0);
+                }
+            }
+        }
+        _ => unreachable!("Stage::buffer makes the matching type"),
     }
 }
 

@@ -20,7 +20,10 @@ pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirecti
 pub mod quantize;
 pub mod reference;
 pub mod sgemm;
+pub mod small_qgemm;
 pub mod testing;
+pub mod transpose;
+pub mod vmath;
 
 use std::fmt;
 use std::sync::OnceLock;

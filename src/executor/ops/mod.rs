@@ -31,6 +31,12 @@ pub(crate) trait Kernel: Send + Sync {
         let _ = threads;
         self.run(inputs)
     }
+
+    /// The activation layouts of a quantized convolution, for the planner to keep values
+    /// NHWC between convs; `None` for every other kernel.
+    fn conv_layout(&mut self) -> Option<&mut crate::executor::qlinear::ConvLayout> {
+        None
+    }
 }
 
 /// What a kernel builder knows about its node.

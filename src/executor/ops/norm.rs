@@ -145,6 +145,17 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
 
 /// Softmax over `n` elements at stride `stride` starting at `v[0]`.
 fn softmax_strided(v: &mut [f32], n: usize, stride: usize, log: bool) {
+    if stride == 1 && !log {
+        // Contiguous: the exponentials as one vectorised pass (kernels::vmath, ≤ 2 ulp), then
+        // the same sum order and division as below.
+        let v = &mut v[..n];
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        v.iter_mut().for_each(|x| *x -= max);
+        crate::kernels::vmath::exp_slice(v);
+        let sum: f32 = v.iter().sum();
+        v.iter_mut().for_each(|x| *x /= sum);
+        return;
+    }
     let mut max = f32::NEG_INFINITY;
     for k in 0..n {
         max = max.max(v[k * stride]);

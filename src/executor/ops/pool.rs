@@ -3,7 +3,7 @@
 
 use super::conv::{nhw, out_shape, ConvAttrs};
 use super::{boxed, input, Kernel, NodeCtx};
-use crate::executor::value::{strides, Array};
+use crate::executor::value::{strides, Array, ArrayData};
 
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
     Ok(Some(match t {
@@ -79,6 +79,22 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 };
                 let (oh, ow) = (od(h, 0)?, od(w, 1)?);
                 let c = g.c_in;
+                if max {
+                    // 8-bit codes (MaxPool between equal DQ and Q): max commutes with the
+                    // monotonic dequantization, so pool the codes directly.
+                    let shape = out_shape(&x.shape, c, oh, ow);
+                    match &x.data {
+                        ArrayData::U8(v) => {
+                            let o = max_pool_codes(v, n * c, h, w, oh, ow, &g, 0u8);
+                            return Ok(vec![Array::new(shape, ArrayData::U8(o))?]);
+                        }
+                        ArrayData::I8(v) => {
+                            let o = max_pool_codes(v, n * c, h, w, oh, ow, &g, i8::MIN);
+                            return Ok(vec![Array::new(shape, ArrayData::I8(o))?]);
+                        }
+                        _ => {}
+                    }
+                }
                 let v = x.as_f32()?;
                 let mut out = Vec::with_capacity(n * c * oh * ow);
                 let [kh, kw] = g.kernel;
@@ -172,6 +188,76 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         _ => return Ok(None),
     }))
+}
+
+/// MaxPool over `planes` NCHW planes of integer codes; windows are clipped to the input
+/// (padding never wins a max). `lowest` is the type's minimum.
+#[allow(clippy::too_many_arguments)]
+fn max_pool_codes<T: Copy + Ord>(
+    v: &[T],
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    lowest: T,
+) -> Vec<T> {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    let (pt, pl) = (g.pads[0], g.pads[1]);
+    let mut out = Vec::with_capacity(planes * oh * ow);
+    if pt == 0
+        && pl == 0
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * sh + (kh - 1) * dh < h
+        && (ow - 1) * sw + (kw - 1) * dw < w
+    {
+        // Every window inside the image: per output row, the vertical max of its KH input
+        // rows (a vectorisable pass over whole rows), then the KW horizontal taps.
+        let mut tmp = vec![lowest; w];
+        for p in v[..planes * h * w].chunks_exact(h * w) {
+            for oy in 0..oh {
+                tmp.copy_from_slice(&p[oy * sh * w..][..w]);
+                for ky in 1..kh {
+                    let row = &p[(oy * sh + ky * dh) * w..][..w];
+                    for (t, &r) in tmp.iter_mut().zip(row) {
+                        *t = (*t).max(r);
+                    }
+                }
+                for ox in 0..ow {
+                    let m = (1..kw).fold(tmp[ox * sw], |m, kx| m.max(tmp[ox * sw + kx * dw]));
+                    out.push(m);
+                }
+            }
+        }
+        return out;
+    }
+    // Per output coordinate, the input taps inside the image (same for every plane).
+    let taps = |o: usize, k: usize, s: usize, d: usize, p: usize, len: usize| -> Vec<usize> {
+        (0..k)
+            .filter_map(|t| (o * s + t * d).checked_sub(p).filter(|&i| i < len))
+            .collect()
+    };
+    let ys: Vec<Vec<usize>> = (0..oh).map(|o| taps(o, kh, sh, dh, pt, h)).collect();
+    let xs: Vec<Vec<usize>> = (0..ow).map(|o| taps(o, kw, sw, dw, pl, w)).collect();
+    for p in v[..planes * h * w].chunks_exact(h * w) {
+        for ty in &ys {
+            for tx in &xs {
+                let mut m = lowest;
+                for &iy in ty {
+                    let row = &p[iy * w..(iy + 1) * w];
+                    for &ix in tx {
+                        m = m.max(row[ix]);
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    out
 }
 
 /// ONNX Resize, modes `nearest` and `linear` (any rank, separable per axis).
@@ -312,4 +398,59 @@ pub(super) fn resize(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
         }
         Ok(vec![Array::f32(shape, cur)])
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::reference::ConvGeometry;
+
+    /// `max_pool_codes` (both its paths) against a direct window scan.
+    #[test]
+    fn max_pool_codes_equals_a_window_scan() {
+        let (h, w, planes) = (7usize, 9usize, 3usize);
+        let v: Vec<u8> = (0..planes * h * w).map(|i| (i * 97 % 251) as u8).collect();
+        for (k, s, d, pads) in [
+            ([2, 2], [2, 2], [1, 1], [0, 0, 0, 0]),
+            ([3, 3], [1, 1], [1, 1], [0, 0, 0, 0]),
+            ([3, 2], [2, 1], [2, 1], [0, 0, 0, 0]),
+            ([3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+            ([2, 3], [1, 2], [1, 2], [0, 2, 1, 0]),
+        ] {
+            let g = ConvGeometry {
+                c_in: planes,
+                c_out: planes,
+                group: planes,
+                kernel: k,
+                strides: s,
+                pads,
+                dilations: d,
+            };
+            let oh = (h + pads[0] + pads[2] - (k[0] - 1) * d[0] - 1) / s[0] + 1;
+            let ow = (w + pads[1] + pads[3] - (k[1] - 1) * d[1] - 1) / s[1] + 1;
+            let got = max_pool_codes(&v, planes, h, w, oh, ow, &g, 0u8);
+            let mut want = Vec::new();
+            for p in 0..planes {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut m = 0u8;
+                        for ky in 0..k[0] {
+                            for kx in 0..k[1] {
+                                let iy = (oy * s[0] + ky * d[0]) as isize - pads[0] as isize;
+                                let ix = (ox * s[1] + kx * d[1]) as isize - pads[1] as isize;
+                                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                    m = m.max(v[p * h * w + iy as usize * w + ix as usize]);
+                                }
+                            }
+                        }
+                        want.push(m);
+                    }
+                }
+            }
+            assert_eq!(
+                got, want,
+                "kernel {k:?} strides {s:?} dil {d:?} pads {pads:?}"
+            );
+        }
+    }
 }

@@ -93,9 +93,19 @@ fn reduce(op: &str, v: &[f32], shape: &[usize], axes: &[usize], keep: bool) -> A
     let mut acc = vec![init; out_n];
     let last_reduced = axes.len() == 1 && axes[0] == shape.len() - 1;
     if last_reduced && count > 0 {
-        // Innermost-axis reduction (softmax/LayerNorm style): contiguous rows.
-        for (o, row) in v.chunks(count).enumerate() {
-            acc[o] = row.iter().fold(init, |a, &b| f(a, b));
+        // Innermost-axis reduction (softmax/LayerNorm style): contiguous rows, one
+        // monomorphised fold per op (no indirect call per element; same order).
+        fn rows(v: &[f32], count: usize, init: f32, acc: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+            for (a, row) in acc.iter_mut().zip(v.chunks(count)) {
+                *a = row.iter().fold(init, |a, &b| f(a, b));
+            }
+        }
+        match op {
+            "ReduceMax" => rows(v, count, init, &mut acc, f32::max),
+            "ReduceMin" => rows(v, count, init, &mut acc, f32::min),
+            "ReduceProd" => rows(v, count, init, &mut acc, |a, b| a * b),
+            "ReduceSumSquare" | "ReduceL2" => rows(v, count, init, &mut acc, |a, b| a + b * b),
+            _ => rows(v, count, init, &mut acc, |a, b| a + b),
         }
     } else {
         let ks = strides(&kept);

@@ -2,7 +2,7 @@
 
 use super::{boxed, input, sgemm, Kernel, NodeCtx};
 use crate::executor::value::Array;
-use crate::kernels::reference::q8lut::unary::sigmoid;
+use crate::kernels::vmath;
 
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
     if t != "LSTM" {
@@ -36,6 +36,29 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         d => return Err(format!("LSTM direction `{d}`")),
     };
     let hidden = ctx.int("hidden_size", 0);
+    // Constant weights (the usual case) are transposed once here rather than on every run.
+    let pre_t = match (ctx.konst(1), ctx.konst(2)) {
+        (Some(w), Some(r)) if w.rank() == 3 && r.rank() == 3 => {
+            let (w4h, isz, h) = (w.shape[1], w.shape[2], r.shape[2]);
+            let (wv, rv) = (w.as_f32()?, r.as_f32()?);
+            let nd = w.shape[0];
+            if wv.len() == nd * w4h * isz && rv.len() == r.shape[0] * r.shape[1] * h {
+                let wt = (0..nd)
+                    .map(|d| transpose2(&wv[d * w4h * isz..(d + 1) * w4h * isz], w4h, isz))
+                    .collect::<Vec<_>>();
+                let rt = (0..r.shape[0])
+                    .map(|d| {
+                        let rr = r.shape[1];
+                        transpose2(&rv[d * rr * h..(d + 1) * rr * h], rr, h)
+                    })
+                    .collect::<Vec<_>>();
+                Some((wt, rt))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
     Ok(Some(boxed(move |i| {
         let x = input(i, 0)?;
         let (w, r) = (input(i, 1)?, input(i, 2)?);
@@ -75,12 +98,22 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         let mut y = vec![0f32; seq * nd * batch * h];
         let mut yh = vec![0f32; nd * batch * h];
         let mut yc = vec![0f32; nd * batch * h];
+        let g4 = 4 * h;
         for (d, &rev) in dirs.iter().enumerate() {
             // Transposed weights so that gates = x·Wᵀ + h·Rᵀ is a plain sgemm.
-            let wt = transpose2(&wv[d * 4 * h * isz..(d + 1) * 4 * h * isz], 4 * h, isz);
-            let rt = transpose2(&rv[d * 4 * h * h..(d + 1) * 4 * h * h], 4 * h, h);
-            let bias: Vec<f32> = (0..4 * h)
-                .map(|k| b.map_or(0.0, |b| b[d * 8 * h + k] + b[d * 8 * h + 4 * h + k]))
+            let owned;
+            let (wt, rt): (&[f32], &[f32]) = match &pre_t {
+                Some((wt, rt)) => (&wt[d], &rt[d]),
+                None => {
+                    owned = (
+                        transpose2(&wv[d * g4 * isz..(d + 1) * g4 * isz], g4, isz),
+                        transpose2(&rv[d * g4 * h..(d + 1) * g4 * h], g4, h),
+                    );
+                    (&owned.0, &owned.1)
+                }
+            };
+            let bias: Vec<f32> = (0..g4)
+                .map(|k| b.map_or(0.0, |b| b[d * 8 * h + k] + b[d * 8 * h + g4 + k]))
                 .collect();
             let mut hs = h0.map_or(vec![0f32; batch * h], |v| {
                 v[d * batch * h..(d + 1) * batch * h].to_vec()
@@ -88,32 +121,43 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             let mut cs = c0.map_or(vec![0f32; batch * h], |v| {
                 v[d * batch * h..(d + 1) * batch * h].to_vec()
             });
-            let mut gx = vec![0f32; batch * 4 * h];
-            let mut gh = vec![0f32; batch * 4 * h];
+            // The input projections of all time steps in one GEMM (each output is the same
+            // FMA chain as a per-step GEMM would compute).
+            let mut gx_all = vec![0f32; seq * batch * g4];
+            sgemm(
+                seq * batch,
+                g4,
+                isz,
+                &xv[..seq * batch * isz],
+                wt,
+                &mut gx_all,
+            );
+            let mut gh = vec![0f32; batch * g4];
+            let mut ct = vec![0f32; h];
             for step in 0..seq {
                 let t = if rev { seq - 1 - step } else { step };
-                sgemm(
-                    batch,
-                    4 * h,
-                    isz,
-                    &xv[t * batch * isz..(t + 1) * batch * isz],
-                    &wt,
-                    &mut gx,
-                );
-                sgemm(batch, 4 * h, h, &hs, &rt, &mut gh);
+                sgemm(batch, g4, h, &hs, rt, &mut gh);
+                let gx = &gx_all[t * batch * g4..(t + 1) * batch * g4];
                 for bi in 0..batch {
-                    for k in 0..h {
-                        let g = |q: usize| {
-                            gx[bi * 4 * h + q * h + k]
-                                + gh[bi * 4 * h + q * h + k]
-                                + bias[q * h + k]
-                        };
-                        // Gate order i, o, f, c (ONNX).
-                        let (ig, og, fg, cg) =
-                            (sigmoid(g(0)), sigmoid(g(1)), sigmoid(g(2)), g(3).tanh());
-                        let c = fg * cs[bi * h + k] + ig * cg;
-                        cs[bi * h + k] = c;
-                        hs[bi * h + k] = og * c.tanh();
+                    // Pre-activations in place of gh, then the gates over whole slices
+                    // (vectorised): order i, o, f, c (ONNX), so i, o, f are contiguous.
+                    let g = &mut gh[bi * g4..(bi + 1) * g4];
+                    for ((v, &x), &bb) in g.iter_mut().zip(&gx[bi * g4..]).zip(&bias) {
+                        *v = x + *v + bb;
+                    }
+                    vmath::sigmoid_slice(&mut g[..3 * h]);
+                    vmath::tanh_slice(&mut g[3 * h..]);
+                    let (ig, rest) = g.split_at(h);
+                    let (og, rest) = rest.split_at(h);
+                    let (fg, cg) = rest.split_at(h);
+                    let c = &mut cs[bi * h..(bi + 1) * h];
+                    for (((cv, &f), &i), &gc) in c.iter_mut().zip(fg).zip(ig).zip(cg) {
+                        *cv = f * *cv + i * gc;
+                    }
+                    ct.copy_from_slice(c);
+                    vmath::tanh_slice(&mut ct);
+                    for ((hv, &o), &tc) in hs[bi * h..(bi + 1) * h].iter_mut().zip(og).zip(&ct) {
+                        *hv = o * tc;
                     }
                 }
                 y[(t * nd + d) * batch * h..][..batch * h].copy_from_slice(&hs);

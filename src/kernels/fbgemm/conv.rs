@@ -279,28 +279,47 @@ impl PackedConv {
             ConvAlgo::Im2col => {
                 let (mg, k) = (g.cg_out(), g.k_per_out());
                 let pixels = oh * ow;
-                let chunk = (IM2COL_CHUNK_BYTES / k / 12 * 12).clamp(12, pixels.max(12));
+                let chunk = (IM2COL_CHUNK_BYTES / k / 12 * 12).clamp(12, (n * pixels).max(12));
                 let buf = &mut scratch.im2col;
                 if buf.len() < chunk * k {
                     buf.resize(chunk * k, 0);
                 }
-                for img in 0..n {
-                    let img_in = &input[img * h * w * c..(img + 1) * h * w * c];
-                    for m0 in (0..pixels).step_by(chunk) {
-                        let rows = chunk.min(pixels - m0);
-                        for (grp, pb) in self.gemm.iter().enumerate() {
-                            im2col_rows(g, img_in, h, w, ow, grp, m0, rows, a_zp, buf);
-                            qgemm(
-                                buf,
-                                k,
+                // Chunks run over the output pixels of all images together (the NHWC output
+                // rows of consecutive images are consecutive), so small images share one
+                // GEMM call instead of paying its fixed cost once per image.
+                let total = n * pixels;
+                for r0 in (0..total).step_by(chunk) {
+                    let rows = chunk.min(total - r0);
+                    for (grp, pb) in self.gemm.iter().enumerate() {
+                        let mut done = 0;
+                        while done < rows {
+                            let (img, m0) = ((r0 + done) / pixels, (r0 + done) % pixels);
+                            let part = (pixels - m0).min(rows - done);
+                            let img_in = &input[img * h * w * c..(img + 1) * h * w * c];
+                            im2col_rows(
+                                g,
+                                img_in,
+                                h,
+                                w,
+                                ow,
+                                grp,
+                                m0,
+                                part,
                                 a_zp,
-                                rows,
-                                pb,
-                                group_stage(&stage, grp * mg, mg),
-                                sub_out(&mut out, (img * pixels + m0) * m + grp * mg),
-                                m,
+                                &mut buf[done * k..],
                             );
+                            done += part;
                         }
+                        qgemm(
+                            buf,
+                            k,
+                            a_zp,
+                            rows,
+                            pb,
+                            group_stage(&stage, grp * mg, mg),
+                            sub_out(&mut out, r0 * m + grp * mg),
+                            m,
+                        );
                     }
                 }
             }
