@@ -393,6 +393,16 @@ fn run(cli: Cli) -> Result<()> {
                     "--max-float and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
                 );
             }
+            // Checked before anything is written: the report compares the two models
+            // through the QDQ structure, on data.
+            if report.is_some() && (mode != "static" || format == "qoperator") {
+                bail!("--report compares activations through QuantizeLinear/DequantizeLinear pairs: it is for --mode static --format qdq (use `onnxq compare` on a QDQ model)");
+            }
+            if report.is_some() && data.is_none() && eval.is_none() {
+                bail!(
+                    "--report runs the float and quantized models on data: give --data or --eval"
+                );
+            }
             if mode != "weight-only" && (bits.is_some() || block_size.is_some()) {
                 bail!("--bits and --block-size are options of --mode weight-only (this is --mode {mode})");
             }

@@ -236,3 +236,30 @@ fn initializers_listed_as_inputs_are_quantized_as_constants() {
         q.summary
     );
 }
+
+#[test]
+fn report_is_refused_up_front_where_it_cannot_be_made() {
+    let dir = std::env::temp_dir().join(format!("onnxq-report-refused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("m.onnx");
+    let r = Command::new(env!("CARGO_BIN_EXE_onnxq"))
+        .arg("quantize")
+        .arg(models_dir().join("mlp.onnx"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--mode", "dynamic", "--report"])
+        .arg(dir.join("r.html"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    assert!(
+        stderr.contains("--report") && stderr.contains("--mode static"),
+        "{stderr}"
+    );
+    assert!(
+        !out.exists(),
+        "nothing is written when the options conflict"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
