@@ -26,8 +26,9 @@
 //! # Scores and ranking
 //!
 //! A variant's score is the SQNR of the model's outputs against the float model on the
-//! evaluation data, over all float outputs and samples as one vector:
-//! 10·log10(Σx² / Σ(x−y)²); with labels, also the top-1 accuracy of the first output.
+//! evaluation data, per float output over all samples, 10·log10(Σx² / Σ(x−y)²), and the
+//! worst output's figure (a detector's score head must not hide behind its boxes); with
+//! labels, also the top-1 accuracy of the first output.
 //! Units are ranked most sensitive first by the "quantize only this unit" score: lowest
 //! accuracy first when labels are given (ties by SQNR), otherwise lowest SQNR first.
 //! Quantization noise of independent units roughly adds up, so the unit that alone
@@ -399,7 +400,10 @@ impl Suite {
     pub fn score(&self, model: &Model) -> Result<Score> {
         let exec = Executor::new(model, ExecutorOptions::default())
             .context("planning the quantized variant in the executor")?;
-        let (mut signal, mut noise) = (0f64, 0f64);
+        // Per output: a detector's weakest head (scores next to boxes of far larger
+        // magnitude) must not hide behind the others' energy, so the score is the
+        // worst output's SQNR.
+        let mut sums: Vec<(f64, f64)> = vec![];
         let mut outs = Vec::with_capacity(self.eval.batches.len());
         for (b, batch) in self.eval.batches.iter().enumerate() {
             let inputs: Vec<(&str, &Tensor)> = self
@@ -414,18 +418,27 @@ impl Suite {
             for (k, (_, t)) in out.iter().enumerate() {
                 let y = t.to_f32_vec();
                 if let (Some(Some(x)), Some(y)) = (self.eval.reference[b].get(k), &y) {
+                    if sums.len() <= k {
+                        sums.resize(k + 1, (0.0, 0.0));
+                    }
+                    let (signal, noise) = &mut sums[k];
                     for (&a, &q) in x.iter().zip(y) {
                         let (a, q) = (a as f64, q as f64);
-                        signal += a * a;
-                        noise += (a - q) * (a - q);
+                        *signal += a * a;
+                        *noise += (a - q) * (a - q);
                     }
                 }
                 row.push(y);
             }
             outs.push(row);
         }
+        let sqnr_db = sums
+            .iter()
+            .filter(|(signal, _)| *signal > 0.0)
+            .map(|&(signal, noise)| super::compare::sqnr_db(signal, noise))
+            .fold(f64::INFINITY, f64::min);
         Ok(Score {
-            sqnr_db: super::compare::sqnr_db(signal, noise),
+            sqnr_db,
             accuracy: self.accuracy(&outs),
         })
     }

@@ -230,6 +230,7 @@ pub fn quantize(
     }
     refuse_quantized(&model)?;
     let mut model = model;
+    name_unnamed_nodes(&mut model);
     let freed = initializers_as_constants(&mut model);
     let mut q = match &options.mode {
         Mode::Static => Err(Error::invalid(
@@ -247,6 +248,42 @@ pub fn quantize(
         ));
     }
     Ok(q)
+}
+
+/// Op nodes without a name (some exporters write none) get `<OpType>_<first output>`,
+/// unique in the graph, so that `--exclude`, the summary, `sensitivity` and a saved
+/// qconfig can all refer to them. Named nodes keep their names. Returns how many.
+pub fn name_unnamed_nodes(model: &mut Model) -> usize {
+    let g = &mut model.graph;
+    let mut taken: std::collections::HashSet<String> = g
+        .node_ids()
+        .map(|n| g.node(n).name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let ids: Vec<_> = g.node_ids().collect();
+    let mut named = 0;
+    for n in ids {
+        let node = g.node(n);
+        if node.op().is_none() || !node.name.is_empty() {
+            continue;
+        }
+        let out = node
+            .outputs
+            .iter()
+            .flatten()
+            .next()
+            .map(|&v| g.value(v).name.clone())
+            .unwrap_or_default();
+        let base = format!("{}_{out}", node.op_type());
+        let name = std::iter::once(base.clone())
+            .chain((1..).map(|i| format!("{base}_{i}")))
+            .find(|c| !taken.contains(c))
+            .expect("unbounded");
+        taken.insert(name.clone());
+        g.node_mut(n).name = name;
+        named += 1;
+    }
+    named
 }
 
 /// Initializers also listed as graph inputs (exporters before IR 4) are
@@ -361,6 +398,7 @@ impl Prepared {
 pub fn prepare_static(model: Model, options: &QuantizeOptions) -> Result<Prepared> {
     refuse_quantized(&model)?;
     let mut model = model;
+    name_unnamed_nodes(&mut model);
     let freed = initializers_as_constants(&mut model);
     let mut cx = PassContext::new();
     let t0 = Instant::now();
