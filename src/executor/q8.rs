@@ -113,23 +113,7 @@ fn output(shape: Vec<usize>, y: Vec<u8>, signed: bool) -> Result<Array, String> 
 
 /// Weights in the u8 domain (s8 shifted by +128) with 1 or `n` zero points.
 fn weights_u8(w: &Array, zp: Option<&Array>, n: usize) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let zps: Vec<i64> = match zp {
-        None => vec![0],
-        Some(z) if z.dtype() != w.dtype() => {
-            return Err(format!(
-                "weight zero point is {}, weights are {}",
-                z.dtype(),
-                w.dtype()
-            ))
-        }
-        Some(z) => z.data.to_i64_vec(),
-    };
-    if zps.len() != 1 && zps.len() != n {
-        return Err(format!(
-            "{} weight zero points for {n} output channels",
-            zps.len()
-        ));
-    }
+    let zps = super::qlinear::weight_zero_points(w, zp, n)?;
     match &w.data {
         ArrayData::U8(v) => Ok((v.clone(), zps.iter().map(|&z| z as u8).collect())),
         ArrayData::I8(v) => Ok((

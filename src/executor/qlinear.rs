@@ -138,8 +138,13 @@ fn act_u8(x: &Array, zp: i32) -> Result<(std::borrow::Cow<'_, [u8]>, u8), String
     }
 }
 
-/// Weights as i8 (unsigned shifted by −128) and their zero points (1 or `n` values).
-fn weights_i8(w: &Array, zp: Option<&Array>, n: usize) -> Result<(Vec<i8>, Vec<i8>), String> {
+/// The weight zero points (1, or one per output channel of `n`), checked against the
+/// weights' type; 0 when absent.
+pub(super) fn weight_zero_points(
+    w: &Array,
+    zp: Option<&Array>,
+    n: usize,
+) -> Result<Vec<i64>, String> {
     let zps: Vec<i64> = match zp {
         None => vec![0],
         Some(z) if z.dtype() != w.dtype() => {
@@ -157,6 +162,12 @@ fn weights_i8(w: &Array, zp: Option<&Array>, n: usize) -> Result<(Vec<i8>, Vec<i
             zps.len()
         ));
     }
+    Ok(zps)
+}
+
+/// Weights as i8 (unsigned shifted by −128) and their zero points (1 or `n` values).
+fn weights_i8(w: &Array, zp: Option<&Array>, n: usize) -> Result<(Vec<i8>, Vec<i8>), String> {
+    let zps = weight_zero_points(w, zp, n)?;
     match &w.data {
         ArrayData::I8(v) => Ok((v.clone(), zps.iter().map(|&z| z as i8).collect())),
         ArrayData::U8(v) => Ok((
