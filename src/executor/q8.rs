@@ -162,22 +162,7 @@ fn out_spec(out: &QOut, rounding: Rounding) -> Result<OutSpec, String> {
         None => 0,
         Some(z) => z.data.to_i64_vec()[0] as i32,
     };
-    let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
-    let (mut qmin, mut qmax) = (tmin, tmax);
-    match *act {
-        Act::None => {}
-        Act::Relu => qmin = zp.max(tmin),
-        Act::Clip(lo, hi) => {
-            let q = |v: f32| {
-                ((v / ys).round_ties_even() + zp as f32).clamp(tmin as f32, tmax as f32) as i32
-            };
-            qmin = q(lo).max(tmin);
-            qmax = q(hi).min(tmax);
-            if qmin > qmax {
-                qmax = qmin;
-            }
-        }
-    }
+    let (qmin, qmax) = super::qlinear::act_clamp(act, ys, zp, signed);
     let shift = if signed { 128 } else { 0 };
     Ok(OutSpec {
         out: Q8Output {
@@ -511,16 +496,7 @@ impl Kernel for Q8Conv {
         };
         if img_out > 0 {
             let parts: Vec<&mut [u8]> = y.chunks_mut(per * img_out).collect();
-            if parts.len() <= 1 {
-                parts.into_iter().for_each(|p| run_part(0, p));
-            } else {
-                let run_part = &run_part;
-                std::thread::scope(|sc| {
-                    for (k, p) in parts.into_iter().enumerate() {
-                        sc.spawn(move || run_part(k, p));
-                    }
-                });
-            }
+            super::qlinear::run_parts(parts, &run_part);
         }
         let y = per_image_transpose(&y, n, oh * ow, m);
         Ok(vec![output(
@@ -789,16 +765,7 @@ impl Kernel for Q8MatMul {
                 };
                 if n > 0 {
                     let parts: Vec<&mut [u8]> = y.chunks_mut(per * n).collect();
-                    if parts.len() <= 1 {
-                        parts.into_iter().for_each(|p| run_part(0, p));
-                    } else {
-                        let run_part = &run_part;
-                        std::thread::scope(|sc| {
-                            for (t, p) in parts.into_iter().enumerate() {
-                                sc.spawn(move || run_part(t, p));
-                            }
-                        });
-                    }
+                    super::qlinear::run_parts(parts, &run_part);
                 }
                 let mut shape = x.shape.clone();
                 *shape.last_mut().expect("rank ≥ 1") = n;

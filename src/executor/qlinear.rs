@@ -138,6 +138,43 @@ fn act_u8(x: &Array, zp: i32) -> Result<(std::borrow::Cow<'_, [u8]>, u8), String
     }
 }
 
+/// Runs `run(k, part)` for every part: inline when there is one, else one scoped thread
+/// per part (the callers split outputs by images or rows, as `--threads` asks).
+pub(super) fn run_parts<T: Send>(parts: Vec<T>, run: &(impl Fn(usize, T) + Sync)) {
+    if parts.len() <= 1 {
+        parts.into_iter().for_each(|p| run(0, p));
+        return;
+    }
+    std::thread::scope(|sc| {
+        for (k, p) in parts.into_iter().enumerate() {
+            sc.spawn(move || run(k, p));
+        }
+    });
+}
+
+/// The output codes a fused activation leaves, `[qmin, qmax]`, for output scale `ys` and
+/// zero point `zp` (u8 or, when `signed`, i8 codes).
+pub(super) fn act_clamp(act: &Act, ys: f32, zp: i32, signed: bool) -> (i32, i32) {
+    let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
+    let (mut qmin, mut qmax) = (tmin, tmax);
+    match *act {
+        Act::None => {}
+        Act::Relu => qmin = zp.max(tmin),
+        Act::Clip(lo, hi) => {
+            // Q(clip(v)) = clamp(Q(v), Q(lo), Q(hi)): quantization is monotonic.
+            let q = |v: f32| {
+                ((v / ys).round_ties_even() + zp as f32).clamp(tmin as f32, tmax as f32) as i32
+            };
+            qmin = q(lo).max(tmin);
+            qmax = q(hi).min(tmax);
+            if qmin > qmax {
+                qmax = qmin;
+            }
+        }
+    }
+    (qmin, qmax)
+}
+
 /// The weight zero points (1, or one per output channel of `n`), checked against the
 /// weights' type; 0 when absent.
 pub(super) fn weight_zero_points(
@@ -245,24 +282,7 @@ impl Stage {
                     t => return Err(format!("output type {t} is not supported (u8/i8)")),
                 };
                 let zp = act_zp(zp_arr, ty, "output")?;
-                let (tmin, tmax) = if signed { (-128, 127) } else { (0, 255) };
-                let (mut qmin, mut qmax) = (tmin, tmax);
-                match *act {
-                    Act::None => {}
-                    Act::Relu => qmin = zp.max(tmin),
-                    Act::Clip(lo, hi) => {
-                        // Q(clip(v)) = clamp(Q(v), Q(lo), Q(hi)): quantization is monotonic.
-                        let q = |v: f32| {
-                            ((v / ys).round_ties_even() + zp as f32).clamp(tmin as f32, tmax as f32)
-                                as i32
-                        };
-                        qmin = q(lo).max(tmin);
-                        qmax = q(hi).min(tmax);
-                        if qmin > qmax {
-                            qmax = qmin;
-                        }
-                    }
-                }
+                let (qmin, qmax) = act_clamp(act, ys, zp, signed);
                 if !(ys.is_finite() && ys > 0.0) {
                     return Err(format!("y_scale {ys} must be positive and finite"));
                 }
@@ -503,15 +523,7 @@ impl Kernel for QConv {
             CONV_SCRATCH.with(|s| s.replace(scratch));
         };
         let parts = out_chunks(&mut out, per * img_out);
-        if parts.len() <= 1 {
-            parts.into_iter().for_each(|p| run_part(0, p));
-        } else {
-            std::thread::scope(|sc| {
-                for (k, p) in parts.into_iter().enumerate() {
-                    sc.spawn(move || run_part(k, p));
-                }
-            });
-        }
+        run_parts(parts, &run_part);
         let shape = out_shape(&x_shape, m, oh, ow);
         if self.layout.out_nhwc {
             return Ok(vec![Array::new(channels_last(&shape), out)?]);
@@ -748,15 +760,7 @@ impl Kernel for QMatMul {
                 );
             };
             let parts = out_chunks(&mut out, per * n);
-            if parts.len() <= 1 {
-                parts.into_iter().for_each(|p| run_part(0, p));
-            } else {
-                std::thread::scope(|sc| {
-                    for (t, p) in parts.into_iter().enumerate() {
-                        sc.spawn(move || run_part(t, p));
-                    }
-                });
-            }
+            run_parts(parts, &run_part);
             let mut shape = x.shape.clone();
             *shape.last_mut().expect("rank ≥ 1") = n;
             if x.rank() == 1 {

@@ -129,27 +129,18 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
     if t != "ConvTranspose" {
         return Ok(None);
     }
-    let auto_pad = ctx.string("auto_pad", "NOTSET");
-    if !matches!(
-        auto_pad.as_str(),
-        "NOTSET" | "VALID" | "SAME_UPPER" | "SAME_LOWER"
-    ) {
-        return Err(format!("auto_pad `{auto_pad}`"));
-    }
-    let group = ctx.int("group", 1);
-    if group < 1 {
-        return Err(format!("group {group}"));
-    }
+    // The attributes ConvTranspose shares with Conv, checked the same way.
+    let conv = super::conv::ConvAttrs::parse(ctx)?;
     let attrs = Attrs {
-        group: group as usize,
-        auto_pad,
-        pads: ctx.ints("pads"),
-        strides: ctx.ints("strides"),
-        dilations: ctx.ints("dilations"),
+        group: conv.group,
+        auto_pad: conv.auto_pad,
+        pads: conv.pads,
+        strides: conv.strides,
+        dilations: conv.dilations,
         output_padding: ctx.ints("output_padding"),
         output_shape: ctx.ints("output_shape"),
     };
-    let kernel_shape = ctx.ints("kernel_shape");
+    let kernel_shape = conv.kernel_shape;
     Ok(Some(boxed(move |i| {
         let (x, w) = (input(i, 0)?, input(i, 1)?);
         let sp = x.shape.len().checked_sub(2).ok_or("input needs rank ≥ 3")?;
