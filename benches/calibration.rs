@@ -201,7 +201,7 @@ fn throughput(name: &str, bs: usize, reps: usize) {
         let pipeline = onnxq::quantize::prepare(&mut prepared, &options, &mut cx).unwrap();
         let pending = onnxq::calib::begin(&prepared, &pipeline).unwrap();
         for threads in [1, 2] {
-            let cal = Calibrator::new(&prepared, &pending.observed)
+            let cal = Calibrator::new(pending.calibration_model(&prepared), &pending.observed)
                 .unwrap()
                 .with_options(CalibrationOptions {
                     threads,

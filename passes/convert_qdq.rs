@@ -16,7 +16,7 @@ use crate::calib::CalibrationTable;
 use crate::observe::{QDtype, QParams};
 use crate::prelude::*;
 use qdq::{dequantize_node, int_tensor, onnx_dtype, quantize_value};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Activations whose calibrated range is wider than this stay float.
 pub const MAX_ACTIVATION_RANGE: f64 = 1e6;
@@ -68,7 +68,116 @@ impl Pass for ConvertQdq {
             )));
         }
         let per_axis_ok = opset >= 13;
-        let g = &mut model.graph;
+        // Names of Q/DQ values are unique in the whole model: a branch must not
+        // shadow a name of an enclosing graph.
+        let mut taken = BTreeSet::new();
+        all_value_names(&model.graph, &mut taken);
+        let outer = BTreeSet::new();
+        self.convert_tree(&mut model.graph, &outer, opset, per_axis_ok, &mut taken, cx)
+    }
+}
+
+/// Every value name of `g` and its subgraphs.
+fn all_value_names(g: &Graph, out: &mut BTreeSet<String>) {
+    for v in g.value_ids() {
+        out.insert(g.value(v).name.clone());
+    }
+    for n in g.node_ids() {
+        if let Some(op) = g.node(n).op() {
+            for a in op.attrs.values() {
+                for sg in a.subgraphs() {
+                    all_value_names(sg, out);
+                }
+            }
+        }
+    }
+}
+
+/// Suffixes of the values made for a quantized value `x`: `x_quantized`, ...
+const DERIVED: [&str; 6] = [
+    "_quantized",
+    "_scale",
+    "_zero_point",
+    "_dequantized",
+    "_pending",
+    "_float",
+];
+
+/// The base for the names derived from value `name`: `name` itself unless one
+/// of its derived names is taken anywhere in the model; then `name_1`, ...
+fn fresh_base(taken: &mut BTreeSet<String>, name: &str) -> String {
+    let free = |b: &str, taken: &BTreeSet<String>| {
+        DERIVED.iter().all(|s| !taken.contains(&format!("{b}{s}")))
+    };
+    let base = if free(name, taken) {
+        name.to_string()
+    } else {
+        (1..)
+            .map(|i| format!("{name}_{i}"))
+            .find(|b| free(b, taken))
+            .expect("unbounded")
+    };
+    for s in DERIVED {
+        taken.insert(format!("{base}{s}"));
+    }
+    base
+}
+
+impl ConvertQdq {
+    /// Converts the If branches of `g` (innermost first), then `g`.
+    /// `outer_q` names the activations that enclosing graphs quantize: a
+    /// branch reading one of them reads its DequantizeLinear output through
+    /// the capture and needs no Q/DQ pair of its own.
+    fn convert_tree(
+        &self,
+        g: &mut Graph,
+        outer_q: &BTreeSet<String>,
+        opset: i64,
+        per_axis_ok: bool,
+        taken: &mut BTreeSet<String>,
+        cx: &mut PassContext,
+    ) -> Result<()> {
+        let mut here = outer_q.clone();
+        for v in g.value_ids() {
+            if matches!(
+                g.value(v).quant,
+                Some(
+                    QuantAnnotation::Observe(_)
+                        | QuantAnnotation::Fixed { .. }
+                        | QuantAnnotation::ShareWith(_)
+                )
+            ) && g.const_tensor(v).is_none()
+            {
+                here.insert(g.value(v).name.clone());
+            }
+        }
+        let nodes: Vec<NodeId> = g.node_ids().collect();
+        let mut any = false;
+        for n in nodes {
+            if let Some(op) = g.node_mut(n).op_mut() {
+                for a in op.attrs.values_mut() {
+                    for sg in a.subgraphs_mut() {
+                        self.convert_tree(sg, &here, opset, per_axis_ok, taken, cx)?;
+                        any = true;
+                    }
+                }
+            }
+        }
+        if any {
+            g.refresh_captures();
+        }
+        self.convert_graph(g, outer_q, opset, per_axis_ok, taken, cx)
+    }
+
+    fn convert_graph(
+        &self,
+        g: &mut Graph,
+        outer_q: &BTreeSet<String>,
+        opset: i64,
+        per_axis_ok: bool,
+        taken: &mut BTreeSet<String>,
+        cx: &mut PassContext,
+    ) -> Result<()> {
         // Resolve every annotated value to qparams.
         let annotated: Vec<ValueId> = g
             .value_ids()
@@ -175,7 +284,7 @@ impl Pass for ConvertQdq {
                     })
                     .collect();
                 let dt = onnx_dtype(p.dtype);
-                let name = g.value(v).name.clone();
+                let name = fresh_base(taken, &g.value(v).name);
                 let qv = g.add_const(
                     &format!("{name}_quantized"),
                     int_tensor(dt, t.dims.clone(), &q),
@@ -226,7 +335,7 @@ impl Pass for ConvertQdq {
                 .zip(&scales)
                 .map(|(&x, &s)| quantize_value(x, s, 0, i32::MIN as i64, i32::MAX as i64))
                 .collect();
-            let name = g.value(*b).name.clone();
+            let name = fresh_base(taken, &g.value(*b).name);
             let qv = g.add_const(
                 &format!("{name}_quantized"),
                 int_tensor(DataType::I32, vec![bt.len() as i64], &q),
@@ -262,6 +371,10 @@ impl Pass for ConvertQdq {
             {
                 continue;
             }
+            let outer_ref = matches!(g.node(g.producer(v)).kind, NodeKind::OuterRef);
+            if outer_ref && outer_q.contains(&g.value(v).name) {
+                continue; // quantized where it is computed
+            }
             let (s, zp) = p.per_tensor().ok_or_else(|| {
                 Error::invalid(format!(
                     "activation `{}` has per-channel qparams",
@@ -280,7 +393,7 @@ impl Pass for ConvertQdq {
                 continue;
             }
             let dt = onnx_dtype(p.dtype);
-            let name = g.value(v).name.clone();
+            let name = fresh_base(taken, &g.value(v).name);
             if let Some(t) = g.const_tensor(v).cloned() {
                 // A constant operand (Add/Mul by a constant): store it quantized.
                 let vals = t.to_f32_vec().expect("f32");
@@ -331,10 +444,11 @@ impl Pass for ConvertQdq {
             g.remove_if_unused_const(placeholder);
             if was_output {
                 // The graph output keeps its name: the float value is renamed.
+                let out_name = g.value(v).name.clone();
                 let float_name = g.fresh_name(&format!("{name}_float"));
                 g.rename_value(v, &float_name);
                 g.value_mut(v).declared = None;
-                g.rename_value(dqv, &name);
+                g.rename_value(dqv, &out_name);
                 g.value_mut(dqv).declared = declared;
             }
             cx.count("activations", 1);

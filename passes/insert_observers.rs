@@ -17,8 +17,9 @@
 //! Values inside a fused unit are not observed, except the one entering an
 //! Add (Conv + Add + Relu), which ONNX Runtime needs quantized to run the
 //! Conv in int8. Everything else stays float;
-//! the diagnostics say why, node by node. Subgraphs (If/Loop bodies) stay
-//! float in this version.
+//! the diagnostics say why, node by node. The branches of If nodes are
+//! annotated the same way, each as a graph of its own; Loop and Scan bodies
+//! stay float.
 
 use crate::backend::composite::{find_composites, Composite};
 use crate::backend::fragile::fragile_nodes;
@@ -184,7 +185,16 @@ impl Pass for InsertObservers {
     }
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        let g = &mut model.graph;
+        self.annotate_graph(&mut model.graph, cx)
+    }
+}
+
+impl InsertObservers {
+    /// Annotates `g`, then the branches of its If nodes (each branch is quantized on
+    /// its own, as a graph; values it reads from outside are observed where it reads
+    /// them). Loop and Scan bodies stay float: an observer there would see one
+    /// iteration's value per run.
+    fn annotate_graph(&self, g: &mut Graph, cx: &mut PassContext) -> Result<()> {
         let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
         // Units in order of their first node; lone ops are units of one.
         let mut units: Vec<Vec<NodeId>> = vec![];
@@ -262,12 +272,24 @@ impl Pass for InsertObservers {
         for (_, name) in &quantized {
             cx.count(name, 1);
         }
-        // Subgraphs stay float for now: say so once per subgraph op.
         for &n in &order {
-            if g.node(n).op().is_some_and(|op| op.has_subgraphs()) {
+            if !g.node(n).op().is_some_and(|op| op.has_subgraphs()) {
+                continue;
+            }
+            if g.node(n).is_op("If") {
+                let op = g.node_mut(n).op_mut().expect("an op");
+                for a in op.attrs.values_mut() {
+                    for sg in a.subgraphs_mut() {
+                        self.annotate_graph(sg, cx)?;
+                    }
+                }
+            } else {
                 cx.note(
                     g.display_node_name(n),
-                    "stays float: ops inside subgraphs are not quantized in this version",
+                    format!(
+                        "stays float, body included: ops inside {} bodies are not quantized (an observer there sees one iteration per run)",
+                        g.node(n).op_type()
+                    ),
                 );
             }
         }

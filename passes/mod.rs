@@ -14,6 +14,7 @@ mod insert_observers;
 mod quantize_dynamic;
 mod quantize_weight_only;
 mod remove_identity;
+mod sink_constants;
 mod upgrade_opset;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
@@ -29,6 +30,7 @@ pub use insert_observers::InsertObservers;
 pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DEFAULT_DYNAMIC_OPS, DYNAMIC_OPS};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
+pub use sink_constants::SinkConstants;
 pub use upgrade_opset::UpgradeOpset;
 
 use crate::prelude::PassRegistry;
@@ -40,11 +42,13 @@ pub const CANONICALIZE: &str = "remove-identity,fold-constants,dedup-constants,e
 /// canonicalization, then module fusion.
 pub const OPTIMIZE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code";
 
-/// What quantization starts from: [`OPTIMIZE`], then marking the fused units.
-pub const FUSE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations";
+/// What quantization starts from: [`OPTIMIZE`] with constants read by one subgraph
+/// moved into it (so that If-branch weights are constants there), then marking the
+/// fused units.
+pub const FUSE: &str = "remove-identity,fold-constants,sink-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations";
 
 /// PyTorch's `prepare_fx`: [`FUSE`], then observer insertion.
-pub const PREPARE: &str = "remove-identity,fold-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations,insert-observers";
+pub const PREPARE: &str = "remove-identity,fold-constants,sink-constants,fold-batchnorm,batchnorm-to-mul-add,fuse-matmul-add,dedup-constants,eliminate-dead-code,fuse-activations,insert-observers";
 
 /// Registers every built-in pass.
 pub fn register_builtin(r: &mut PassRegistry) {
@@ -55,6 +59,10 @@ pub fn register_builtin(r: &mut PassRegistry) {
     r.register_simple::<FoldConstants>(
         "fold-constants",
         "evaluate nodes with constant inputs and known shape queries",
+    );
+    r.register_simple::<SinkConstants>(
+        "sink-constants",
+        "move constants that only one subgraph reads into that subgraph (If-branch weights)",
     );
     r.register_simple::<DedupConstants>("dedup-constants", "share identical constant tensors");
     r.register_simple::<EliminateDeadCode>(

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+mod hoist;
 mod runner;
 mod source;
 mod table;

@@ -240,6 +240,14 @@ impl Calibrator {
         }
     }
 
+    /// Runs every batch on onnxq's executor from the start, `why` being the
+    /// reason reported by [`Calibrator::engine`].
+    pub fn on_native_executor(self, why: &str) -> Calibrator {
+        *self.tract_failure.lock().expect("poisoned") = Some(why.to_string());
+        self.use_native.store(true, Ordering::Release);
+        self
+    }
+
     pub fn with_options(mut self, options: CalibrationOptions) -> Calibrator {
         self.options = options;
         self
@@ -447,6 +455,10 @@ impl Calibrator {
             let x = view
                 .as_slice::<f32>()
                 .map_err(|e| Error::invalid(format!("`{}`: {e:#}", self.names[k])))?;
+            // An empty tensor has no range (the untaken branch of an If).
+            if x.is_empty() {
+                continue;
+            }
             obs.observe(x, out.shape())
                 .map_err(|e| Error::invalid(format!("observer of `{}`: {e}", self.names[k])))?;
         }
@@ -474,6 +486,9 @@ impl Calibrator {
                         self.names[k], t.dtype
                     ))
                 })?;
+            if x.is_empty() {
+                continue;
+            }
             let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
             obs.observe(&x, &shape)
                 .map_err(|e| Error::invalid(format!("observer of `{}`: {e}", self.names[k])))?;

@@ -4,10 +4,10 @@
 
 use super::{CalibrationData, CalibrationOptions, CalibrationStats, Calibrator};
 use crate::error::{Error, Result};
-use crate::ir::{Model, QuantAnnotation, ValueId};
+use crate::ir::{Graph, Model, NodeKind, QuantAnnotation, ValueId};
 use crate::observe::{Observer, ObserverState, QParams};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// What a table entry describes.
@@ -114,9 +114,18 @@ pub struct Pending {
     pub names: Vec<String>,
     /// One observer per observed value, as configured by the prepared graph.
     pub observers: Vec<ObserverState>,
+    /// When values inside If branches are observed: the prepared model with
+    /// them piped out to its main graph, which `observed` refers to.
+    calibration_model: Option<Model>,
 }
 
 impl Pending {
+    /// The model to run for calibration (`observed` are values of its main
+    /// graph): `prepared` itself unless values inside If branches are observed.
+    pub fn calibration_model<'a>(&'a self, prepared: &'a Model) -> &'a Model {
+        self.calibration_model.as_ref().unwrap_or(prepared)
+    }
+
     /// The table, with every activation's qparams from its observer.
     pub fn finish(mut self, samples: usize) -> Result<CalibrationTable> {
         self.table.samples = samples;
@@ -147,54 +156,133 @@ pub fn calibrate(
     options: CalibrationOptions,
 ) -> Result<(CalibrationTable, CalibrationStats)> {
     let mut pending = begin(model, pipeline)?;
-    let cal = Calibrator::new(model, &pending.observed)?.with_options(options);
+    let mut cal =
+        Calibrator::new(pending.calibration_model(model), &pending.observed)?.with_options(options);
+    if pending.calibration_model.is_some() {
+        // The piped-out values have a shape in one branch and none in the
+        // other, which tract's analysis cannot unify.
+        cal = cal.on_native_executor("values inside If branches are observed");
+    }
     let data = CalibrationData::open(data_path, cal.inputs())?;
     let stats = cal.run(data, &mut pending.observers)?;
     Ok((pending.finish(stats.samples)?, stats))
 }
 
-/// Starts the calibration of a prepared `model` (see [`Pending`]).
+/// Starts the calibration of a prepared `model` (see [`Pending`]). Values
+/// annotated inside If branches are included: they are piped out to the main
+/// graph of [`Pending::calibration_model`].
 pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
-    let g = &model.graph;
     let mut table = CalibrationTable {
         format_version: FORMAT_VERSION,
         pipeline: pipeline.to_string(),
         ..Default::default()
     };
-    let mut observed: Vec<ValueId> = vec![];
-    let mut observers: Vec<ObserverState> = vec![];
+    let mut wanted: Vec<(String, ObserverState)> = vec![];
+    collect(&model.graph, &[], &mut table, &mut wanted)?;
+    if wanted.is_empty() {
+        return Err(Error::invalid(
+            "nothing to calibrate: no activation is observed (is anything quantizable?)",
+        ));
+    }
+    let g = &model.graph;
+    let in_main = |name: &str| {
+        g.value_by_name(name)
+            .filter(|&v| !matches!(g.node(g.producer(v)).kind, NodeKind::OuterRef))
+    };
+    let inner: BTreeSet<String> = wanted
+        .iter()
+        .filter(|(n, _)| in_main(n).is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let (calibration_model, piped) = if inner.is_empty() {
+        (None, BTreeMap::new())
+    } else {
+        let mut m = model.clone();
+        let piped = super::hoist::hoist(&mut m.graph, &inner);
+        (Some(m), piped)
+    };
+    let mut observed = Vec::with_capacity(wanted.len());
+    let mut names = Vec::with_capacity(wanted.len());
+    let mut observers = Vec::with_capacity(wanted.len());
+    for (name, obs) in wanted {
+        let v = in_main(&name)
+            .or_else(|| piped.get(&name).copied())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "value `{name}` cannot be observed: it is not computed in the main graph or an If branch"
+                ))
+            })?;
+        observed.push(v);
+        names.push(name);
+        observers.push(obs);
+    }
+    Ok(Pending {
+        table,
+        observed,
+        names,
+        observers,
+        calibration_model,
+    })
+}
+
+/// Adds the entries of graph `g` (with enclosing graphs `outer`, innermost
+/// last) and of its If branches: constants and fixed ranges to `table`,
+/// activations to observe to `wanted` (once per name).
+fn collect(
+    g: &Graph,
+    outer: &[&Graph],
+    table: &mut CalibrationTable,
+    wanted: &mut Vec<(String, ObserverState)>,
+) -> Result<()> {
     let value_err = |name: &str, e: crate::observe::ObserveError| {
         Error::invalid(format!("value `{name}`: {e}"))
     };
+    // A value read from an enclosing graph that is a constant there.
+    let outer_const = |name: &str| {
+        outer.iter().rev().find_map(|og| {
+            og.value_by_name(name)
+                .map(|v| match og.node(og.producer(v)).kind {
+                    NodeKind::OuterRef => None,
+                    _ => og.const_tensor(v),
+                })
+        })?
+    };
     for v in g.value_ids() {
         let name = g.value(v).name.clone();
+        if table.entries.contains_key(&name) || wanted.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
         match &g.value(v).quant {
-            Some(QuantAnnotation::Observe(cfg)) => match g.const_tensor(v) {
-                // A constant operand (Add of a bias, Mul by a scale): its
-                // values are known, no data needed.
-                Some(t) => {
-                    let data = t
-                        .to_f32_vec()
-                        .ok_or_else(|| Error::invalid(format!("constant `{name}` is not float")))?;
-                    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-                    let mut obs = cfg.build(1)?;
-                    obs.observe(&data, &shape)
-                        .map_err(|e| value_err(&name, e))?;
-                    let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
-                    table.entries.insert(
-                        name,
-                        Entry {
-                            role: Role::Activation,
-                            state: Some(obs),
-                            qparams,
-                        },
-                    );
+            Some(QuantAnnotation::Observe(cfg)) => {
+                let konst = g.const_tensor(v).or_else(|| {
+                    matches!(g.node(g.producer(v)).kind, NodeKind::OuterRef)
+                        .then(|| outer_const(&name))
+                        .flatten()
+                });
+                match konst {
+                    // A constant operand (Add of a bias, Mul by a scale): its
+                    // values are known, no data needed.
+                    Some(t) => {
+                        let data = t.to_f32_vec().ok_or_else(|| {
+                            Error::invalid(format!("constant `{name}` is not float"))
+                        })?;
+                        let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                        let mut obs = cfg.build(1)?;
+                        obs.observe(&data, &shape)
+                            .map_err(|e| value_err(&name, e))?;
+                        let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
+                        table.entries.insert(
+                            name,
+                            Entry {
+                                role: Role::Activation,
+                                state: Some(obs),
+                                qparams,
+                            },
+                        );
+                    }
+                    None => wanted.push((name, cfg.build(1)?)),
                 }
-                None => {
-                    observed.push(v);
-                    observers.push(cfg.build(1)?);
-                }
-            },
+            }
             Some(QuantAnnotation::Weight { config, axis }) => {
                 let t = g
                     .const_tensor(v)
@@ -232,16 +320,17 @@ pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
             Some(QuantAnnotation::ShareWith(_)) | None => {}
         }
     }
-    if observed.is_empty() {
-        return Err(Error::invalid(
-            "nothing to calibrate: no activation is observed (is anything quantizable?)",
-        ));
+    let mut scopes: Vec<&Graph> = outer.to_vec();
+    scopes.push(g);
+    for n in g.node_ids() {
+        if !g.node(n).is_op("If") {
+            continue;
+        }
+        for a in g.node(n).op().expect("an op").attrs.values() {
+            for sg in a.subgraphs() {
+                collect(sg, &scopes, table, wanted)?;
+            }
+        }
     }
-    let names = observed.iter().map(|&v| g.value(v).name.clone()).collect();
-    Ok(Pending {
-        table,
-        observed,
-        names,
-        observers,
-    })
+    Ok(())
 }

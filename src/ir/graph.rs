@@ -414,6 +414,15 @@ impl Graph {
         Ok(id)
     }
 
+    /// Appends an output named `name` (made fresh) to `node`; returns the new value.
+    pub fn add_node_output(&mut self, node: NodeId, name: &str) -> ValueId {
+        let name = self.fresh_name(name);
+        let index = self.dag[node].outputs.len();
+        let v = self.new_value(&name, node, index);
+        self.dag[node].outputs.push(Some(v));
+        v
+    }
+
     /// Adds an operation node; output value names are made fresh from `outputs`.
     pub fn add_op(
         &mut self,

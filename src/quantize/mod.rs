@@ -147,11 +147,8 @@ impl QuantizeOptions {
             Some(f) => QConfigMapping::from_file(f)?,
             None => QConfigMapping::preset(&self.backend)?,
         };
-        let names: std::collections::BTreeSet<&str> = model
-            .graph
-            .node_ids()
-            .map(|n| model.graph.node(n).name.as_str())
-            .collect();
+        let mut names = std::collections::BTreeSet::new();
+        node_names(&model.graph, &mut names);
         for n in &self.exclude {
             if !names.contains(n.as_str()) {
                 return Err(Error::invalid(format!(
@@ -251,39 +248,53 @@ pub fn quantize(
 }
 
 /// Op nodes without a name (some exporters write none) get `<OpType>_<first output>`,
-/// unique in the graph, so that `--exclude`, the summary, `sensitivity` and a saved
+/// unique in the model (If branches included), so that `--exclude`, the summary, `sensitivity` and a saved
 /// qconfig can all refer to them. Named nodes keep their names. Returns how many.
 pub fn name_unnamed_nodes(model: &mut Model) -> usize {
-    let g = &mut model.graph;
-    let mut taken: std::collections::HashSet<String> = g
-        .node_ids()
-        .map(|n| g.node(n).name.clone())
-        .filter(|n| !n.is_empty())
-        .collect();
-    let ids: Vec<_> = g.node_ids().collect();
+    let mut taken = std::collections::BTreeSet::new();
+    node_names(&model.graph, &mut taken);
+    taken.remove("");
     let mut named = 0;
-    for n in ids {
-        let node = g.node(n);
-        if node.op().is_none() || !node.name.is_empty() {
-            continue;
+    let _ = crate::ir::rewrite::for_each_graph_mut(model, &mut |g: &mut crate::ir::Graph| {
+        let ids: Vec<_> = g.node_ids().collect();
+        for n in ids {
+            let node = g.node(n);
+            if node.op().is_none() || !node.name.is_empty() {
+                continue;
+            }
+            let out = node
+                .outputs
+                .iter()
+                .flatten()
+                .next()
+                .map(|&v| g.value(v).name.clone())
+                .unwrap_or_default();
+            let base = format!("{}_{out}", node.op_type());
+            let name = std::iter::once(base.clone())
+                .chain((1..).map(|i| format!("{base}_{i}")))
+                .find(|c| !taken.contains(c))
+                .expect("unbounded");
+            taken.insert(name.clone());
+            g.node_mut(n).name = name;
+            named += 1;
         }
-        let out = node
-            .outputs
-            .iter()
-            .flatten()
-            .next()
-            .map(|&v| g.value(v).name.clone())
-            .unwrap_or_default();
-        let base = format!("{}_{out}", node.op_type());
-        let name = std::iter::once(base.clone())
-            .chain((1..).map(|i| format!("{base}_{i}")))
-            .find(|c| !taken.contains(c))
-            .expect("unbounded");
-        taken.insert(name.clone());
-        g.node_mut(n).name = name;
-        named += 1;
-    }
+        Ok::<(), ()>(())
+    });
     named
+}
+
+/// Node names of `g` and of its subgraphs.
+fn node_names(g: &crate::ir::Graph, out: &mut std::collections::BTreeSet<String>) {
+    for n in g.node_ids() {
+        out.insert(g.node(n).name.clone());
+        if let Some(op) = g.node(n).op() {
+            for a in op.attrs.values() {
+                for sg in a.subgraphs() {
+                    node_names(sg, out);
+                }
+            }
+        }
+    }
 }
 
 /// Initializers also listed as graph inputs (exporters before IR 4) are
@@ -387,8 +398,15 @@ pub struct Prepared {
 impl Prepared {
     /// Whether anything is observed (otherwise every node stays float).
     pub fn observes_anything(&self) -> bool {
-        let g = &self.model.graph;
-        g.value_ids().any(|v| g.value(v).quant.is_some())
+        fn any(g: &crate::ir::Graph) -> bool {
+            g.value_ids().any(|v| g.value(v).quant.is_some())
+                || g.node_ids().any(|n| {
+                    g.node(n)
+                        .op()
+                        .is_some_and(|op| op.attrs.values().flat_map(|a| a.subgraphs()).any(any))
+                })
+        }
+        any(&self.model.graph)
     }
 }
 

@@ -1,0 +1,137 @@
+//! Quantization inside If branches, on `models/branches/digits_branches.onnx`: the digits
+//! MLP behind an If on the sample rate (then: weights in the main graph's initializers,
+//! read by name; else: weights in Constant nodes and the last layer in a nested If), as
+//! silero-VAD exports are built (see `models/gen/make_branches.py`).
+
+mod common;
+
+use common::*;
+use onnxq::ir::{DataType, Graph, Model, NodeKind, Tensor};
+use onnxq::quantize::{quantize, Calibration, QuantizeOptions};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn branches_model() -> Model {
+    onnxq::import::import_file(models_dir().join("branches/digits_branches.onnx")).unwrap()
+}
+
+fn quantized() -> onnxq::quantize::Quantized {
+    let calib = models_dir().join("branches/digits_branches.calib.npz");
+    quantize(
+        branches_model(),
+        Some(Calibration::Data(&calib)),
+        &QuantizeOptions::default(),
+    )
+    .unwrap()
+}
+
+/// Per graph name: its op types (with counts), and every value name it defines.
+fn walk(g: &Graph, ops: &mut BTreeMap<String, BTreeMap<String, usize>>, names: &mut Vec<String>) {
+    let entry = ops.entry(g.name.clone()).or_default();
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if !matches!(node.kind, NodeKind::OuterRef) {
+            names.extend(
+                node.outputs
+                    .iter()
+                    .flatten()
+                    .map(|&v| g.value(v).name.clone()),
+            );
+        }
+        if let Some(op) = node.op() {
+            *entry.entry(op.op_type.clone()).or_default() += 1;
+        }
+    }
+    for n in g.node_ids() {
+        if let Some(op) = g.node(n).op() {
+            for a in op.attrs.values() {
+                for sg in a.subgraphs() {
+                    walk(sg, ops, names);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_branch_is_quantized_and_names_stay_unique() {
+    let q = quantized();
+    let mut ops = BTreeMap::new();
+    let mut names = vec![];
+    walk(&q.model.graph, &mut ops, &mut names);
+    for branch in ["net16k", "net8k", "last_a", "last_b"] {
+        let o = &ops[branch];
+        assert!(
+            o.get("QuantizeLinear").copied().unwrap_or(0) > 0
+                && o.get("DequantizeLinear").copied().unwrap_or(0) > 0,
+            "{branch}: {o:?}"
+        );
+    }
+    // The then branch's weights were main-graph initializers: they moved into it
+    // and are stored as int8 there; no float weight is left in the main graph.
+    let g = &q.model.graph;
+    for n in g.node_ids() {
+        if let Some(c) = g.node(n).as_const() {
+            assert!(
+                c.tensor.dtype != DataType::F32 || c.tensor.len() <= 1,
+                "main graph still holds float constant {}",
+                g.node(n).name
+            );
+        }
+    }
+    // One name, one definition, across all graphs (a branch may not shadow an
+    // enclosing graph's name; ONNX Runtime and the checker reject that).
+    let unique: BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "duplicate value names");
+    let why: Vec<&str> = q.summary.float.iter().map(|f| f.reason.as_str()).collect();
+    assert!(
+        !why.iter().any(|w| w.contains("subgraph")),
+        "float reasons: {why:?}"
+    );
+}
+
+fn eval() -> (Tensor, Vec<i64>) {
+    let ev = onnxq::data::read_npz(&models_dir().join("mlp.eval.npz")).unwrap();
+    let get = |k: &str| ev.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let labels = get("labels").to_i64_vec().unwrap();
+    (get("input"), labels)
+}
+
+fn run(m: &Model, x: &Tensor, sr: i64) -> Vec<f32> {
+    let exec = onnxq::executor::Executor::new(m, Default::default()).unwrap();
+    let sr = Tensor::from_i64(vec![], &[sr]);
+    let out = exec.run(&[("input", x), ("sr", &sr)]).unwrap();
+    out[0].1.to_f32_vec().unwrap()
+}
+
+fn top1(logits: &[f32], labels: &[i64]) -> f64 {
+    let hits = logits
+        .chunks(10)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let best = (0..10).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            best as i64 == l
+        })
+        .count();
+    hits as f64 / labels.len() as f64
+}
+
+#[test]
+fn both_branches_keep_float_accuracy_in_the_executor() {
+    let float = branches_model();
+    let q = quantized();
+    let (x, labels) = eval();
+    for sr in [16000, 8000] {
+        let want = run(&float, &x, sr);
+        let got = run(&q.model, &x, sr);
+        let (f, i) = (top1(&want, &labels), top1(&got, &labels));
+        let signal: f64 = want.iter().map(|&a| (a as f64).powi(2)).sum();
+        let noise: f64 = want
+            .iter()
+            .zip(&got)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum();
+        let sqnr = 10.0 * (signal / noise).log10();
+        assert!(i >= f - 0.005, "sr={sr}: int8 top-1 {i} vs float {f}");
+        assert!(sqnr > 30.0, "sr={sr}: SQNR {sqnr:.1} dB");
+    }
+}
