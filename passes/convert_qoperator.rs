@@ -32,6 +32,7 @@ impl Pass for ConvertQOperator {
             return Ok(());
         }
         let g = &mut model.graph;
+        materialize_zero_points(g);
         let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
         for n in order {
             let Some(node) = g.try_node(n) else { continue };
@@ -542,4 +543,31 @@ fn gemm_as_conv(
         "quantized",
         oty(vec![m_dim, Dim::Fixed(nout)]),
     ))
+}
+
+/// QLinearConv and QLinearMatMul take every zero point as an input: a
+/// DequantizeLinear of a constant that leaves its zero point implicit (0, of
+/// the input's type) gets an explicit one (unused ones go with dead code).
+fn materialize_zero_points(g: &mut Graph) {
+    let dqs: Vec<NodeId> = g
+        .node_ids()
+        .filter(|&n| g.node(n).is_op("DequantizeLinear") && g.node(n).inputs.len() == 2)
+        .collect();
+    for n in dqs {
+        let (Some(q), Some(s)) = (g.node(n).inputs[0], g.node(n).inputs[1]) else {
+            continue;
+        };
+        let (Some(qt), Some(st)) = (g.const_tensor(q), g.const_tensor(s)) else {
+            continue;
+        };
+        let (dt, dims) = (qt.dtype, st.dims.clone());
+        let count = st.len();
+        let zero = qdq::int_tensor(dt, dims, &vec![0; count]);
+        let name = format!(
+            "{}_zero_point",
+            g.value(q).name.trim_end_matches("_quantized")
+        );
+        let z = g.add_const(&name, zero);
+        g.set_input(n, 2, Some(z));
+    }
 }

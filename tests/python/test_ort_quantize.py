@@ -39,3 +39,28 @@ def test_digits_accuracy_within_half_a_point_in_ort(onnxq_bin, tmp_path):
     acc = [float((run_ort(p, {"input": ev["input"]})[0].argmax(1) == ev["labels"]).mean())
            for p in (MODELS / "digits_cnn.onnx", out)]
     assert acc[0] >= 0.95 and acc[1] >= acc[0] - 0.005, acc
+
+
+# What ONNX Runtime must fuse into int8 kernels on each model (its optimized graph); a
+# missing fusion means the unit runs in float between Q/DQ pairs (e.g. ORT fuses
+# DQ → Gemm → Q into QGemm only when the weight's DequantizeLinear has a zero point).
+FUSED = {
+    "digits_cnn": {"QLinearConv", "QGemm"},
+    "residual_block": {"QLinearConv", "QLinearAdd"},
+    "mlp": {"QGemm"},
+    "transformer_layer": {"QLinearMatMul"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUSED))
+def test_ort_runs_the_units_on_int8_kernels(name, onnxq_bin, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / f"{name}.int8.onnx"
+    quantize(onnxq_bin, name, out)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert FUSED[name] <= ops, sorted(ops)
