@@ -20,6 +20,7 @@
 //! are errors of [`Executor::run`]; kernels never panic on them.
 
 pub mod cli;
+mod composite;
 mod contrib;
 mod control;
 mod lower;
@@ -240,6 +241,12 @@ impl Executor {
             }
         }
 
+        // Decomposed LayerNorm / Gelu: one step each, bit-identical to the nodes.
+        let mut fused = if options.lowering == Lowering::Off {
+            HashMap::new()
+        } else {
+            composite::find(g, &consts)
+        };
         let mut steps: Vec<(Step, ValueList, ValueList)> = Vec::new();
         let mut absorbed: HashSet<crate::ir::NodeId> = HashSet::new();
         let mut errors: Vec<String> = Vec::new();
@@ -325,6 +332,23 @@ impl Executor {
                 if let Some(e) = bad_consts.get(v) {
                     errors.push(format!("{}: {e}", label()));
                 }
+            }
+            if let Some(f) = fused.remove(&n) {
+                absorbed.extend(f.nodes.iter().copied());
+                lowered.push(format!("{} ({})", label(), f.what));
+                steps.push((
+                    Step {
+                        label: label(),
+                        kind: f.what.into(),
+                        kernel: f.kernel,
+                        inputs: vec![],
+                        outputs: vec![],
+                        free_after: vec![],
+                    },
+                    vec![Some(f.input)],
+                    vec![Some(f.output)],
+                ));
+                continue;
             }
             if options.lowering != Lowering::Off {
                 let all = options.lowering == Lowering::All;

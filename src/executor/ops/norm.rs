@@ -15,6 +15,19 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 let v = x.as_f32()?;
                 let a = norm_axis(axis, x.rank(), false)?;
                 let mut out = v.to_vec();
+                // Contiguous rows: one exp pass over the whole tensor (the same
+                // per-element function as row by row, so the same bits).
+                let row_len = if legacy {
+                    x.shape[a..].iter().product::<usize>()
+                } else if x.shape[a + 1..].iter().product::<usize>() == 1 {
+                    x.shape[a]
+                } else {
+                    0
+                };
+                if !log && row_len > 0 {
+                    softmax_rows(&mut out, row_len);
+                    return Ok(vec![Array::f32(x.shape.clone(), out)]);
+                }
                 if legacy {
                     // Opset < 13: coerce to 2-D [prod(dims[..axis]), prod(dims[axis..])].
                     let inner: usize = x.shape[a..].iter().product();
@@ -144,6 +157,20 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
 }
 
 /// Softmax over `n` elements at stride `stride` starting at `v[0]`.
+/// Softmax of every contiguous row of `n` values of `v`: as [`softmax_strided`]'s
+/// contiguous path, with the exponentials of all rows in one vectorised pass.
+fn softmax_rows(v: &mut [f32], n: usize) {
+    for row in v.chunks_mut(n) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut().for_each(|x| *x -= max);
+    }
+    crate::kernels::vmath::exp_slice(v);
+    for row in v.chunks_mut(n) {
+        let sum: f32 = row.iter().sum();
+        row.iter_mut().for_each(|x| *x /= sum);
+    }
+}
+
 fn softmax_strided(v: &mut [f32], n: usize, stride: usize, log: bool) {
     if stride == 1 && !log {
         // Contiguous: the exponentials as one vectorised pass (kernels::vmath, ≤ 2 ulp), then
