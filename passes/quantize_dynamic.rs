@@ -77,7 +77,20 @@ pub(crate) fn option_list(v: &str) -> BTreeSet<String> {
 
 /// Checks that every excluded node exists in the main graph.
 pub(crate) fn check_exclusions(pass: &str, g: &Graph, exclude: &BTreeSet<String>) -> Result<()> {
-    let names: BTreeSet<&str> = g.node_ids().map(|n| g.node(n).name.as_str()).collect();
+    fn collect(g: &Graph, out: &mut BTreeSet<String>) {
+        for n in g.node_ids() {
+            out.insert(g.node(n).name.clone());
+            if let Some(op) = g.node(n).op() {
+                for a in op.attrs.values() {
+                    for sg in a.subgraphs() {
+                        collect(sg, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut names = BTreeSet::new();
+    collect(g, &mut names);
     for e in exclude {
         if !names.contains(e.as_str()) {
             return Err(Error::invalid(format!(
@@ -176,48 +189,54 @@ impl Pass for QuantizeDynamic {
                 "quantize-dynamic: the model imports opset {opset}; DynamicQuantizeLinear needs opset ≥ 11"
             )));
         }
-        let g = &mut model.graph;
-        check_exclusions("quantize-dynamic", g, &self.options.exclude)?;
+        check_exclusions("quantize-dynamic", &model.graph, &self.options.exclude)?;
         let spec = qdq::symmetric_weight_spec(self.options.per_channel, self.options.reduce_range);
-        let mut rw = Rewriter {
-            spec,
-            unsigned: self.options.unsigned_weights,
-            opset,
-            dql: HashMap::new(),
-            dequantized: HashMap::new(),
-        };
-        let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
-        for n in order {
-            let Some(op) = g.try_node(n).and_then(|node| node.op()) else {
-                continue;
+        // Every graph on its own, If branches included (innermost first).
+        for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
+            let mut rw = Rewriter {
+                spec,
+                unsigned: self.options.unsigned_weights,
+                opset,
+                dql: HashMap::new(),
+                dequantized: HashMap::new(),
             };
-            let op_type = op.op_type.clone();
-            let name = g.display_node_name(n);
-            if op.has_subgraphs() {
-                cx.note(
-                    name,
-                    "stays float: ops inside subgraphs are not quantized in this version",
-                );
-                continue;
+            let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
+            for n in order {
+                let Some(op) = g.try_node(n).and_then(|node| node.op()) else {
+                    continue;
+                };
+                let op_type = op.op_type.clone();
+                let name = g.display_node_name(n);
+                if op.has_subgraphs() && op_type != "If" {
+                    cx.note(
+                        name,
+                        format!("stays float, body included: ops inside {op_type} bodies are not quantized"),
+                    );
+                    continue;
+                }
+                if !g.node(n).is_op(&op_type) || !self.options.op_types.contains(&op_type) {
+                    continue;
+                }
+                if self.options.exclude.contains(&g.node(n).name) {
+                    cx.note(name, "stays float: excluded");
+                    continue;
+                }
+                let r = match op_type.as_str() {
+                    "MatMul" => rw.matmul(g, n),
+                    "Gemm" => rw.gemm(g, n),
+                    "Conv" => rw.conv(g, n),
+                    _ => rw.recurrent(g, n),
+                };
+                match r {
+                    Ok(()) => cx.count(&op_type, 1),
+                    Err(why) => cx.note(name, format!("stays float: {why}")),
+                }
             }
-            if !g.node(n).is_op(&op_type) || !self.options.op_types.contains(&op_type) {
-                continue;
-            }
-            if self.options.exclude.contains(&g.node(n).name) {
-                cx.note(name, "stays float: excluded");
-                continue;
-            }
-            let r = match op_type.as_str() {
-                "MatMul" => rw.matmul(g, n),
-                "Gemm" => rw.gemm(g, n),
-                "Conv" => rw.conv(g, n),
-                _ => rw.recurrent(g, n),
-            };
-            match r {
-                Ok(()) => cx.count(&op_type, 1),
-                Err(why) => cx.note(name, format!("stays float: {why}")),
-            }
-        }
+            Ok(())
+        })?;
+        // A branch and its enclosing graph may both have quantized one value
+        // under the same derived name.
+        unshadow_names(model);
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::ir::Model;
 use crate::passes::{
     ConvertQOperator, DynamicOptions, EliminateDeadCode, QuantizeDynamic, QuantizeWeightOnly,
-    WeightOnlyOptions, OPTIMIZE,
+    SinkConstants, WeightOnlyOptions, OPTIMIZE,
 };
 use crate::pm::{PassContext, PassManager, PassRegistry};
 
@@ -19,6 +19,7 @@ fn optimize(model: &mut Model, cx: &mut PassContext) -> Result<String> {
 }
 
 /// Dynamic quantization (no calibration data): [`OPTIMIZE`], then
+/// `sink-constants` (If-branch weights become constants of their branch),
 /// `quantize-dynamic` with `options`, then dead-code elimination. Returns
 /// the pipeline text that ran.
 pub fn quantize_dynamic(
@@ -28,7 +29,8 @@ pub fn quantize_dynamic(
 ) -> Result<String> {
     let first = optimize(model, cx)?;
     let mut pm = PassManager::new();
-    pm.add(QuantizeDynamic::new(options)?)
+    pm.add(SinkConstants)
+        .add(QuantizeDynamic::new(options)?)
         .add(EliminateDeadCode);
     pm.run(model, cx)?;
     Ok(format!("{first},{}", pm.pipeline_text()))

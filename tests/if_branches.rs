@@ -135,3 +135,31 @@ fn both_branches_keep_float_accuracy_in_the_executor() {
         assert!(sqnr > 30.0, "sr={sr}: SQNR {sqnr:.1} dB");
     }
 }
+
+#[test]
+fn dynamic_mode_quantizes_the_branches_too() {
+    let options = QuantizeOptions {
+        mode: onnxq::quantize::Mode::Dynamic,
+        ..Default::default()
+    };
+    let q = quantize(branches_model(), None, &options).unwrap();
+    let mut ops = BTreeMap::new();
+    let mut names = vec![];
+    walk(&q.model.graph, &mut ops, &mut names);
+    for branch in ["net16k", "net8k", "last_a", "last_b"] {
+        assert!(
+            ops[branch].contains_key("MatMulInteger"),
+            "{branch}: {:?}",
+            ops[branch]
+        );
+    }
+    let (x, labels) = eval();
+    for sr in [16000, 8000] {
+        let f = top1(&run(&branches_model(), &x, sr), &labels);
+        let i = top1(&run(&q.model, &x, sr), &labels);
+        assert!(
+            i >= f - 0.005,
+            "sr={sr}: dynamic int8 top-1 {i} vs float {f}"
+        );
+    }
+}

@@ -165,3 +165,69 @@ fn visit<E>(g: &mut Graph, f: &mut impl FnMut(&mut Graph) -> Result<(), E>) -> R
     }
     f(g)
 }
+
+/// Renames values of subgraphs that shadow a name of an enclosing graph
+/// (ONNX requires one definition per name along a scope chain; passes that
+/// work graph by graph can create such pairs). The inner value gets a fresh
+/// name, unused anywhere in the model. Returns how many were renamed.
+pub fn unshadow_names(model: &mut Model) -> usize {
+    let mut all = BTreeSet::new();
+    collect_names(&model.graph, &mut all);
+    let mut renamed = 0;
+    unshadow(&mut model.graph, &BTreeSet::new(), &mut all, &mut renamed);
+    renamed
+}
+
+fn collect_names(g: &Graph, out: &mut BTreeSet<String>) {
+    for v in g.value_ids() {
+        out.insert(g.value(v).name.clone());
+    }
+    for n in g.node_ids() {
+        if let Some(op) = g.node(n).op() {
+            for a in op.attrs.values() {
+                for sg in a.subgraphs() {
+                    collect_names(sg, out);
+                }
+            }
+        }
+    }
+}
+
+fn unshadow(
+    g: &mut Graph,
+    outer: &BTreeSet<String>,
+    all: &mut BTreeSet<String>,
+    renamed: &mut usize,
+) {
+    let ids: Vec<ValueId> = g.value_ids().collect();
+    for v in ids {
+        let producer = g.producer(v);
+        if matches!(g.node(producer).kind, NodeKind::OuterRef) {
+            continue;
+        }
+        let name = g.value(v).name.clone();
+        if outer.contains(&name) {
+            let fresh = (1..)
+                .map(|i| format!("{name}_{i}"))
+                .find(|c| !all.contains(c))
+                .expect("unbounded");
+            all.insert(fresh.clone());
+            g.rename_value(v, &fresh);
+            *renamed += 1;
+        }
+    }
+    let mut scope = outer.clone();
+    for v in g.value_ids() {
+        scope.insert(g.value(v).name.clone());
+    }
+    let nodes: Vec<NodeId> = g.node_ids().collect();
+    for n in nodes {
+        if let Some(op) = g.node_mut(n).op_mut() {
+            for a in op.attrs.values_mut() {
+                for sg in a.subgraphs_mut() {
+                    unshadow(sg, &scope, all, renamed);
+                }
+            }
+        }
+    }
+}

@@ -60,3 +60,20 @@ def test_ort_accuracy_and_onnxq_matches_ort(sr, quantized, onnxq_bin, tmp_path):
     # The logits are dequantized int8: a difference is a whole output step.
     exact = float((got == q).mean())
     assert exact >= 0.999, exact
+
+
+def test_dynamic_mode_in_branches_runs_in_ort(onnxq_bin, tmp_path):
+    out = tmp_path / "d.onnx"
+    subprocess.run([onnxq_bin, "quantize", str(MODEL), "--mode", "dynamic", "-o", str(out)],
+                   check=True, capture_output=True, text=True)
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)
+    ops = ops_per_graph(m.graph)
+    assert all("MatMulInteger" in ops[b] for b in ("net16k", "net8k", "last_a", "last_b")), ops
+    ev = np.load(MODELS / "mlp.eval.npz")
+    for sr in (16000, 8000):
+        feeds = {"input": ev["input"], "sr": np.array(sr, np.int64)}
+        f = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        q = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        acc = lambda y: float((y.argmax(1) == ev["labels"]).mean())
+        assert acc(q) >= acc(f) - 0.005, (sr, acc(q), acc(f))
