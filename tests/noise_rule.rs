@@ -124,8 +124,48 @@ fn model(gains: [f32; 4]) -> onnxq::ir::Model {
     onnxq::import::import_bytes(&bytes, None, &Default::default()).unwrap()
 }
 
+/// x → conv (1×1, identity) → Exp → y: nothing int8 reads the Conv's output.
+fn lone_conv_model() -> onnxq::ir::Model {
+    let mut w = vec![0f32; 16];
+    for c in 0..4 {
+        w[c * 4 + c] = 0.01;
+    }
+    let conv = pb::NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["c".into()],
+        ..Default::default()
+    };
+    let exp = pb::NodeProto {
+        op_type: "Exp".into(),
+        name: "exp".into(),
+        input: vec!["c".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let proto = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: vec![conv, exp],
+            initializer: vec![tensor("w", &[4, 4, 1, 1], w)],
+            input: vec![value_info("x")],
+            output: vec![value_info("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let bytes = proto.encode_to_vec();
+    onnxq::import::import_bytes(&bytes, None, &Default::default()).unwrap()
+}
+
 /// 16 samples of U(0, 1) in `[16, 4, 8, 8]`, as a `.npy` file.
-fn calibration(dir: &std::path::Path) -> std::path::PathBuf {
+fn calibration(dir: &std::path::Path, spikes: bool) -> std::path::PathBuf {
     let shape = "(16, 4, 8, 8)";
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -136,9 +176,14 @@ fn calibration(dir: &std::path::Path) -> std::path::PathBuf {
     bytes.extend((header.len() as u16).to_le_bytes());
     bytes.extend(header.as_bytes());
     let mut s: u32 = 12345;
-    for _ in 0..16 * 4 * 64 {
+    for i in 0..16 * 4 * 64 {
         s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        bytes.extend(((s >> 8) as f32 / (1u32 << 24) as f32).to_le_bytes());
+        let mut v = (s >> 8) as f32 / (1u32 << 24) as f32;
+        // One element in 500: a rare spike, 200× the typical value.
+        if spikes && i % 500 == 7 {
+            v = 200.0;
+        }
+        bytes.extend(v.to_le_bytes());
     }
     let p = dir.join("calib.npy");
     std::fs::write(&p, bytes).unwrap();
@@ -146,18 +191,21 @@ fn calibration(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn run(gains: [f32; 4], rule: bool) -> onnxq::quantize::Summary {
+    run_model(model(gains), &format!("{}", gains[1]), false, rule)
+}
+
+fn run_model(m: onnxq::ir::Model, tag: &str, spikes: bool, rule: bool) -> onnxq::quantize::Summary {
     let dir = std::env::temp_dir().join(format!(
-        "onnxq-noise-rule-{}-{}-{rule}",
-        std::process::id(),
-        gains[1]
+        "onnxq-noise-rule-{}-{tag}-{spikes}-{rule}",
+        std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let data = calibration(&dir);
+    let data = calibration(&dir, spikes);
     let options = QuantizeOptions {
         noise_rule: rule,
         ..Default::default()
     };
-    let s = quantize(model(gains), Some(Calibration::Data(&data)), &options)
+    let s = quantize(m, Some(Calibration::Data(&data)), &options)
         .unwrap()
         .summary;
     let _ = std::fs::remove_dir_all(&dir);
@@ -186,4 +234,17 @@ fn even_depthwise_input_stays_int8() {
     for n in ["pw", "relu", "dw"] {
         assert!(s.float_reason(n).is_none(), "{n}: {s}");
     }
+}
+
+#[test]
+fn heavy_tailed_output_read_by_no_int8_op_stays_float() {
+    let s = run_model(lone_conv_model(), "lone", true, true);
+    let why = s.float_reason("conv").unwrap_or_default();
+    assert!(why.contains("heavy-tailed range"), "{s}");
+    assert!(why.contains("weights stay int8"), "{s}");
+    let s = run_model(lone_conv_model(), "lone", true, false);
+    assert!(s.float_reason("conv").is_none(), "{s}");
+    // Without spikes the grid carries the output: int8.
+    let s = run_model(lone_conv_model(), "lone", false, true);
+    assert!(s.float_reason("conv").is_none(), "{s}");
 }

@@ -203,6 +203,44 @@ pub fn predicted_input_sqnr(g: &Graph, table: &CalibrationTable, nodes: &[NodeId
     Some(10.0 * (ey2 / noise).log10())
 }
 
+/// Outputs of weighted units whose own int8 grid would be less than this
+/// above their rounding and clipping noise stay float when no int8 op reads
+/// them (the Q/DQ is there only for the producer's int8 kernel).
+pub const MIN_OUTPUT_SQNR_DB: f64 = 33.0;
+
+/// The SQNR (dB) of quantizing the output of a Conv/Gemm/MatMul unit on its
+/// own calibrated grid, when no int8 op reads that output; `None` otherwise.
+pub fn lone_output_sqnr(g: &Graph, table: &CalibrationTable, nodes: &[NodeId]) -> Option<f64> {
+    let first = nodes[0];
+    if !["Conv", "Gemm", "MatMul"].contains(&g.node(first).op_type()) {
+        return None;
+    }
+    let w = g.node(first).inputs.get(1).copied().flatten()?;
+    if !matches!(g.value(w).quant, Some(QuantAnnotation::Weight { .. })) {
+        return None;
+    }
+    let last = *nodes.last()?;
+    let y = g.node(last).outputs.first().copied().flatten()?;
+    if !matches!(g.value(y).quant, Some(QuantAnnotation::Observe(_))) || g.is_graph_output(y) {
+        return None;
+    }
+    // Readers that are int8 have an annotated output.
+    let int8_reader = g.consumers(y).iter().any(|&(c, _)| {
+        g.node(c)
+            .outputs
+            .iter()
+            .flatten()
+            .any(|&o| g.value(o).quant.is_some())
+    });
+    if int8_reader {
+        return None;
+    }
+    let e = table.entries.get(&g.value(y).name)?;
+    let state = e.state.as_ref()?;
+    let (ey2, noise) = (state.mean_square()?, state.quant_noise(&e.qparams)?);
+    (noise > 0.0 && ey2 > 0.0).then(|| 10.0 * (ey2 / noise).log10())
+}
+
 /// Units (named by their first node, as `--exclude` names them) that stay
 /// float by this rule, with the reason for the summary.
 pub fn noisy_units(g: &Graph, table: &CalibrationTable) -> BTreeMap<String, String> {
@@ -215,6 +253,17 @@ pub fn noisy_units(g: &Graph, table: &CalibrationTable) -> BTreeMap<String, Stri
     firsts.sort_by_key(|n| order.iter().position(|m| m == n));
     for f in firsts {
         let nodes = &u.nodes[&f];
+        if let Some(db) = lone_output_sqnr(g, table, nodes) {
+            log::debug!(
+                "{}: output SQNR on its own grid {db:.1} dB",
+                g.display_node_name(f)
+            );
+            if db < MIN_OUTPUT_SQNR_DB {
+                out.entry(g.node(f).name.clone()).or_insert(format!(
+                    "its int8 output would be only {db:.1} dB above its rounding and clipping noise (< {MIN_OUTPUT_SQNR_DB} dB: a heavy-tailed range) and no int8 op reads it (weights stay int8)"
+                ));
+            }
+        }
         let Some(db) = predicted_input_sqnr(g, table, nodes) else {
             continue;
         };
