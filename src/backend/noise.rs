@@ -29,6 +29,12 @@
 //! output is as sensitive to weight rounding as to activations).
 //! The rule needs a histogram observer (the default) for E[y²]; with
 //! min/max observers it does not apply.
+//!
+//! A second rule ([`lone_output_sqnr`]) reads the output side: a weighted
+//! unit whose int8 output would be less than [`MIN_OUTPUT_SQNR_DB`] above
+//! its own rounding and clipping noise (a heavy-tailed range), and that no
+//! int8 op reads, stays float with int8 weights: the Q/DQ there would serve
+//! only the producer's int8 kernel (Magika: 14.7 → 38.7 dB).
 
 use std::collections::{BTreeMap, HashMap};
 
