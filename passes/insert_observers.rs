@@ -36,6 +36,9 @@ pub struct InsertObservers {
     /// Keep elementwise and data-movement ops int8 even when nothing int8
     /// reads their output (`isolated=quantize`); by default they stay float.
     pub quantize_isolated: bool,
+    /// Units (by first node name) kept float by a calibration-time rule
+    /// ([`crate::backend::noise`]), with the reason the summary shows.
+    pub float_units: BTreeMap<String, String>,
 }
 
 impl InsertObservers {
@@ -45,6 +48,7 @@ impl InsertObservers {
             mapping,
             options: vec![],
             quantize_isolated: false,
+            float_units: BTreeMap::new(),
         }
     }
 
@@ -220,10 +224,14 @@ impl InsertObservers {
         let mut handled: std::collections::BTreeSet<NodeId> = Default::default();
         // Units that got observers, with their pattern name.
         let mut quantized: Vec<(Vec<NodeId>, String)> = vec![];
+        let mut weight_only: Vec<(ValueId, QuantAnnotation)> = vec![];
         for c in find_composites(g) {
             let first_name = g.node(c.nodes[0]).name.clone();
             let resolved = self.mapping.resolve(c.op_type, &first_name);
             let why = match resolved.qconfig {
+                _ if self.float_units.contains_key(&first_name) => {
+                    self.float_units[&first_name].clone()
+                }
                 None => format!("qconfig is None ({})", resolved.rule),
                 Some(_) if self.backend.single(c.op_type).is_none() => {
                     format!("{} has no int8 kernel on {}", c.op_type, self.backend.name)
@@ -256,7 +264,11 @@ impl InsertObservers {
             if nodes.iter().all(|n| handled.contains(n)) {
                 continue;
             }
-            if let Some(why) = nodes.iter().find_map(|n| float_nodes.get(n)) {
+            let rule = self.float_units.get(&g.node(nodes[0]).name);
+            if let Some(w) = rule.and_then(|_| self.weight_only(g, nodes[0])) {
+                weight_only.push(w);
+            }
+            if let Some(why) = rule.or_else(|| nodes.iter().find_map(|n| float_nodes.get(n))) {
                 for &n in &nodes {
                     cx.note(g.display_node_name(n), format!("stays float: {why}"));
                 }
@@ -268,6 +280,13 @@ impl InsertObservers {
         }
         if !self.quantize_isolated {
             drop_isolated(g, &mut quantized, cx);
+        }
+        // Units a calibration-time rule keeps float keep int8 weights.
+        for (w, a) in weight_only {
+            if g.value(w).quant.is_none() {
+                g.value_mut(w).quant = Some(a);
+                cx.count("weight-only", 1);
+            }
         }
         for (_, name) in &quantized {
             cx.count(name, 1);
@@ -298,6 +317,33 @@ impl InsertObservers {
 }
 
 impl InsertObservers {
+    /// The int8 weight annotation of a Conv/ConvTranspose/Gemm/MatMul kept
+    /// float by a calibration-time rule: its activations stay float, its
+    /// weights are stored in int8 (a DequantizeLinear before the float op).
+    fn weight_only(&self, g: &Graph, first: NodeId) -> Option<(ValueId, QuantAnnotation)> {
+        let node = g.node(first);
+        if !COMPUTE_OPS.contains(&node.op_type()) {
+            return None;
+        }
+        let q = self
+            .mapping
+            .resolve(node.op_type(), &node.name)
+            .qconfig?
+            .clone();
+        let w = node.inputs.get(1).copied().flatten()?;
+        let t = g.const_tensor(w).filter(|t| t.dtype == DataType::F32)?;
+        // Depthwise weights are few bytes, and their rounding reaches the
+        // output unaveraged: they stay float.
+        if is_depthwise(g, first, t) {
+            return None;
+        }
+        let axis = output_channel_axis(g, first, t.dims.len());
+        // Float compute cannot saturate: all 8 bits.
+        let mut config = q.weight;
+        config.reduce_range = false;
+        Some((w, QuantAnnotation::Weight { config, axis }))
+    }
+
     /// A decomposed op the backend supports: observe its real-valued input
     /// and its output, like the single op it stands for.
     fn annotate_composite(

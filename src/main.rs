@@ -211,6 +211,10 @@ struct QuantFlags {
     /// int8 op (by default they stay float: int8 there only adds rounding).
     #[arg(long)]
     quantize_isolated: bool,
+    /// Do not apply the calibration-time noise rule (Convs whose per-tensor
+    /// int8 input would bury their output in noise stay float by default).
+    #[arg(long)]
+    no_noise_rule: bool,
 }
 
 impl QuantFlags {
@@ -225,6 +229,7 @@ impl QuantFlags {
             weight_dtype: self.weight_dtype.clone(),
             qconfig: self.qconfig.clone(),
             quantize_isolated: self.quantize_isolated,
+            noise_rule: !self.no_noise_rule,
             ..Default::default()
         }
     }

@@ -11,6 +11,7 @@ mod qnnpack;
 
 pub mod composite;
 pub mod fragile;
+pub mod noise;
 
 use crate::ir::{Graph, NodeId};
 

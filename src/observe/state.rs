@@ -131,3 +131,125 @@ impl Observer for ObserverState {
         }
     }
 }
+
+impl ObserverState {
+    /// The mean square error E[(x − fq(x))²] of quantizing what this
+    /// observer saw with per-tensor `qparams`: rounding (Δ²/12) inside the
+    /// range, the distance to the bound outside it (clipping), from the
+    /// histogram. Min/max observers clip nothing: Δ²/12.
+    pub fn quant_noise(&self, qparams: &QParams) -> Option<f64> {
+        let (&scale, &zp) = (qparams.scale.first()?, qparams.zero_point.first()?);
+        if qparams.scale.len() != 1 {
+            return None;
+        }
+        let delta = scale as f64;
+        let lo = (qparams.quant_min - zp) as f64 * delta;
+        let hi = (qparams.quant_max - zp) as f64 * delta;
+        let err = |x: f64| {
+            if x < lo {
+                (lo - x).powi(2)
+            } else if x > hi {
+                (x - hi).powi(2)
+            } else {
+                delta * delta / 12.0
+            }
+        };
+        let uniform = |h: &[f32], (a, b): (f32, f32)| -> Option<f64> {
+            let n: f64 = h.iter().map(|&c| c as f64).sum();
+            if n <= 0.0 || b.partial_cmp(&a).is_none_or(|o| o.is_lt()) {
+                return None;
+            }
+            let w = (b as f64 - a as f64) / h.len() as f64;
+            let s: f64 = h
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| c as f64 * err(a as f64 + (i as f64 + 0.5) * w))
+                .sum();
+            Some(s / n)
+        };
+        match self {
+            ObserverState::Histogram(o) => uniform(&o.hist.histogram, o.hist.min_max?),
+            ObserverState::Mse(o) => uniform(&o.hist.histogram, o.hist.min_max?),
+            ObserverState::Entropy(o) => {
+                let h = &o.hist;
+                let n: f64 = h.hist.iter().sum();
+                if n <= 0.0 || h.edges.len() != h.hist.len() + 1 {
+                    return None;
+                }
+                let s: f64 = h
+                    .hist
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| c * err(0.5 * (h.edges[i] as f64 + h.edges[i + 1] as f64)))
+                    .sum();
+                Some(s / n)
+            }
+            _ => Some(delta * delta / 12.0),
+        }
+    }
+
+    /// The mean square E[x²] of everything observed, from the histogram of a
+    /// histogram-based observer (bin centres; within one bin width of the
+    /// truth). `None` for min/max observers, which keep no distribution, and
+    /// before any data.
+    pub fn mean_square(&self) -> Option<f64> {
+        let uniform = |h: &[f32], (lo, hi): (f32, f32)| -> Option<f64> {
+            let n: f64 = h.iter().map(|&c| c as f64).sum();
+            if n <= 0.0 || hi.partial_cmp(&lo).is_none_or(|o| o.is_lt()) {
+                return None;
+            }
+            let w = (hi as f64 - lo as f64) / h.len() as f64;
+            let s: f64 = h
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    let x = lo as f64 + (i as f64 + 0.5) * w;
+                    c as f64 * x * x
+                })
+                .sum();
+            Some(s / n)
+        };
+        match self {
+            ObserverState::Histogram(o) => uniform(&o.hist.histogram, o.hist.min_max?),
+            ObserverState::Mse(o) => uniform(&o.hist.histogram, o.hist.min_max?),
+            ObserverState::Entropy(o) => {
+                let h = &o.hist;
+                let n: f64 = h.hist.iter().sum();
+                if n <= 0.0 || h.edges.len() != h.hist.len() + 1 {
+                    return None;
+                }
+                let s: f64 = h
+                    .hist
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let x = 0.5 * (h.edges[i] as f64 + h.edges[i + 1] as f64);
+                        c * x * x
+                    })
+                    .sum();
+                Some(s / n)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod mean_square_tests {
+    use crate::observe::{HistogramObserver, Observer, QDtype, QScheme, QuantSpec};
+
+    #[test]
+    fn histogram_mean_square_is_close_to_the_data() {
+        let spec = QuantSpec::new(QDtype::QUInt8, QScheme::PerTensorAffine);
+        let mut o = HistogramObserver::new(spec).unwrap();
+        let x: Vec<f32> = (0..10_000)
+            .map(|i| ((i % 200) as f32 - 100.0) / 10.0)
+            .collect();
+        o.observe(&x, &[x.len()]).unwrap();
+        let want = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / x.len() as f64;
+        let got = o.state().mean_square().unwrap();
+        assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
+        let mm = crate::observe::MinMaxObserver::new(spec).unwrap();
+        assert!(mm.state().mean_square().is_none());
+    }
+}

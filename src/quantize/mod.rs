@@ -15,7 +15,7 @@ pub use summary::{FloatGroup, Summary};
 
 use crate::calib::{CalibrationOptions, CalibrationTable};
 use crate::error::{Error, Result};
-use crate::ir::Model;
+use crate::ir::{Model, QuantAnnotation};
 use crate::pm::{PassContext, PassManager, PassRegistry};
 use crate::qconfig::QConfigMapping;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,10 @@ pub struct QuantizeOptions {
     /// Quantize elementwise/data-movement ops that feed no int8 op too
     /// (`insert-observers{isolated=quantize}`).
     pub quantize_isolated: bool,
+    /// Apply the calibration-time rules of [`crate::backend::noise`] (default on).
+    pub noise_rule: bool,
+    /// Units (by first node name) kept float by those rules, with the reason.
+    pub float_units: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for QuantizeOptions {
@@ -91,6 +95,8 @@ impl Default for QuantizeOptions {
             passes: None,
             calibration: CalibrationOptions::default(),
             quantize_isolated: false,
+            noise_rule: true,
+            float_units: Default::default(),
         }
     }
 }
@@ -195,10 +201,11 @@ pub fn prepare(
     }
     let mut fuse = PassManager::parse(&options.fuse_pipeline(), &registry)?;
     fuse.run(model, cx)?;
-    let observers = crate::passes::InsertObservers::with_mapping(
+    let mut observers = crate::passes::InsertObservers::with_mapping(
         options.insert_options(),
         options.mapping(model)?,
     )?;
+    observers.float_units = options.float_units.clone();
     let mut insert = PassManager::new();
     insert.add(observers);
     insert.run(model, cx)?;
@@ -494,7 +501,8 @@ fn quantize_static(
     calibration: Calibration<'_>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    let prepared = prepare_static(model, options)?;
+    let original = options.noise_rule.then(|| model.clone());
+    let mut prepared = prepare_static(model, options)?;
     if !prepared.observes_anything() {
         let s = Summary::from_context(prepared.pipeline.clone(), &prepared.cx, None, vec![]);
         let reasons: Vec<String> = s
@@ -508,6 +516,10 @@ fn quantize_static(
         )));
     }
     let t1 = Instant::now();
+    let data_path = match &calibration {
+        Calibration::Data(p) => Some(*p),
+        Calibration::Table(_) => None,
+    };
     let mut engine_note = None;
     let (table, samples) = match calibration {
         Calibration::Table(t) => (t, None),
@@ -524,6 +536,49 @@ fn quantize_static(
             (t, Some(stats.samples))
         }
     };
+    // Calibration-time rules: units the calibrated ranges show int8 would
+    // bury in noise are prepared again as float. The table covers the new
+    // preparation unless keeping them float exposes a value not observed
+    // before; then it is calibrated again.
+    let mut table = table;
+    if let Some(original) = original {
+        let float_units = crate::backend::noise::noisy_units(&prepared.model.graph, &table);
+        if !float_units.is_empty() {
+            let mut opts = options.clone();
+            opts.float_units = float_units;
+            let ruled = prepare_static(original.clone(), &opts)?;
+            let g = &ruled.model.graph;
+            let covered = g.value_ids().all(|v| match &g.value(v).quant {
+                Some(QuantAnnotation::Observe(_)) => table.entries.contains_key(&g.value(v).name),
+                _ => true,
+            });
+            // Weight entries again: weight-only units keep all 8 bits.
+            if let Ok(w) =
+                crate::calib::begin(&ruled.model, &ruled.pipeline).and_then(|p| p.finish(0))
+            {
+                for (name, e) in w.entries {
+                    if e.role == crate::calib::Role::Weight {
+                        table.entries.insert(name, e);
+                    }
+                }
+            }
+            match data_path {
+                _ if covered => prepared = ruled,
+                Some(path) => {
+                    table = crate::calib::calibrate(
+                        &ruled.model,
+                        &ruled.pipeline,
+                        path,
+                        options.calibration.clone(),
+                    )?
+                    .0;
+                    prepared = ruled;
+                }
+                // A saved table without the values the rule needs: as calibrated.
+                None => {}
+            }
+        }
+    }
     let mut q = convert_timed(prepared, table, samples, t1.elapsed(), options)?;
     if let Some(n) = engine_note {
         q.summary.notes.push(("calibration".into(), n));
