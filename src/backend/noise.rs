@@ -312,3 +312,22 @@ pub fn noisy_units(g: &Graph, table: &CalibrationTable) -> BTreeMap<String, Stri
     }
     out
 }
+
+/// [`noisy_units`] of `g` and of the branches of its If nodes (nested ones
+/// included): names are unique across the model, so one map serves all.
+pub fn noisy_units_with_branches(g: &Graph, table: &CalibrationTable) -> BTreeMap<String, String> {
+    let mut out = noisy_units(g, table);
+    for n in g.node_ids() {
+        if !g.node(n).is_op("If") {
+            continue;
+        }
+        for a in g.node(n).op().expect("an op").attrs.values() {
+            for sg in a.subgraphs() {
+                for (k, v) in noisy_units_with_branches(sg, table) {
+                    out.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+    out
+}

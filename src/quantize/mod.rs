@@ -542,16 +542,15 @@ fn quantize_static(
     // before; then it is calibrated again.
     let mut table = table;
     if let Some(original) = original {
-        let float_units = crate::backend::noise::noisy_units(&prepared.model.graph, &table);
+        let float_units =
+            crate::backend::noise::noisy_units_with_branches(&prepared.model.graph, &table);
         if !float_units.is_empty() {
             let mut opts = options.clone();
             opts.float_units = float_units;
             let ruled = prepare_static(original.clone(), &opts)?;
-            let g = &ruled.model.graph;
-            let covered = g.value_ids().all(|v| match &g.value(v).quant {
-                Some(QuantAnnotation::Observe(_)) => table.entries.contains_key(&g.value(v).name),
-                _ => true,
-            });
+            let covered = observed_names(&ruled.model.graph)
+                .iter()
+                .all(|name| table.entries.contains_key(name));
             // Weight entries again: weight-only units keep all 8 bits.
             if let Ok(w) =
                 crate::calib::begin(&ruled.model, &ruled.pipeline).and_then(|p| p.finish(0))
@@ -650,4 +649,23 @@ fn file_size(path: &Path) -> Option<u64> {
     data.push(".data");
     let ext = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
     Some(main + ext)
+}
+
+/// Names of the values observed from data in `g` and its If branches.
+fn observed_names(g: &crate::ir::Graph) -> Vec<String> {
+    let mut out: Vec<String> = g
+        .value_ids()
+        .filter(|&v| matches!(g.value(v).quant, Some(QuantAnnotation::Observe(_))))
+        .map(|v| g.value(v).name.clone())
+        .collect();
+    for n in g.node_ids() {
+        if g.node(n).is_op("If") {
+            for a in g.node(n).op().expect("an op").attrs.values() {
+                for sg in a.subgraphs() {
+                    out.extend(observed_names(sg));
+                }
+            }
+        }
+    }
+    out
 }
