@@ -4,8 +4,9 @@
 //! requantization to u8 in every case.
 //! - GEMM per micro-kernel at 512³, 1024³ and 3136×576×64 (M×K×N: the 56×56 3×3 conv as GEMM).
 //! - Depthwise 3×3 (56×56, stride 1, pad 1, C = 64…144) per depthwise kernel, vs the same
-//!   depthwise conv done as im2col + the best GEMM kernel (per channel: gather the P×9 patch
-//!   matrix, then an N = 1 GEMM), which is what a generic grouped-conv path would do.
+//!   depthwise conv done as im2col + GEMM per group with every SIMD GEMM kernel (per channel:
+//!   gather the P×9 patch matrix through precomputed offsets, then an N = 1 GEMM), which is
+//!   what a generic grouped-conv path would do; the ratio is against the fastest of them.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -121,14 +122,17 @@ impl Dw {
         2.0 * self.macs() / t / 1e9
     }
 
-    /// Per channel: im2col (P×9 gather, padding = zero point) + GEMM with N = 1, K = 9.
+    /// The same depthwise conv as a grouped conv through im2col + GEMM, done as well as that
+    /// formulation allows: the patch offsets (input pixel per output pixel and tap, or
+    /// padding) are computed once outside the timing, as a real grouped-conv path would cache
+    /// them; per channel (= group) the timed loop gathers the P×9 patch matrix from them (no
+    /// per-element bounds logic) and runs one N = 1, K = 9 GEMM with `uk` packed for that
+    /// channel, then scatters the P results into the NHWC output.
     fn gops_im2col(&self, uk: &'static Q8GemmUkernel) -> f64 {
         let p = self.g.out_pixels();
         let packed: Vec<PackedQ8Gemm> = (0..self.ch)
             .map(|c| {
-                let wc: Vec<u8> = (0..9)
-                    .map(|t| self.w[((t % 3) * 3 + t / 3) * self.ch + c])
-                    .collect();
+                let wc: Vec<u8> = (0..9).map(|t| self.w[t * self.ch + c]).collect();
                 PackedQ8Gemm::new(
                     uk,
                     &Q8Weights {
@@ -144,25 +148,30 @@ impl Dw {
                 )
             })
             .collect();
+        // Patch offsets: input element index of channel 0, or usize::MAX for padding.
+        let (oh, ow) = (self.g.out_h(), self.g.out_w());
+        let mut offs = Vec::with_capacity(p * 9);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        offs.push(
+                            self.g
+                                .input_at(oy, ox, ky, kx)
+                                .map_or(usize::MAX, |(iy, ix)| (iy * 56 + ix) * self.ch),
+                        );
+                    }
+                }
+            }
+        }
         let mut cols = vec![0u8; p * 9];
         let mut yc = vec![0u8; p];
         let mut y = vec![0u8; p * self.ch];
         let out = Q8Output::new(128);
-        let (oh, ow) = (self.g.out_h(), self.g.out_w());
         let t = time(|| {
             for (c, pk) in packed.iter().enumerate() {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                cols[(oy * ow + ox) * 9 + ky * 3 + kx] =
-                                    match self.g.input_at(oy, ox, ky, kx) {
-                                        Some((iy, ix)) => self.x[(iy * 56 + ix) * self.ch + c],
-                                        None => 100,
-                                    };
-                            }
-                        }
-                    }
+                for (dst, &o) in cols.iter_mut().zip(&offs) {
+                    *dst = if o == usize::MAX { 100 } else { self.x[o + c] };
                 }
                 q8gemm(&cols, 9, p, pk, &out, &mut yc, 1);
                 for (i, &v) in yc.iter().enumerate() {
@@ -209,13 +218,9 @@ fn main() {
         );
     }
     println!();
-    let best_gemm = qnnpack::available()
-        .last()
-        .expect("the scalar set is always available")
-        .q8gemm[0];
     println!(
-        "depthwise 3x3, 56x56, stride 1, pad 1, GOPS; im2col baseline uses {}",
-        best_gemm.name
+        "depthwise 3x3, 56x56, stride 1, pad 1, GOPS; im2col baseline: the fastest of every \
+         SIMD q8gemm kernel (N = 1 per group)"
     );
     let chans = [64, 96, 128, 144];
     print!("{:<24}", "kernel");
@@ -234,15 +239,28 @@ fn main() {
         }
         println!();
     }
-    print!("{:<24}", "im2col + q8gemm");
-    let mut ratio = Vec::new();
-    for (i, d) in dws.iter().enumerate() {
-        let g = d.gops_im2col(best_gemm);
-        ratio.push(best_dw[i] / g);
-        print!(" {g:>9.1}");
+    let simd_gemm: Vec<&'static Q8GemmUkernel> = available_q8gemm()
+        .filter(|u| !u.target.is_empty())
+        .collect();
+    let mut best_im2col = vec![0f64; chans.len()];
+    for &uk in &simd_gemm {
+        print!(
+            "{:<24}",
+            format!("im2col+{}", uk.name.trim_start_matches("q8gemm_"))
+        );
+        for (i, d) in dws.iter().enumerate() {
+            let g = d.gops_im2col(uk);
+            best_im2col[i] = best_im2col[i].max(g);
+            print!(" {g:>9.1}");
+        }
+        println!();
     }
-    println!();
-    print!("{:<24}", "best dw / im2col");
+    let ratio: Vec<f64> = best_dw
+        .iter()
+        .zip(&best_im2col)
+        .map(|(d, i)| d / i)
+        .collect();
+    print!("{:<24}", "best dw / best im2col");
     for r in ratio {
         print!(" {:>8.1}x", r);
     }
@@ -270,7 +288,16 @@ fn ukernel_l1_gops(uk: &'static Q8GemmUkernel) -> f64 {
         7,
     );
     let a: Vec<u8> = (0..mr * k).map(|_| rng.u8()).collect();
-    let rows: Vec<*const u8> = (0..mr).map(|r| a[r * k..].as_ptr()).collect();
+    let a16: Vec<i16> = a.iter().map(|&v| i16::from(v)).collect();
+    let rows: Vec<*const u8> = (0..mr)
+        .map(|r| {
+            if uk.layout == qnnpack::Q8GemmLayout::I16Pairs {
+                a16[r * k..].as_ptr().cast()
+            } else {
+                a[r * k..].as_ptr()
+            }
+        })
+        .collect();
     let mut c = vec![0u8; mr * nr];
     let tile = qnnpack::Q8GemmTile {
         m: mr,

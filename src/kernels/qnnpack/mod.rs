@@ -54,6 +54,8 @@ pub mod q8gemm_4x16c2_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8gemm_4x4c2_sse2;
 #[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c2_avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod q8vadd_avx2;
 #[cfg(target_arch = "x86_64")]
 mod sse2;
@@ -63,7 +65,8 @@ pub use indirection::{ConvIndirection, DwIndirection};
 pub use ops::{q8avgpool, q8conv, q8dwconv, q8gavgpool, q8gemm, q8vadd, Q8Lut};
 pub use pack::{PackedQ8Dw, PackedQ8Gemm};
 pub use ukernel::{
-    Q8AddUkernel, Q8DwRow, Q8DwUkernel, Q8GemmTile, Q8GemmUkernel, Q8PoolRow, Q8PoolUkernel,
+    Q8AddUkernel, Q8DwRow, Q8DwUkernel, Q8GemmLayout, Q8GemmTile, Q8GemmUkernel, Q8PoolRow,
+    Q8PoolUkernel,
 };
 
 /// The qnnpack-style kernels of one dispatch tier; in each list the first entry is preferred,
@@ -101,6 +104,7 @@ pub static SCALAR: QnnpackKernels = QnnpackKernels {
 #[cfg(target_arch = "x86_64")]
 pub static AVX2: QnnpackKernels = QnnpackKernels {
     q8gemm: &[
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
         &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
         &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
     ],

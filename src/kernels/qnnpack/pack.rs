@@ -17,6 +17,14 @@
 //! the bias makes the activation zero point free (QNNPACK `pack_q8conv_w`). Padded k lanes hold
 //! w_zp (product 0, whatever A holds); padded columns hold zeros and `Requant::ZERO`.
 //!
+//! # GEMM/conv layout for [`Q8GemmLayout::I16Pairs`] kernels
+//!
+//! Same header (the kzp bytes unused); body, for each tap t < ks, for each k-pair p < kcp/2
+//! (kc padded to `kc_align` = 2): nr columns × (w[n, k] − w_zp[n], w[n, k+1] − w_zp[n]) as
+//! i16 (in [−255, 255]), padding lanes and columns 0. The driver widens A to i16 (u8 values,
+//! zero-extended), so one `vpmaddwd` with a broadcast A pair does 16 exact MACs with no
+//! per-tile work on B; bias' is the same as above.
+//!
 //! # Depthwise layout ([`PackedQ8Dw`]), per block of `cr` channels
 //!
 //! ```text
@@ -32,7 +40,7 @@ use crate::kernels::reference::q8dwconv::Q8DwWeights;
 use crate::kernels::reference::q8gemm::Q8Weights;
 use crate::kernels::reference::requant_fixedpoint::Requant;
 
-use super::ukernel::{Q8DwUkernel, Q8GemmUkernel};
+use super::ukernel::{Q8DwUkernel, Q8GemmLayout, Q8GemmUkernel};
 
 /// Header bytes of a GEMM block of `nr` columns.
 pub const fn gemm_header_bytes(nr: usize) -> usize {
@@ -68,7 +76,8 @@ impl PackedQ8Gemm {
         let (nr, align) = (usize::from(uk.nr), usize::from(uk.kc_align));
         let kcp = kc.div_ceil(align) * align;
         let hdr = gemm_header_bytes(nr);
-        let block_bytes = hdr + ks * kcp * nr;
+        let i16_pairs = uk.layout == Q8GemmLayout::I16Pairs;
+        let block_bytes = hdr + ks * kcp * nr * if i16_pairs { 2 } else { 1 };
         let blocks = w.n.div_ceil(nr);
         let mut data = vec![0u8; blocks * block_bytes];
         for blk in 0..blocks {
@@ -97,6 +106,17 @@ impl PackedQ8Gemm {
                 put_i32(buf, 12 * nr + 4 * j, rq.limit);
                 buf[16 * nr + 2 * j] = zw;
                 buf[16 * nr + 2 * j + 1] = zw;
+                if i16_pairs {
+                    for t in 0..ks {
+                        for kk in 0..kc {
+                            let v = i16::from(w.data[n * w.k + t * kc + kk]) - i16::from(zw);
+                            // pair → column j → element e, as i16
+                            let off = hdr + 2 * (t * kcp * nr + (kk / 2) * 2 * nr + 2 * j + kk % 2);
+                            buf[off..off + 2].copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    continue;
+                }
                 for t in 0..ks {
                     for kk in 0..kcp {
                         let v = if kk < kc {
@@ -147,6 +167,16 @@ impl PackedQ8Gemm {
     /// Number of `nr`-column blocks.
     pub fn blocks(&self) -> usize {
         self.n.div_ceil(usize::from(self.uk.nr))
+    }
+
+    /// Bytes of one `nr`-column block (header and body).
+    pub fn block_bytes(&self) -> usize {
+        self.block_bytes
+    }
+
+    /// `kc` rounded up to the kernel's `kc_align` (the packed depth per tap).
+    pub fn kc_padded(&self) -> usize {
+        self.kc.next_multiple_of(usize::from(self.uk.kc_align))
     }
 
     /// Start of block `b`.
