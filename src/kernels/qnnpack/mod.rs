@@ -56,6 +56,12 @@ pub mod q8gemm_4x4c2_sse2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8gemm_6x16c2_avx2;
 #[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avx512vnni;
+#[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avxvnni;
+#[cfg(target_arch = "x86_64")]
 pub mod q8vadd_avx2;
 #[cfg(target_arch = "x86_64")]
 mod sse2;
@@ -107,6 +113,7 @@ pub static AVX2: QnnpackKernels = QnnpackKernels {
         &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
         &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
         &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+        &q8gemm_6x16c4_avx2::Q8GEMM_6X16C4_AVX2,
     ],
     q8dwconv_3x3: &[
         &q8dwconv_3x3_avx2::Q8DWCONV_3X3_AVX2,
@@ -120,6 +127,38 @@ pub static AVX2: QnnpackKernels = QnnpackKernels {
     q8vadd: &[&q8vadd_avx2::Q8VADD_AVX2],
 };
 
+/// The AVX-VNNI tier: the VNNI flip GEMM kernel first (u8 weights stored as s8 `w − 128`,
+/// `vpdpbusd`), then the AVX2 ones; the other kernel kinds are the AVX2 set's.
+#[cfg(target_arch = "x86_64")]
+pub static AVXVNNI: QnnpackKernels = QnnpackKernels {
+    q8gemm: &[
+        &q8gemm_6x16c4_avxvnni::Q8GEMM_6X16C4_AVXVNNI,
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
+        &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
+        &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+    ],
+    q8dwconv_3x3: AVX2.q8dwconv_3x3,
+    q8dwconv_5x5: AVX2.q8dwconv_5x5,
+    q8avgpool: AVX2.q8avgpool,
+    q8vadd: AVX2.q8vadd,
+};
+
+/// The AVX-512 VNNI tier: the same with the EVEX `vpdpbusd ymm` twin (VNNI hosts without the
+/// VEX AVX-VNNI encoding).
+#[cfg(target_arch = "x86_64")]
+pub static AVX512VNNI: QnnpackKernels = QnnpackKernels {
+    q8gemm: &[
+        &q8gemm_6x16c4_avx512vnni::Q8GEMM_6X16C4_AVX512VNNI,
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
+        &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
+        &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+    ],
+    q8dwconv_3x3: AVX2.q8dwconv_3x3,
+    q8dwconv_5x5: AVX2.q8dwconv_5x5,
+    q8avgpool: AVX2.q8avgpool,
+    q8vadd: AVX2.q8vadd,
+};
+
 /// Whether the host can run code compiled for `target` ("" = portable).
 pub fn host_has(target: &str) -> bool {
     match target {
@@ -128,6 +167,16 @@ pub fn host_has(target: &str) -> bool {
         "sse2" => true,
         #[cfg(target_arch = "x86_64")]
         "avx2" => crate::kernels::cpu::host().avx2,
+        #[cfg(target_arch = "x86_64")]
+        "avxvnni" => {
+            let h = crate::kernels::cpu::host();
+            h.avx2 && h.avxvnni
+        }
+        #[cfg(target_arch = "x86_64")]
+        "avx512vnni" => {
+            let h = crate::kernels::cpu::host();
+            h.avx2 && h.avx512f && h.avx512vnni && std::arch::is_x86_feature_detected!("avx512vl")
+        }
         _ => false,
     }
 }

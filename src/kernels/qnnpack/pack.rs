@@ -25,6 +25,15 @@
 //! zero-extended), so one `vpmaddwd` with a broadcast A pair does 16 exact MACs with no
 //! per-tile work on B; bias' is the same as above.
 //!
+//! # GEMM/conv layout for [`Q8GemmLayout::S8Quads`] kernels (the VNNI flip)
+//!
+//! Header: the common one, then `nr × i32` `128 − w_zp[n]` and a u32 "row sums needed" flag
+//! ([`s8quads_header_bytes`]); body, for each tap, for each k-quad (kc padded to 4): nr
+//! columns × 4 bytes `w ^ 0x80` (= `w − 128` as s8; padding 0). `vpdpbusd` (u8 A × s8 B, quads
+//! summed into i32, no saturation) gives `Σ a·(w − 128)`; the kernel adds
+//! `(128 − w_zp[n])·Σ_k a[m,k]` when the flag is set (never for QNNPACK's usual w_zp = 128,
+//! nor for s8 weights shifted to u8). bias' is the same as above.
+//!
 //! # Depthwise layout ([`PackedQ8Dw`]), per block of `cr` channels
 //!
 //! ```text
@@ -45,6 +54,13 @@ use super::ukernel::{Q8DwUkernel, Q8GemmLayout, Q8GemmUkernel};
 /// Header bytes of a GEMM block of `nr` columns.
 pub const fn gemm_header_bytes(nr: usize) -> usize {
     (18 * nr).div_ceil(16) * 16
+}
+
+/// Header bytes of a [`Q8GemmLayout::S8Quads`] block: the common header, then `nr × i32`
+/// `128 − w_zp[n]`, then a u32 flag (non-zero when some `w_zp ≠ 128`, i.e. the kernel must
+/// add the row-sum term), padded to 32 bytes.
+pub const fn s8quads_header_bytes(nr: usize) -> usize {
+    gemm_header_bytes(nr) + 4 * nr + 32
 }
 
 fn put_i32(buf: &mut [u8], at: usize, v: i32) {
@@ -75,8 +91,13 @@ impl PackedQ8Gemm {
         let kc = w.k / ks;
         let (nr, align) = (usize::from(uk.nr), usize::from(uk.kc_align));
         let kcp = kc.div_ceil(align) * align;
-        let hdr = gemm_header_bytes(nr);
         let i16_pairs = uk.layout == Q8GemmLayout::I16Pairs;
+        let s8_quads = uk.layout == Q8GemmLayout::S8Quads;
+        let hdr = if s8_quads {
+            s8quads_header_bytes(nr)
+        } else {
+            gemm_header_bytes(nr)
+        };
         let block_bytes = hdr + ks * kcp * nr * if i16_pairs { 2 } else { 1 };
         let blocks = w.n.div_ceil(nr);
         let mut data = vec![0u8; blocks * block_bytes];
@@ -106,6 +127,21 @@ impl PackedQ8Gemm {
                 put_i32(buf, 12 * nr + 4 * j, rq.limit);
                 buf[16 * nr + 2 * j] = zw;
                 buf[16 * nr + 2 * j + 1] = zw;
+                if s8_quads {
+                    let comp = 128 - i32::from(zw);
+                    put_i32(buf, gemm_header_bytes(nr) + 4 * j, comp);
+                    if comp != 0 {
+                        put_i32(buf, gemm_header_bytes(nr) + 4 * nr, 1);
+                    }
+                    for t in 0..ks {
+                        for kk in 0..kc {
+                            // quad → column j → element e; padding stays 0 (= s8 0).
+                            let off = hdr + t * kcp * nr + (kk / 4) * 4 * nr + 4 * j + kk % 4;
+                            buf[off] = w.data[n * w.k + t * kc + kk] ^ 0x80;
+                        }
+                    }
+                    continue;
+                }
                 if i16_pairs {
                     for t in 0..ks {
                         for kk in 0..kc {

@@ -42,6 +42,10 @@ pub enum Q8GemmLayout {
     /// A matrix, or the conv's input image, so each pixel once however many taps read it) and
     /// read through the row pointers (MLAS u8u8 style, with the indirection of QNNPACK).
     I16Pairs,
+    /// The VNNI flip: u8 weights stored as s8 `w − 128` k-quads (for `vpdpbusd`), the
+    /// per-column `128 − w_zp` and a row-sum flag after the header; A read as u8 through the
+    /// row pointers. `Σ a·(w − w_zp) = Σ a·(w − 128) + (128 − w_zp)·Σ a`, both exact.
+    S8Quads,
 }
 
 /// One GEMM/conv micro-kernel (u8 × u8, 16-bit widening, fixed-point epilogue).
