@@ -84,7 +84,7 @@ unsafe fn row_sum(p: *const u8, kc: usize) -> i32 {
         }
         let mut lanes = [0i64; 4];
         _mm256_storeu_si256(lanes.as_mut_ptr().cast(), s);
-        let mut total = lanes.iter().sum::<i64>() as i32;
+        let mut total = (lanes[0] + lanes[1] + lanes[2] + lanes[3]) as i32;
         while k < kc {
             total += i32::from(*p.add(k));
             k += 1;
@@ -147,9 +147,17 @@ pub(crate) unsafe fn body<D: Dpbusd>(t: &Q8GemmTile<'_>) {
             }
         }
         let rq0 = rq8_load(h, NR, 0, t.out.rounding);
-        let q0: [__m256i; MR] = core::array::from_fn(|r| rq8_apply(acc[r][0], &rq0));
+        // Plain loops, not closures: a closure is a separate function without the caller's
+        // target features, where the intrinsics would not inline.
+        let mut q0 = [_mm256_setzero_si256(); MR];
+        for (q, acc_r) in q0.iter_mut().zip(&acc) {
+            *q = rq8_apply(acc_r[0], &rq0);
+        }
         let rq1 = rq8_load(h, NR, 8, t.out.rounding);
-        let q1: [__m256i; MR] = core::array::from_fn(|r| rq8_apply(acc[r][1], &rq1));
+        let mut q1 = [_mm256_setzero_si256(); MR];
+        for (q, acc_r) in q1.iter_mut().zip(&acc) {
+            *q = rq8_apply(acc_r[1], &rq1);
+        }
         let o = out16(&t.out);
         for r in 0..t.m.min(MR) {
             store_n(t.c.add(r * t.ldc), pack16(q0[r], q1[r], &o), t.n);
