@@ -12,6 +12,11 @@
 //!   most 2·255·255 < 2³¹, so they are **exact for all inputs** (no saturation, unlike
 //!   `vpmaddubsw`). The activation zero point is folded into the packed bias at pack time
 //!   ([`pack`]), so padding taps point at a row filled with `a_zp` and contribute exactly 0.
+//!   The preferred AVX2 kernel (`q8gemm_6x16c2_avx2`, [`Q8GemmLayout::I16Pairs`]) packs B once
+//!   as i16 `w − w_zp` and has the driver widen A once per call (MLAS u8u8 style); on VNNI
+//!   hosts `q8gemm_6x16c4_avxvnni` / `_avx512vnni` ([`Q8GemmLayout::S8Quads`]) flip u8 weights
+//!   to s8 `w − 128` at pack time and use `vpdpbusd`, adding `(128 − w_zp)·Σa` when
+//!   `w_zp ≠ 128` (same i32 accumulators, exact).
 //! - Convolution never materialises im2col: an [`indirection`] buffer of input pixel indices,
 //!   built once per input shape, feeds `ks × MR` row pointers per tile to the same GEMM
 //!   micro-kernel (a plain GEMM is `ks = 1`).
