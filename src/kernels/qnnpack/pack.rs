@@ -71,7 +71,10 @@ fn put_i32(buf: &mut [u8], at: usize, v: i32) {
 #[derive(Clone, Debug)]
 pub struct PackedQ8Gemm {
     uk: &'static Q8GemmUkernel,
+    /// The blocks start at `data[start]` (64-byte aligned as packed; a clone keeps the
+    /// offset, not necessarily the alignment).
     data: Vec<u8>,
+    start: usize,
     n: usize,
     kc: usize,
     ks: usize,
@@ -100,9 +103,12 @@ impl PackedQ8Gemm {
         };
         let block_bytes = hdr + ks * kcp * nr * if i16_pairs { 2 } else { 1 };
         let blocks = w.n.div_ceil(nr);
-        let mut data = vec![0u8; blocks * block_bytes];
+        // Blocks start 64-byte aligned in memory (block_bytes is a multiple of 32 for the
+        // 16-column kernels), so the kernels' 32-byte B loads never split a cache line.
+        let mut data = vec![0u8; blocks * block_bytes + 63];
+        let start = data.as_ptr().align_offset(64);
         for blk in 0..blocks {
-            let base = blk * block_bytes;
+            let base = start + blk * block_bytes;
             let buf = &mut data[base..base + block_bytes];
             for j in 0..nr {
                 let n = blk * nr + j;
@@ -171,6 +177,7 @@ impl PackedQ8Gemm {
         PackedQ8Gemm {
             uk,
             data,
+            start,
             n: w.n,
             kc,
             ks,
@@ -218,11 +225,11 @@ impl PackedQ8Gemm {
     /// Start of block `b`.
     pub fn block_ptr(&self, b: usize) -> *const u8 {
         assert!(b < self.blocks());
-        self.data[b * self.block_bytes..].as_ptr()
+        self.data[self.start + b * self.block_bytes..].as_ptr()
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        &self.data[self.start..self.start + self.blocks() * self.block_bytes]
     }
 }
 
