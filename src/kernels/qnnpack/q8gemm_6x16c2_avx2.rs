@@ -13,14 +13,17 @@
 //! a 7-bit/4-bit operand split needs ≥ 2 `vpmaddubsw` + a `vpmaddwd` per 32 MACs, i.e. ≥ 1.25
 //! multiplier-pipe µops per 16 MACs, against exactly 1 for `vpmaddwd` (16 MACs, i16 pairs
 //! into i32). So the best exact AVX2 form is 1 `vpmaddwd` + 1 `vpaddd` per 16 MACs. On this
-//! Zen 3 (measured with an asm loop: `vpmaddwd` ymm 2/cycle, `vpaddd` 4/cycle, 4 vector pipes)
-//! that is 32 MAC/cycle = 64 ops/cycle ≈ 200–220 GOPS at 3.2–3.4 GHz; the bare 6×16 loop in
-//! asm measured up to ~150 GOPS on the shared VM. ONNX Runtime's u8u8 MatMulInteger on AVX2
-//! (`MlasGemmU8U8KernelAvx2`) uses the very same instruction pair (A packed as i16 pairs,
-//! `vpmovzxbw` of B, `vpmaddwd` + `vpaddd`) and measures ~135–145 GOPS here, so the most any
-//! exact kernel can gain over it on this machine is the ceiling/ORT ratio, ≈ 1.4–1.6×: the
-//! issue's "≥ 2× ORT" assumed the VNNI flip path (`vpdpbusd`: 32 MACs per µop, 2× the MACs
-//! per multiplier µop), which needs AVX-VNNI or AVX-512 VNNI hardware.
+//! Zen 3 (asm loops, best of runs: add chain 3.2 GHz, `vpmaddwd` ymm 2/cycle alone, `vpaddd`
+//! 4/cycle alone) the multiplier bound is 32 MAC/cycle ≈ 206 GOPS, but the mixed
+//! `vpbroadcastd` + 2×(`vpmaddwd` + `vpaddd`) 6×16 loop peaks at ~150–165 GOPS on the shared
+//! VM, and this kernel reaches ~140 GOPS (512³, 1024³, L1) and ~127 (3136×576×64).
+//! ONNX Runtime's u8u8 MatMulInteger on AVX2 (`MlasGemmU8U8KernelAvx2`) uses the very same
+//! instruction pair (A packed as i16 pairs, `vpmovzxbw` of B, `vpmaddwd` + `vpaddd`) and
+//! measures ~137–144 GOPS here (same runs), so both sit at ~90 % of what the instruction mix
+//! delivers: an exact kernel can at best gain ~1.1–1.2× (~1.5× against the bare multiplier
+//! bound), and the "≥ 2× ORT" is out of reach without VNNI. It assumed the VNNI flip
+//! path (`vpdpbusd`: 32 MACs per µop, 2× the MACs per multiplier µop), which needs AVX-VNNI
+//! or AVX-512 VNNI hardware (`q8gemm_6x16c4_avxvnni`, `q8gemm_6x16c4_avx512vnni`).
 
 use core::arch::x86_64::*;
 
