@@ -2,10 +2,14 @@
 //!
 //! GOPS = 2·MACs / time (median of runs, single thread), fused per-channel fixed-point
 //! requantization to u8 in every case.
-//! - GEMM per micro-kernel at 512³, 1024³ and 3136×576×64 (M×K×N: the 56×56 3×3 conv as GEMM).
+//! - GEMM per micro-kernel at 512³, 1024³, 3136×576×64 (M×K×N: the 56×56 3×3 conv as GEMM)
+//!   and 192×16×64 (a 1×1 conv of the bundled small CNNs: the requant epilogue dominates).
 //! - Depthwise 3×3 (56×56, stride 1, pad 1, C = 64…144) per depthwise kernel, vs the same
-//!   depthwise conv done as im2col + the best GEMM kernel (per channel: gather the P×9 patch
-//!   matrix, then an N = 1 GEMM), which is what a generic grouped-conv path would do.
+//!   depthwise conv done as im2col + GEMM per group with every SIMD GEMM kernel (per channel:
+//!   gather the P×9 patch matrix through precomputed offsets, then an N = 1 GEMM), which is
+//!   what a generic grouped-conv path would do), and as one dense GEMM over the all-channel
+//!   im2col with block-diagonal weights (C× the MACs at full GEMM speed); the ratio is against
+//!   the fastest of all those baselines.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -121,14 +125,81 @@ impl Dw {
         2.0 * self.macs() / t / 1e9
     }
 
-    /// Per channel: im2col (P×9 gather, padding = zero point) + GEMM with N = 1, K = 9.
+    /// The same depthwise conv as **one** dense GEMM: im2col of all channels (P × 9C, rows
+    /// copied 9·C bytes at a time through the precomputed offsets), weights as a C × 9C
+    /// block-diagonal matrix (off-group entries = the weight zero point, so they contribute
+    /// exactly 0), i.e. C× the MACs but at full GEMM speed.
+    fn gops_dense(&self, uk: &'static Q8GemmUkernel) -> f64 {
+        let (p, ch) = (self.g.out_pixels(), self.ch);
+        let k = 9 * ch;
+        let mut wd = vec![0u8; ch * k];
+        for c in 0..ch {
+            for t in 0..9 {
+                for ic in 0..ch {
+                    wd[c * k + t * ch + ic] = if ic == c {
+                        self.w[t * ch + c]
+                    } else {
+                        self.zps[c]
+                    };
+                }
+            }
+        }
+        let packed = PackedQ8Gemm::new(
+            uk,
+            &Q8Weights {
+                data: &wd,
+                n: ch,
+                k,
+                zp: &self.zps,
+                bias: Some(&self.bias),
+                requant: &self.rq,
+            },
+            1,
+            100,
+        );
+        let (oh, ow) = (self.g.out_h(), self.g.out_w());
+        let mut offs = Vec::with_capacity(p * 9);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        offs.push(
+                            self.g
+                                .input_at(oy, ox, ky, kx)
+                                .map_or(usize::MAX, |(iy, ix)| (iy * 56 + ix) * ch),
+                        );
+                    }
+                }
+            }
+        }
+        let mut cols = vec![0u8; p * k];
+        let mut y = vec![0u8; p * ch];
+        let out = Q8Output::new(128);
+        let t = time(|| {
+            for (dst, &o) in cols.chunks_exact_mut(ch).zip(&offs) {
+                if o == usize::MAX {
+                    dst.fill(100);
+                } else {
+                    dst.copy_from_slice(&self.x[o..o + ch]);
+                }
+            }
+            q8gemm(&cols, k, p, &packed, &out, &mut y, ch);
+            black_box(&y);
+        });
+        2.0 * self.macs() / t / 1e9
+    }
+
+    /// The same depthwise conv as a grouped conv through im2col + GEMM, done as well as that
+    /// formulation allows: the patch offsets (input pixel per output pixel and tap, or
+    /// padding) are computed once outside the timing, as a real grouped-conv path would cache
+    /// them; per channel (= group) the timed loop gathers the P×9 patch matrix from them (no
+    /// per-element bounds logic) and runs one N = 1, K = 9 GEMM with `uk` packed for that
+    /// channel, then scatters the P results into the NHWC output.
     fn gops_im2col(&self, uk: &'static Q8GemmUkernel) -> f64 {
         let p = self.g.out_pixels();
         let packed: Vec<PackedQ8Gemm> = (0..self.ch)
             .map(|c| {
-                let wc: Vec<u8> = (0..9)
-                    .map(|t| self.w[((t % 3) * 3 + t / 3) * self.ch + c])
-                    .collect();
+                let wc: Vec<u8> = (0..9).map(|t| self.w[t * self.ch + c]).collect();
                 PackedQ8Gemm::new(
                     uk,
                     &Q8Weights {
@@ -144,25 +215,30 @@ impl Dw {
                 )
             })
             .collect();
+        // Patch offsets: input element index of channel 0, or usize::MAX for padding.
+        let (oh, ow) = (self.g.out_h(), self.g.out_w());
+        let mut offs = Vec::with_capacity(p * 9);
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        offs.push(
+                            self.g
+                                .input_at(oy, ox, ky, kx)
+                                .map_or(usize::MAX, |(iy, ix)| (iy * 56 + ix) * self.ch),
+                        );
+                    }
+                }
+            }
+        }
         let mut cols = vec![0u8; p * 9];
         let mut yc = vec![0u8; p];
         let mut y = vec![0u8; p * self.ch];
         let out = Q8Output::new(128);
-        let (oh, ow) = (self.g.out_h(), self.g.out_w());
         let t = time(|| {
             for (c, pk) in packed.iter().enumerate() {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        for ky in 0..3 {
-                            for kx in 0..3 {
-                                cols[(oy * ow + ox) * 9 + ky * 3 + kx] =
-                                    match self.g.input_at(oy, ox, ky, kx) {
-                                        Some((iy, ix)) => self.x[(iy * 56 + ix) * self.ch + c],
-                                        None => 100,
-                                    };
-                            }
-                        }
-                    }
+                for (dst, &o) in cols.iter_mut().zip(&offs) {
+                    *dst = if o == usize::MAX { 100 } else { self.x[o + c] };
                 }
                 q8gemm(&cols, 9, p, pk, &out, &mut yc, 1);
                 for (i, &v) in yc.iter().enumerate() {
@@ -182,8 +258,8 @@ fn main() {
         "u8u8 GEMM, GOPS (single thread, best of runs, fused per-channel fixed-point requant)"
     );
     println!(
-        "{:<24} {:>10} {:>10} {:>10} {:>14}",
-        "kernel", "L1 k=512", "512^3", "1024^3", "3136x576x64"
+        "{:<24} {:>10} {:>10} {:>10} {:>14} {:>12} {:>10}",
+        "kernel", "L1 k=512", "512^3", "1024^3", "3136x576x64", "192x16x64", "L1 k=16"
     );
     for uk in available_q8gemm().filter(|u| want(u.name)) {
         let scalar = uk.target.is_empty();
@@ -193,29 +269,29 @@ fn main() {
             if scalar { 128 } else { 512 },
             if scalar { 128 } else { 512 },
         );
-        let (g2, g3) = if scalar {
-            (f64::NAN, f64::NAN)
+        let (g2, g3, g4) = if scalar {
+            (f64::NAN, f64::NAN, f64::NAN)
         } else {
             (
                 gemm_gops(uk, 1024, 1024, 1024),
                 gemm_gops(uk, 3136, 576, 64),
+                // A 1×1 conv of a small CNN (epilogue-bound: K = 16).
+                gemm_gops(uk, 192, 16, 64),
             )
         };
         let note = if scalar { " (scalar: 128^3)" } else { "" };
-        let l1 = ukernel_l1_gops(uk);
+        let l1 = ukernel_l1_gops(uk, 512);
+        let l1s = ukernel_l1_gops(uk, 16);
         println!(
-            "{:<24} {l1:>10.1} {g1:>10.1} {g2:>10.1} {g3:>14.1}{note}",
+            "{:<24} {l1:>10.1} {g1:>10.1} {g2:>10.1} {g3:>14.1} {g4:>12.1} {l1s:>10.1}{note}",
             uk.name
         );
     }
     println!();
-    let best_gemm = qnnpack::available()
-        .last()
-        .expect("the scalar set is always available")
-        .q8gemm[0];
     println!(
-        "depthwise 3x3, 56x56, stride 1, pad 1, GOPS; im2col baseline uses {}",
-        best_gemm.name
+        "depthwise 3x3, 56x56, stride 1, pad 1, GOPS (useful MACs); baselines with every SIMD \
+         q8gemm kernel: im2col+ = per group (N = 1), dense+ = one GEMM with block-diagonal \
+         weights (C× the MACs); the ratio is against the fastest baseline"
     );
     let chans = [64, 96, 128, 144];
     print!("{:<24}", "kernel");
@@ -234,25 +310,50 @@ fn main() {
         }
         println!();
     }
-    print!("{:<24}", "im2col + q8gemm");
-    let mut ratio = Vec::new();
-    for (i, d) in dws.iter().enumerate() {
-        let g = d.gops_im2col(best_gemm);
-        ratio.push(best_dw[i] / g);
-        print!(" {g:>9.1}");
+    let simd_gemm: Vec<&'static Q8GemmUkernel> = available_q8gemm()
+        .filter(|u| !u.target.is_empty())
+        .collect();
+    let mut best_im2col = vec![0f64; chans.len()];
+    for &uk in &simd_gemm {
+        print!(
+            "{:<24}",
+            format!("im2col+{}", uk.name.trim_start_matches("q8gemm_"))
+        );
+        for (i, d) in dws.iter().enumerate() {
+            let g = d.gops_im2col(uk);
+            best_im2col[i] = best_im2col[i].max(g);
+            print!(" {g:>9.1}");
+        }
+        println!();
     }
-    println!();
-    print!("{:<24}", "best dw / im2col");
+    for &uk in &simd_gemm {
+        print!(
+            "{:<24}",
+            format!("dense+{}", uk.name.trim_start_matches("q8gemm_"))
+        );
+        for (i, d) in dws.iter().enumerate() {
+            let g = d.gops_dense(uk);
+            best_im2col[i] = best_im2col[i].max(g);
+            print!(" {g:>9.1}");
+        }
+        println!();
+    }
+    let ratio: Vec<f64> = best_dw
+        .iter()
+        .zip(&best_im2col)
+        .map(|(d, i)| d / i)
+        .collect();
+    print!("{:<24}", "best dw / best baseline");
     for r in ratio {
         print!(" {:>8.1}x", r);
     }
     println!();
 }
 
-/// Micro-kernel alone on one full `mr×nr` tile, K = 512, L1-resident: GOPS (best of 7).
-fn ukernel_l1_gops(uk: &'static Q8GemmUkernel) -> f64 {
+/// Micro-kernel alone on one full `mr×nr` tile, depth `k`, L1-resident: GOPS (best of 7).
+fn ukernel_l1_gops(uk: &'static Q8GemmUkernel, k: usize) -> f64 {
     use std::marker::PhantomData;
-    let (mr, nr, k) = (usize::from(uk.mr), usize::from(uk.nr), 512);
+    let (mr, nr) = (usize::from(uk.mr), usize::from(uk.nr));
     let mut rng = XorShift::new(5);
     let w: Vec<u8> = (0..nr * k).map(|_| rng.u8()).collect();
     let rq = [Requant::from_scale(1e-5).unwrap()];
@@ -270,7 +371,16 @@ fn ukernel_l1_gops(uk: &'static Q8GemmUkernel) -> f64 {
         7,
     );
     let a: Vec<u8> = (0..mr * k).map(|_| rng.u8()).collect();
-    let rows: Vec<*const u8> = (0..mr).map(|r| a[r * k..].as_ptr()).collect();
+    let a16: Vec<i16> = a.iter().map(|&v| i16::from(v)).collect();
+    let rows: Vec<*const u8> = (0..mr)
+        .map(|r| {
+            if uk.layout == qnnpack::Q8GemmLayout::I16Pairs {
+                a16[r * k..].as_ptr().cast()
+            } else {
+                a[r * k..].as_ptr()
+            }
+        })
+        .collect();
     let mut c = vec![0u8; mr * nr];
     let tile = qnnpack::Q8GemmTile {
         m: mr,

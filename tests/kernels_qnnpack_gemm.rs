@@ -18,6 +18,11 @@ fn registry_lists_scalar_and_simd() {
     assert!(names.contains(&"q8gemm_4x4c2_scalar"));
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
+        assert!(names.contains(&"q8gemm_6x16c2_avx2"), "{names:?}");
+        assert!(names.contains(&"q8gemm_6x16c4_avx2"), "{names:?}");
+        if std::is_x86_feature_detected!("avxvnni") {
+            assert!(names.contains(&"q8gemm_6x16c4_avxvnni"), "{names:?}");
+        }
         assert!(names.contains(&"q8gemm_4x16c2_avx2"), "{names:?}");
         assert!(names.contains(&"q8gemm_4x4c2_sse2"), "{names:?}");
     }

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use super::ops::conv::{nhw, out_shape, ConvAttrs};
 use super::ops::{input, Kernel};
-use super::qlinear::{Act, QOut, QSpec, Src};
+use super::qlinear::{Act, ConvLayout, QOut, QSpec, Src};
 use super::value::{Array, ArrayData};
 use crate::ir::DataType;
 use crate::kernels::qnnpack::{
@@ -280,6 +280,8 @@ pub(crate) struct Q8Conv {
     /// The indirection buffers of the last few input shapes (built once per shape and
     /// reused; a threaded run has up to two part sizes).
     ind: Mutex<Vec<Arc<Indirection>>>,
+    /// NHWC in/out between quantized convs (set by the planner, as for the fbgemm backend).
+    layout: ConvLayout,
 }
 
 impl Q8Conv {
@@ -400,6 +402,10 @@ impl Q8Conv {
             c,
             pack,
             ind: Mutex::new(Vec::new()),
+            layout: ConvLayout {
+                x: spec.x,
+                ..ConvLayout::default()
+            },
         })
     }
 
@@ -460,17 +466,31 @@ impl Kernel for Q8Conv {
         self.run_with(inputs, 1)
     }
 
+    fn conv_layout(&mut self) -> Option<&mut ConvLayout> {
+        Some(&mut self.layout)
+    }
+
     fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let x = input(inputs, self.x_slot)?;
         check_x(x, &self.c)?;
-        let geom = self.attrs.geometry(&x.shape, &self.w_shape)?;
-        let (n, h, wd) = nhw(&x.shape);
+        // The logical (NCHW) shape of the activation.
+        let x_shape = if self.layout.in_nhwc {
+            channels_first(&x.shape)
+        } else {
+            x.shape.clone()
+        };
+        let geom = self.attrs.geometry(&x_shape, &self.w_shape)?;
+        let (n, h, wd) = nhw(&x_shape);
         let (oh, ow) = geom
             .out_hw(h, wd)
-            .ok_or_else(|| format!("conv kernel larger than the padded input {:?}", x.shape))?;
+            .ok_or_else(|| format!("conv kernel larger than the padded input {x_shape:?}"))?;
         let (c, m) = (geom.c_in, geom.c_out);
         let xu = act_u8(x)?;
-        let nhwc = per_image_transpose(&xu, n, c, h * wd);
+        let nhwc = if self.layout.in_nhwc {
+            xu
+        } else {
+            Cow::Owned(per_image_transpose(&xu, n, c, h * wd))
+        };
         let mut y = vec![0u8; n * oh * ow * m];
         // Images are independent: split them among the threads (as the fbgemm backend does).
         let per = n.div_ceil(threads.clamp(1, n.max(1))).max(1);
@@ -498,12 +518,12 @@ impl Kernel for Q8Conv {
             let parts: Vec<&mut [u8]> = y.chunks_mut(per * img_out).collect();
             super::qlinear::run_parts(parts, &run_part);
         }
+        let shape = out_shape(&x_shape, m, oh, ow);
+        if self.layout.out_nhwc {
+            return Ok(vec![output(channels_last(&shape), y, self.c.out.signed)?]);
+        }
         let y = per_image_transpose(&y, n, oh * ow, m);
-        Ok(vec![output(
-            out_shape(&x.shape, m, oh, ow),
-            y,
-            self.c.out.signed,
-        )?])
+        Ok(vec![output(shape, y, self.c.out.signed)?])
     }
 }
 
@@ -581,6 +601,27 @@ impl Q8Conv {
             _ => unreachable!("the indirection follows the packing"),
         }
     }
+}
+
+/// `shape` with dimension 1 (channels) moved last: NCHW → NHWC (the fbgemm backend's
+/// convention for values kept NHWC between convs).
+fn channels_last(shape: &[usize]) -> Vec<usize> {
+    let mut v = shape.to_vec();
+    if v.len() >= 2 {
+        let c = v.remove(1);
+        v.push(c);
+    }
+    v
+}
+
+/// Inverse of [`channels_last`].
+fn channels_first(shape: &[usize]) -> Vec<usize> {
+    let mut v = shape.to_vec();
+    if v.len() >= 2 {
+        let c = v.pop().expect("rank ≥ 2");
+        v.insert(1, c);
+    }
+    v
 }
 
 /// Per image, the `rows × cols` matrix transposed (NCHW ↔ NHWC), with the fbgemm backend's

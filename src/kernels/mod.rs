@@ -142,8 +142,8 @@ static AVX2: Kernels = Kernels {
 static AVXVNNI: Kernels = Kernels {
     isa: Isa::AvxVnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x16c4_avxvnni::GEMM_U8S8_6X16C4_AVXVNNI],
-    dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
-    qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
+    dwconv_u8s8: &DWCONV_AVX2,  // [fbconv]
+    qnnpack: &qnnpack::AVXVNNI, // the VNNI-flip q8gemm, then the AVX2 kernels
     histc: &histc::histc_avx2::HISTC_AVX2,
 };
 
@@ -151,8 +151,8 @@ static AVXVNNI: Kernels = Kernels {
 static AVX512VNNI: Kernels = Kernels {
     isa: Isa::Avx512Vnni,
     gemm_u8s8: &[&fbgemm::gemm_u8s8_6x64c4_avx512vnni::GEMM_U8S8_6X64C4_AVX512VNNI],
-    dwconv_u8s8: &DWCONV_AVX2, // [fbconv]
-    qnnpack: &qnnpack::AVX2,   // no VNNI-specific qnnpack kernels (yet)
+    dwconv_u8s8: &DWCONV_AVX2,     // [fbconv]
+    qnnpack: &qnnpack::AVX512VNNI, // the VNNI-flip q8gemm (EVEX ymm), then the AVX2 kernels
     histc: &histc::histc_avx2::HISTC_AVX2,
 };
 

@@ -13,24 +13,26 @@ pub(crate) struct Rq8 {
     mult_o: __m256i,
     sh_e: __m256i,
     sh_o: __m256i,
+    /// `2^(shift−1) − 1` for ties-to-even (the `+1` comes from the quotient's low bit),
+    /// `2^(shift−1)` for ties-away.
     rnd_e: __m256i,
     rnd_o: __m256i,
-    low_e: __m256i,
-    low_o: __m256i,
     lim: __m256i,
     nlim: __m256i,
-    /// All ones for ties-to-even, zero for ties-away.
-    even: __m256i,
+    /// 1 in every 64-bit lane for ties-to-even, 0 for ties-away.
+    odd: __m256i,
 }
 
 /// From 8 multipliers, shifts and limits (one per i32 lane).
 #[inline(always)]
 pub(crate) unsafe fn rq8(mult: __m256i, sh: __m256i, lim: __m256i, rounding: Rounding) -> Rq8 {
     let one = _mm256_set1_epi64x(1);
+    let even = rounding == Rounding::HalfEven;
     let sh_e = _mm256_and_si256(sh, _mm256_set1_epi64x(0xFFFF_FFFF));
     let sh_o = _mm256_srli_epi64::<32>(sh);
-    let rnd_e = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh_e, one));
-    let rnd_o = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh_o, one));
+    let dec = _mm256_set1_epi64x(i64::from(even));
+    let rnd_e = _mm256_sub_epi64(_mm256_sllv_epi64(one, _mm256_sub_epi64(sh_e, one)), dec);
+    let rnd_o = _mm256_sub_epi64(_mm256_sllv_epi64(one, _mm256_sub_epi64(sh_o, one)), dec);
     Rq8 {
         mult_e: mult,
         mult_o: _mm256_srli_epi64::<32>(mult),
@@ -38,15 +40,9 @@ pub(crate) unsafe fn rq8(mult: __m256i, sh: __m256i, lim: __m256i, rounding: Rou
         sh_o,
         rnd_e,
         rnd_o,
-        low_e: _mm256_sub_epi64(_mm256_add_epi64(rnd_e, rnd_e), one),
-        low_o: _mm256_sub_epi64(_mm256_add_epi64(rnd_o, rnd_o), one),
         lim,
         nlim: _mm256_xor_si256(lim, _mm256_set1_epi32(-1)),
-        even: _mm256_set1_epi32(if rounding == Rounding::HalfEven {
-            -1
-        } else {
-            0
-        }),
+        odd: dec,
     }
 }
 
@@ -76,23 +72,22 @@ pub(crate) unsafe fn rq8_splat(rq: Requant, rounding: Rounding) -> Rq8 {
 }
 
 /// `requantize_fixedpoint` on 8 lanes (the signed q, before the output zero point).
+///
+/// With `P = |a|·multiplier = q·2^s + f`, ties-to-even is `(P + 2^(s−1) − 1 + (q & 1)) >> s`:
+/// below the tie the sum stays under `(q+1)·2^s`, above it reaches it, and on the tie it adds
+/// exactly the low bit of `q` (one `vpsrlvq` + `vpand` instead of a tie compare).
 #[inline(always)]
 pub(crate) unsafe fn rq8_apply(acc: __m256i, p: &Rq8) -> __m256i {
-    let one = _mm256_set1_epi64x(1);
     let a = _mm256_max_epi32(_mm256_min_epi32(acc, p.lim), p.nlim);
     let sign = _mm256_srai_epi32::<31>(a);
     let mag = _mm256_abs_epi32(a); // i32::MIN is clamped away unless limit = i32::MAX; then
                                    // 0x8000_0000 read as u32 is the right magnitude.
     let pe = _mm256_mul_epu32(mag, p.mult_e);
     let po = _mm256_mul_epu32(_mm256_srli_epi64::<32>(mag), p.mult_o);
-    let re = _mm256_srlv_epi64(_mm256_add_epi64(pe, p.rnd_e), p.sh_e);
-    let ro = _mm256_srlv_epi64(_mm256_add_epi64(po, p.rnd_o), p.sh_o);
-    let tie_e = _mm256_cmpeq_epi64(_mm256_and_si256(pe, p.low_e), p.rnd_e);
-    let tie_o = _mm256_cmpeq_epi64(_mm256_and_si256(po, p.low_o), p.rnd_o);
-    let fix_e = _mm256_and_si256(_mm256_and_si256(tie_e, p.even), _mm256_and_si256(re, one));
-    let fix_o = _mm256_and_si256(_mm256_and_si256(tie_o, p.even), _mm256_and_si256(ro, one));
-    let re = _mm256_sub_epi64(re, fix_e);
-    let ro = _mm256_sub_epi64(ro, fix_o);
+    let be = _mm256_and_si256(_mm256_srlv_epi64(pe, p.sh_e), p.odd);
+    let bo = _mm256_and_si256(_mm256_srlv_epi64(po, p.sh_o), p.odd);
+    let re = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_add_epi64(pe, p.rnd_e), be), p.sh_e);
+    let ro = _mm256_srlv_epi64(_mm256_add_epi64(_mm256_add_epi64(po, p.rnd_o), bo), p.sh_o);
     let r = _mm256_blend_epi32::<0b1010_1010>(re, _mm256_slli_epi64::<32>(ro));
     _mm256_sub_epi32(_mm256_xor_si256(r, sign), sign)
 }
@@ -209,6 +204,43 @@ pub(crate) unsafe fn dw_row<const TAPS: usize>(r: &super::ukernel::Q8DwRow<'_>) 
                 };
                 let v = pack16(rq8_apply(acc[0], &rq0), rq8_apply(acc[1], &rq1), &o);
                 store_n(dst, v, (r.channels - c0).min(DW_CR));
+            }
+        }
+    }
+}
+
+/// Widens `rows` rows of `kc` bytes (`src_stride` bytes apart) to i16 rows of `kcp` values
+/// (`kc..kcp` zero) at `dst`: the A operand of the `I16Pairs` GEMM kernels.
+///
+/// # Safety
+/// AVX2; `src + i·src_stride` readable for `kc` bytes and `dst` writable for `rows·kcp` values.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn widen_rows(
+    src: *const u8,
+    src_stride: usize,
+    rows: usize,
+    kc: usize,
+    kcp: usize,
+    dst: *mut i16,
+) {
+    // SAFETY (fn contract): 16-byte loads stay below `kc`, the tail is copied byte by byte;
+    // stores stay inside row `i`'s `kcp` values.
+    unsafe {
+        for i in 0..rows {
+            let (s, d) = (src.add(i * src_stride), dst.add(i * kcp));
+            let mut k = 0;
+            while k + 16 <= kc {
+                let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(s.add(k).cast()));
+                _mm256_storeu_si256(d.add(k).cast(), v);
+                k += 16;
+            }
+            while k < kc {
+                *d.add(k) = i16::from(*s.add(k));
+                k += 1;
+            }
+            while k < kcp {
+                *d.add(k) = 0;
+                k += 1;
             }
         }
     }

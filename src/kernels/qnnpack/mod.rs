@@ -12,6 +12,11 @@
 //!   most 2·255·255 < 2³¹, so they are **exact for all inputs** (no saturation, unlike
 //!   `vpmaddubsw`). The activation zero point is folded into the packed bias at pack time
 //!   ([`pack`]), so padding taps point at a row filled with `a_zp` and contribute exactly 0.
+//!   The preferred AVX2 kernel (`q8gemm_6x16c2_avx2`, [`Q8GemmLayout::I16Pairs`]) packs B once
+//!   as i16 `w − w_zp` and has the driver widen A once per call (MLAS u8u8 style); on VNNI
+//!   hosts `q8gemm_6x16c4_avxvnni` / `_avx512vnni` ([`Q8GemmLayout::S8Quads`]) flip u8 weights
+//!   to s8 `w − 128` at pack time and use `vpdpbusd`, adding `(128 − w_zp)·Σa` when
+//!   `w_zp ≠ 128` (same i32 accumulators, exact).
 //! - Convolution never materialises im2col: an [`indirection`] buffer of input pixel indices,
 //!   built once per input shape, feeds `ks × MR` row pointers per tile to the same GEMM
 //!   micro-kernel (a plain GEMM is `ks = 1`).
@@ -54,6 +59,14 @@ pub mod q8gemm_4x16c2_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8gemm_4x4c2_sse2;
 #[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c2_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avx512vnni;
+#[cfg(target_arch = "x86_64")]
+pub mod q8gemm_6x16c4_avxvnni;
+#[cfg(target_arch = "x86_64")]
 pub mod q8vadd_avx2;
 #[cfg(target_arch = "x86_64")]
 mod sse2;
@@ -63,7 +76,8 @@ pub use indirection::{ConvIndirection, DwIndirection};
 pub use ops::{q8avgpool, q8conv, q8dwconv, q8gavgpool, q8gemm, q8vadd, Q8Lut};
 pub use pack::{PackedQ8Dw, PackedQ8Gemm};
 pub use ukernel::{
-    Q8AddUkernel, Q8DwRow, Q8DwUkernel, Q8GemmTile, Q8GemmUkernel, Q8PoolRow, Q8PoolUkernel,
+    Q8AddUkernel, Q8DwRow, Q8DwUkernel, Q8GemmLayout, Q8GemmTile, Q8GemmUkernel, Q8PoolRow,
+    Q8PoolUkernel,
 };
 
 /// The qnnpack-style kernels of one dispatch tier; in each list the first entry is preferred,
@@ -101,8 +115,10 @@ pub static SCALAR: QnnpackKernels = QnnpackKernels {
 #[cfg(target_arch = "x86_64")]
 pub static AVX2: QnnpackKernels = QnnpackKernels {
     q8gemm: &[
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
         &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
         &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+        &q8gemm_6x16c4_avx2::Q8GEMM_6X16C4_AVX2,
     ],
     q8dwconv_3x3: &[
         &q8dwconv_3x3_avx2::Q8DWCONV_3X3_AVX2,
@@ -116,6 +132,38 @@ pub static AVX2: QnnpackKernels = QnnpackKernels {
     q8vadd: &[&q8vadd_avx2::Q8VADD_AVX2],
 };
 
+/// The AVX-VNNI tier: the VNNI flip GEMM kernel first (u8 weights stored as s8 `w − 128`,
+/// `vpdpbusd`), then the AVX2 ones; the other kernel kinds are the AVX2 set's.
+#[cfg(target_arch = "x86_64")]
+pub static AVXVNNI: QnnpackKernels = QnnpackKernels {
+    q8gemm: &[
+        &q8gemm_6x16c4_avxvnni::Q8GEMM_6X16C4_AVXVNNI,
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
+        &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
+        &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+    ],
+    q8dwconv_3x3: AVX2.q8dwconv_3x3,
+    q8dwconv_5x5: AVX2.q8dwconv_5x5,
+    q8avgpool: AVX2.q8avgpool,
+    q8vadd: AVX2.q8vadd,
+};
+
+/// The AVX-512 VNNI tier: the same with the EVEX `vpdpbusd ymm` twin (VNNI hosts without the
+/// VEX AVX-VNNI encoding).
+#[cfg(target_arch = "x86_64")]
+pub static AVX512VNNI: QnnpackKernels = QnnpackKernels {
+    q8gemm: &[
+        &q8gemm_6x16c4_avx512vnni::Q8GEMM_6X16C4_AVX512VNNI,
+        &q8gemm_6x16c2_avx2::Q8GEMM_6X16C2_AVX2,
+        &q8gemm_4x16c2_avx2::Q8GEMM_4X16C2_AVX2,
+        &q8gemm_4x4c2_sse2::Q8GEMM_4X4C2_SSE2,
+    ],
+    q8dwconv_3x3: AVX2.q8dwconv_3x3,
+    q8dwconv_5x5: AVX2.q8dwconv_5x5,
+    q8avgpool: AVX2.q8avgpool,
+    q8vadd: AVX2.q8vadd,
+};
+
 /// Whether the host can run code compiled for `target` ("" = portable).
 pub fn host_has(target: &str) -> bool {
     match target {
@@ -124,6 +172,16 @@ pub fn host_has(target: &str) -> bool {
         "sse2" => true,
         #[cfg(target_arch = "x86_64")]
         "avx2" => crate::kernels::cpu::host().avx2,
+        #[cfg(target_arch = "x86_64")]
+        "avxvnni" => {
+            let h = crate::kernels::cpu::host();
+            h.avx2 && h.avxvnni
+        }
+        #[cfg(target_arch = "x86_64")]
+        "avx512vnni" => {
+            let h = crate::kernels::cpu::host();
+            h.avx2 && h.avx512f && h.avx512vnni && std::arch::is_x86_feature_detected!("avx512vl")
+        }
         _ => false,
     }
 }

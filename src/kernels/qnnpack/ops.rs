@@ -11,15 +11,42 @@ use crate::kernels::reference::requant_fixedpoint::{Q8Output, Requant, RequantEr
 
 use super::indirection::{to_pointers, ConvIndirection, DwIndirection};
 use super::pack::{PackedQ8Dw, PackedQ8Gemm};
-use super::ukernel::{Q8AddCall, Q8AddUkernel, Q8DwRow, Q8GemmTile, Q8PoolRow, Q8PoolUkernel};
+use super::ukernel::{
+    Q8AddCall, Q8AddUkernel, Q8DwRow, Q8GemmLayout, Q8GemmTile, Q8GemmUkernel, Q8PoolRow,
+    Q8PoolUkernel,
+};
 
 /// Packed weights per N chunk kept L2-resident while all M tiles stream past.
 const L2_BLOCK_BYTES: usize = 192 * 1024;
 
 fn n_chunk_blocks(packed: &PackedQ8Gemm) -> usize {
-    let nr = usize::from(packed.ukernel().nr);
-    let per_block = packed.ks() * packed.kc().next_multiple_of(8) * nr + 18 * nr;
-    (L2_BLOCK_BYTES / per_block).max(1)
+    (L2_BLOCK_BYTES / packed.block_bytes()).max(1)
+}
+
+/// Widens `rows` rows of `kc` bytes (`src_stride` apart, starting at `src[0]`) to i16 rows of
+/// `kcp` values, `kc..kcp` zero: the A operand of [`Q8GemmLayout::I16Pairs`] kernels.
+fn widen(uk: &Q8GemmUkernel, src: &[u8], src_stride: usize, rows: usize, kc: usize) -> Vec<i16> {
+    let kcp = kc.next_multiple_of(usize::from(uk.kc_align));
+    let mut out = vec![0i16; rows * kcp];
+    if rows == 0 {
+        return out;
+    }
+    assert!(src.len() >= (rows - 1) * src_stride + kc, "A too short");
+    #[cfg(target_arch = "x86_64")]
+    if super::host_has("avx2") {
+        // SAFETY: AVX2 is present; the source rows are inside `src` (asserted) and `out` has
+        // rows·kcp values.
+        unsafe {
+            super::avx2::widen_rows(src.as_ptr(), src_stride, rows, kc, kcp, out.as_mut_ptr())
+        };
+        return out;
+    }
+    for (d, s) in out.chunks_exact_mut(kcp).zip(src.chunks(src_stride)) {
+        for (d, &v) in d.iter_mut().zip(&s[..kc]) {
+            *d = i16::from(v);
+        }
+    }
+    out
 }
 
 /// Runs every tile: `rows(m0, ptrs)` fills the `ks·mr` row pointers of the tile at `m0`.
@@ -91,7 +118,18 @@ pub fn q8gemm(
     if m > 0 {
         assert!(a.len() >= (m - 1) * lda + k, "A too short");
     }
-    let mr = usize::from(packed.ukernel().mr);
+    let uk = packed.ukernel();
+    let mr = usize::from(uk.mr);
+    if uk.layout == Q8GemmLayout::I16Pairs {
+        let kcp = packed.kc_padded();
+        let a16 = widen(uk, a, lda, m, k);
+        drive(packed, m, out, c, ldc, |m0, ptrs| {
+            for (r, p) in ptrs.iter_mut().enumerate().take(mr) {
+                *p = a16[(m0 + r).min(m - 1) * kcp..].as_ptr().cast();
+            }
+        });
+        return;
+    }
     drive(packed, m, out, c, ldc, |m0, ptrs| {
         for (r, p) in ptrs.iter_mut().enumerate().take(mr) {
             *p = a[(m0 + r).min(m - 1) * lda..].as_ptr();
@@ -118,20 +156,54 @@ pub fn q8conv(
     assert_eq!(packed.ks(), g.taps(), "taps");
     assert_eq!(packed.kc(), x.channels, "input channels");
     assert_eq!(packed.a_zp(), x.zp, "packed for another input zero point");
-    let zero = vec![x.zp; x.channels + 64];
-    let mut all = Vec::new();
-    to_pointers(
-        ind.offsets(),
-        x.data,
-        x.pixel_stride,
-        x.channels,
-        zero.as_ptr(),
-        &mut all,
-    );
     let per_tile = g.taps() * mr;
+    let offsets = ind.offsets();
+    let uk = packed.ukernel();
+    if uk.layout == Q8GemmLayout::I16Pairs {
+        // Widen the whole image once (each pixel once, however many taps read it).
+        let kcp = packed.kc_padded();
+        let pixels = if x.data.len() >= x.channels {
+            (x.data.len() - x.channels) / x.pixel_stride + 1
+        } else {
+            0
+        };
+        let x16 = widen(uk, x.data, x.pixel_stride, pixels, x.channels);
+        let zero = vec![i16::from(x.zp); kcp];
+        drive(packed, g.out_pixels(), out, y, y_stride, |m0, ptrs| {
+            let t = m0 / mr;
+            for (p, &o) in ptrs
+                .iter_mut()
+                .zip(&offsets[t * per_tile..(t + 1) * per_tile])
+            {
+                *p = if o == super::indirection::ZERO {
+                    zero.as_ptr().cast()
+                } else {
+                    assert!(o < pixels, "input too short");
+                    x16[o * kcp..].as_ptr().cast()
+                };
+            }
+        });
+        return;
+    }
+    let zero = vec![x.zp; x.channels + 64];
+    // Pointers per tile, straight from the indirection offsets (no whole-image pointer array).
     drive(packed, g.out_pixels(), out, y, y_stride, |m0, ptrs| {
         let t = m0 / mr;
-        ptrs.copy_from_slice(&all[t * per_tile..(t + 1) * per_tile]);
+        for (p, &o) in ptrs
+            .iter_mut()
+            .zip(&offsets[t * per_tile..(t + 1) * per_tile])
+        {
+            *p = if o == super::indirection::ZERO {
+                zero.as_ptr()
+            } else {
+                // Bounds: every pointer must be readable for `channels` bytes.
+                assert!(
+                    o * x.pixel_stride + x.channels <= x.data.len(),
+                    "input too short"
+                );
+                x.data[o * x.pixel_stride..].as_ptr()
+            };
+        }
     });
 }
 

@@ -17,6 +17,23 @@
 //! the bias makes the activation zero point free (QNNPACK `pack_q8conv_w`). Padded k lanes hold
 //! w_zp (product 0, whatever A holds); padded columns hold zeros and `Requant::ZERO`.
 //!
+//! # GEMM/conv layout for [`Q8GemmLayout::I16Pairs`] kernels
+//!
+//! Same header (the kzp bytes unused); body, for each tap t < ks, for each k-pair p < kcp/2
+//! (kc padded to `kc_align` = 2): nr columns × (w[n, k] − w_zp[n], w[n, k+1] − w_zp[n]) as
+//! i16 (in [−255, 255]), padding lanes and columns 0. The driver widens A to i16 (u8 values,
+//! zero-extended), so one `vpmaddwd` with a broadcast A pair does 16 exact MACs with no
+//! per-tile work on B; bias' is the same as above.
+//!
+//! # GEMM/conv layout for [`Q8GemmLayout::S8Quads`] kernels (the VNNI flip)
+//!
+//! Header: the common one, then `nr × i32` `128 − w_zp[n]` and a u32 "row sums needed" flag
+//! ([`s8quads_header_bytes`]); body, for each tap, for each k-quad (kc padded to 4): nr
+//! columns × 4 bytes `w ^ 0x80` (= `w − 128` as s8; padding 0). `vpdpbusd` (u8 A × s8 B, quads
+//! summed into i32, no saturation) gives `Σ a·(w − 128)`; the kernel adds
+//! `(128 − w_zp[n])·Σ_k a[m,k]` when the flag is set (never for QNNPACK's usual w_zp = 128,
+//! nor for s8 weights shifted to u8). bias' is the same as above.
+//!
 //! # Depthwise layout ([`PackedQ8Dw`]), per block of `cr` channels
 //!
 //! ```text
@@ -32,11 +49,18 @@ use crate::kernels::reference::q8dwconv::Q8DwWeights;
 use crate::kernels::reference::q8gemm::Q8Weights;
 use crate::kernels::reference::requant_fixedpoint::Requant;
 
-use super::ukernel::{Q8DwUkernel, Q8GemmUkernel};
+use super::ukernel::{Q8DwUkernel, Q8GemmLayout, Q8GemmUkernel};
 
 /// Header bytes of a GEMM block of `nr` columns.
 pub const fn gemm_header_bytes(nr: usize) -> usize {
     (18 * nr).div_ceil(16) * 16
+}
+
+/// Header bytes of a [`Q8GemmLayout::S8Quads`] block: the common header, then `nr × i32`
+/// `128 − w_zp[n]`, then a u32 flag (non-zero when some `w_zp ≠ 128`, i.e. the kernel must
+/// add the row-sum term), padded to 32 bytes.
+pub const fn s8quads_header_bytes(nr: usize) -> usize {
+    gemm_header_bytes(nr) + 4 * nr + 32
 }
 
 fn put_i32(buf: &mut [u8], at: usize, v: i32) {
@@ -47,7 +71,10 @@ fn put_i32(buf: &mut [u8], at: usize, v: i32) {
 #[derive(Clone, Debug)]
 pub struct PackedQ8Gemm {
     uk: &'static Q8GemmUkernel,
+    /// The blocks start at `data[start]` (64-byte aligned as packed; a clone keeps the
+    /// offset, not necessarily the alignment).
     data: Vec<u8>,
+    start: usize,
     n: usize,
     kc: usize,
     ks: usize,
@@ -67,12 +94,21 @@ impl PackedQ8Gemm {
         let kc = w.k / ks;
         let (nr, align) = (usize::from(uk.nr), usize::from(uk.kc_align));
         let kcp = kc.div_ceil(align) * align;
-        let hdr = gemm_header_bytes(nr);
-        let block_bytes = hdr + ks * kcp * nr;
+        let i16_pairs = uk.layout == Q8GemmLayout::I16Pairs;
+        let s8_quads = uk.layout == Q8GemmLayout::S8Quads;
+        let hdr = if s8_quads {
+            s8quads_header_bytes(nr)
+        } else {
+            gemm_header_bytes(nr)
+        };
+        let block_bytes = hdr + ks * kcp * nr * if i16_pairs { 2 } else { 1 };
         let blocks = w.n.div_ceil(nr);
-        let mut data = vec![0u8; blocks * block_bytes];
+        // Blocks start 64-byte aligned in memory (block_bytes is a multiple of 32 for the
+        // 16-column kernels), so the kernels' 32-byte B loads never split a cache line.
+        let mut data = vec![0u8; blocks * block_bytes + 63];
+        let start = data.as_ptr().align_offset(64);
         for blk in 0..blocks {
-            let base = blk * block_bytes;
+            let base = start + blk * block_bytes;
             let buf = &mut data[base..base + block_bytes];
             for j in 0..nr {
                 let n = blk * nr + j;
@@ -97,6 +133,32 @@ impl PackedQ8Gemm {
                 put_i32(buf, 12 * nr + 4 * j, rq.limit);
                 buf[16 * nr + 2 * j] = zw;
                 buf[16 * nr + 2 * j + 1] = zw;
+                if s8_quads {
+                    let comp = 128 - i32::from(zw);
+                    put_i32(buf, gemm_header_bytes(nr) + 4 * j, comp);
+                    if comp != 0 {
+                        put_i32(buf, gemm_header_bytes(nr) + 4 * nr, 1);
+                    }
+                    for t in 0..ks {
+                        for kk in 0..kc {
+                            // quad → column j → element e; padding stays 0 (= s8 0).
+                            let off = hdr + t * kcp * nr + (kk / 4) * 4 * nr + 4 * j + kk % 4;
+                            buf[off] = w.data[n * w.k + t * kc + kk] ^ 0x80;
+                        }
+                    }
+                    continue;
+                }
+                if i16_pairs {
+                    for t in 0..ks {
+                        for kk in 0..kc {
+                            let v = i16::from(w.data[n * w.k + t * kc + kk]) - i16::from(zw);
+                            // pair → column j → element e, as i16
+                            let off = hdr + 2 * (t * kcp * nr + (kk / 2) * 2 * nr + 2 * j + kk % 2);
+                            buf[off..off + 2].copy_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                    continue;
+                }
                 for t in 0..ks {
                     for kk in 0..kcp {
                         let v = if kk < kc {
@@ -115,6 +177,7 @@ impl PackedQ8Gemm {
         PackedQ8Gemm {
             uk,
             data,
+            start,
             n: w.n,
             kc,
             ks,
@@ -149,14 +212,24 @@ impl PackedQ8Gemm {
         self.n.div_ceil(usize::from(self.uk.nr))
     }
 
+    /// Bytes of one `nr`-column block (header and body).
+    pub fn block_bytes(&self) -> usize {
+        self.block_bytes
+    }
+
+    /// `kc` rounded up to the kernel's `kc_align` (the packed depth per tap).
+    pub fn kc_padded(&self) -> usize {
+        self.kc.next_multiple_of(usize::from(self.uk.kc_align))
+    }
+
     /// Start of block `b`.
     pub fn block_ptr(&self, b: usize) -> *const u8 {
         assert!(b < self.blocks());
-        self.data[b * self.block_bytes..].as_ptr()
+        self.data[self.start + b * self.block_bytes..].as_ptr()
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &self.data
+        &self.data[self.start..self.start + self.blocks() * self.block_bytes]
     }
 }
 

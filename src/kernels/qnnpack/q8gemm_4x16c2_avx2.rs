@@ -10,7 +10,7 @@ use core::arch::x86_64::*;
 
 use super::avx2::{out16, pack16, rq8_apply, rq8_load, store_n};
 use super::pack::gemm_header_bytes;
-use super::ukernel::{Q8GemmTile, Q8GemmUkernel};
+use super::ukernel::{Q8GemmLayout, Q8GemmTile, Q8GemmUkernel};
 use crate::kernels::{Isa, Numerics};
 
 const MR: usize = 4;
@@ -24,6 +24,7 @@ pub static Q8GEMM_4X16C2_AVX2: Q8GemmUkernel = Q8GemmUkernel {
     nr: NR as u8,
     kr: 2,
     kc_align: 8,
+    layout: Q8GemmLayout::U8Chunk8,
     numerics: Numerics::Exact,
     run,
 };

@@ -1,7 +1,7 @@
 //! Portable 4×4 c2 GEMM/conv micro-kernel over the shared packed layout (the scalar tier and
 //! the ground truth for the layout itself).
 
-use super::ukernel::{Q8GemmTile, Q8GemmUkernel};
+use super::ukernel::{Q8GemmLayout, Q8GemmTile, Q8GemmUkernel};
 use crate::kernels::{Isa, Numerics};
 
 pub static Q8GEMM_4X4C2_SCALAR: Q8GemmUkernel = Q8GemmUkernel {
@@ -12,6 +12,7 @@ pub static Q8GEMM_4X4C2_SCALAR: Q8GemmUkernel = Q8GemmUkernel {
     nr: 4,
     kr: 2,
     kc_align: 8,
+    layout: Q8GemmLayout::U8Chunk8,
     numerics: Numerics::Exact,
     run,
 };

@@ -6,7 +6,7 @@ use core::arch::x86_64::*;
 
 use super::pack::gemm_header_bytes;
 use super::sse2::{out8, pack8, rq4_apply, rq4_load, store_n};
-use super::ukernel::{Q8GemmTile, Q8GemmUkernel};
+use super::ukernel::{Q8GemmLayout, Q8GemmTile, Q8GemmUkernel};
 use crate::kernels::{Isa, Numerics};
 
 const MR: usize = 4;
@@ -20,6 +20,7 @@ pub static Q8GEMM_4X4C2_SSE2: Q8GemmUkernel = Q8GemmUkernel {
     nr: NR as u8,
     kr: 2,
     kc_align: 8,
+    layout: Q8GemmLayout::U8Chunk8,
     numerics: Numerics::Exact,
     run,
 };

@@ -19,7 +19,9 @@ pub struct Q8GemmTile<'a> {
     pub kc: usize,
     /// Taps, ≥ 1.
     pub ks: usize,
-    /// `ks × mr` row pointers, tap-major; each is readable for `kc` bytes.
+    /// `ks × mr` row pointers, tap-major; each is readable for `kc` bytes
+    /// ([`Q8GemmLayout::U8Chunk8`]), or, for [`Q8GemmLayout::I16Pairs`] kernels, points at
+    /// `kcp` i16 values (`kc` rounded up to `kc_align`: A already widened by the driver).
     pub a: *const *const u8,
     /// One packed block of `nr` output channels (see [`super::pack`]).
     pub w: *const u8,
@@ -28,6 +30,22 @@ pub struct Q8GemmTile<'a> {
     pub ldc: usize,
     pub out: Q8Output,
     pub _lifetime: PhantomData<&'a ()>,
+}
+
+/// How a GEMM micro-kernel wants its operands (see [`super::pack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Q8GemmLayout {
+    /// B as u8 k-pairs in 8-k chunks with the weight zero point in the header; A read through
+    /// the `ks × mr` row pointers (QNNPACK).
+    U8Chunk8,
+    /// B as i16 `w − w_zp` k-pairs; A widened to i16 once per call by the driver (the GEMM's
+    /// A matrix, or the conv's input image, so each pixel once however many taps read it) and
+    /// read through the row pointers (MLAS u8u8 style, with the indirection of QNNPACK).
+    I16Pairs,
+    /// The VNNI flip: u8 weights stored as s8 `w − 128` k-quads (for `vpdpbusd`), the
+    /// per-column `128 − w_zp` and a row-sum flag after the header; A read as u8 through the
+    /// row pointers. `Σ a·(w − w_zp) = Σ a·(w − 128) + (128 − w_zp)·Σ a`, both exact.
+    S8Quads,
 }
 
 /// One GEMM/conv micro-kernel (u8 × u8, 16-bit widening, fixed-point epilogue).
@@ -46,6 +64,7 @@ pub struct Q8GemmUkernel {
     pub kr: u8,
     /// Each tap's `kc` is padded (with the weight zero point) to a multiple of this.
     pub kc_align: u8,
+    pub layout: Q8GemmLayout,
     pub numerics: Numerics,
     /// # Safety
     /// The host supports `target`; every pointer in the tile is valid as documented there.
