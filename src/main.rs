@@ -132,7 +132,7 @@ enum Command {
         max_float: Option<usize>,
         /// With a target: how the units are ranked. full: one evaluation per unit (output
         /// SQNR with only that unit int8); local: one pass (each unit's own output error
-        /// on the float model's inputs); auto: full unless it would take over a minute
+        /// on the float model's inputs); auto: full (on fewer samples if needed) unless it would take over 150 s
         /// (estimated from the float model's pass over the evaluation data).
         #[arg(long, value_name = "HOW", default_value = "auto")]
         ranking: onnxq::numeric::sensitivity::RankingChoice,
@@ -175,8 +175,8 @@ enum Command {
         #[arg(long)]
         no_all_but: bool,
         /// full: one evaluation per unit (only / all but); local: one pass, each unit's
-        /// own output error on the float model's inputs; auto: full unless it would
-        /// take over a minute.
+        /// own output error on the float model's inputs; auto: full (on fewer samples if needed) unless
+        /// it would take over 150 s.
         #[arg(long, value_name = "HOW", default_value = "full")]
         ranking: onnxq::numeric::sensitivity::RankingChoice,
         /// Analyse the first N samples of --data only.

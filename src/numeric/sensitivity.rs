@@ -502,6 +502,15 @@ impl Suite {
         Some(n.max(4).min(self.eval.samples))
     }
 
+    /// Estimated seconds of one evaluation on the first `batches` batches (the float
+    /// model's pass over them).
+    fn eval_cost(&self, batches: usize) -> f64 {
+        let n: usize = self.eval.batch_samples[..batches.min(self.eval.batches.len())]
+            .iter()
+            .sum();
+        self.eval.float_time.as_secs_f64() * n as f64 / self.eval.samples.max(1) as f64
+    }
+
     /// Samples of the batches the ranking and the search run on.
     pub fn search_samples(&self) -> usize {
         self.eval.batch_samples[..self.search_batches].iter().sum()
@@ -946,35 +955,41 @@ impl Suite {
         let evaluations = tried.len();
         pb.finish_and_clear();
         let mut pruned = vec![];
+        let mut unpruned = 0;
         if reached && float.len() > 1 {
             // Least sensitive first: the last ones added are the likeliest to be unneeded.
-            // Groups first when there are many (a ranking from a proxy or a few samples
-            // puts unneeded units in the set): a group whose units can all be quantized
-            // again goes back in one evaluation, else it is split in two, down to single
-            // units. With few units, one by one.
-            let candidates: Vec<String> = float.iter().rev().cloned().collect();
-            let mut stack: Vec<Vec<String>> = if candidates.len() > PRUNE_GROUPS_FROM {
-                // The whole set is the all-int8 model, known to miss: its halves.
-                let (a, b) = candidates.split_at(candidates.len() / 2);
-                vec![b.to_vec(), a.to_vec()]
+            // One by one; bounded when an evaluation is slow (the bisection already gave
+            // the shortest prefix, so the units worth trying are its last ones).
+            let cap = if self.eval_cost(batches) <= 1.0 {
+                usize::MAX
             } else {
-                candidates.into_iter().rev().map(|c| vec![c]).collect()
+                PRUNE_MAX_EVALS
             };
+            let mut stack: Vec<Vec<String>> = float.iter().map(|c| vec![c.clone()]).collect();
+            let mut runs = 0;
             while let Some(group) = stack.pop() {
+                if runs == cap {
+                    // Bounded: what is left stays float (needed or not), and the output
+                    // says so.
+                    unpruned = stack.len() + 1;
+                    break;
+                }
+                runs += 1;
                 let without: Vec<String> = float
                     .iter()
                     .filter(|f| !group.contains(f))
                     .cloned()
                     .collect();
                 let s = self.evaluate_on(&without, batches)?;
+                log::info!(
+                    "pruning: {} unit(s) back to int8: {} dB ({})",
+                    group.len(),
+                    s.sqnr_db,
+                    if met(&s) { "kept int8" } else { "missed" }
+                );
                 if met(&s) {
                     float = without;
                     pruned.extend(group);
-                } else if group.len() > 1 {
-                    let (a, b) = group.split_at(group.len() / 2);
-                    // `a` (the less sensitive half) is tried first.
-                    stack.push(b.to_vec());
-                    stack.push(a.to_vec());
                 }
             }
         }
@@ -997,19 +1012,20 @@ impl Suite {
             search_samples: 0,
             eval_samples: 0,
             verified_on_subset_failed: false,
+            unpruned,
         })
     }
 }
 
 /// `--ranking auto` takes the full ranking when it is estimated to take at most this.
-pub const AUTO_FULL_BUDGET: std::time::Duration = std::time::Duration::from_secs(90);
+pub const AUTO_FULL_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// Without `--sensitivity-samples`, the search runs on a subset when one pass of the
 /// float model over the evaluation data takes longer than this.
 pub const AUTO_SEARCH_PASS: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// The pruning pass tries groups of units first when more than this many are float.
-const PRUNE_GROUPS_FROM: usize = 8;
+/// When an evaluation takes over a second, the pruning pass stops after this many.
+const PRUNE_MAX_EVALS: usize = 8;
 
 /// How the units were ranked.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -1553,6 +1569,9 @@ pub struct Fallback {
     /// The search ran on a subset, whose result missed the target on the whole set, so
     /// it was searched again on the whole set.
     pub verified_on_subset_failed: bool,
+    /// Float units the pruning pass did not get to try (it stops after
+    /// `PRUNE_MAX_EVALS` evaluations).
+    pub unpruned: usize,
 }
 
 impl Fallback {
@@ -1594,6 +1613,12 @@ impl Fallback {
             s += &format!(
                 "  searched on {} of {} samples; the figures are on all {}\n",
                 self.search_samples, self.eval_samples, self.eval_samples
+            );
+        }
+        if self.unpruned > 0 {
+            s += &format!(
+                "  pruning stopped after {PRUNE_MAX_EVALS} evaluations: {} float unit(s) were not tried back in int8\n",
+                self.unpruned
             );
         }
         if self.verified_on_subset_failed {
