@@ -680,16 +680,23 @@ fn quantize_to_target(
         );
     }
     log::info!("suite: {:.1} s", t0.elapsed().as_secs_f64());
-    let (sens, why) = suite.rank(
-        ranking,
-        false,
-        onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
-    )?;
-    if let Some(why) = why {
-        eprintln!("{why}");
-    }
+    // Met with every unit int8 (on the search samples): no ranking needed.
+    let order: Vec<String> = if suite.all_int8_meets(target)? {
+        eprintln!("every unit int8 meets the target on the search samples: no ranking needed");
+        suite.units.iter().map(|u| u.name.clone()).collect()
+    } else {
+        let (sens, why) = suite.rank(
+            ranking,
+            false,
+            onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
+        )?;
+        if let Some(why) = why {
+            eprintln!("{why}");
+        }
+        sens.ranking()
+    };
     log::info!("ranking: {:.1} s", t0.elapsed().as_secs_f64());
-    let fb = suite.fallback(&sens.ranking(), target, max_float)?;
+    let fb = suite.fallback(&order, target, max_float)?;
     log::info!("fallback: {:.1} s", t0.elapsed().as_secs_f64());
     let Some(q) = suite.quantize(&fb.float_units)? else {
         bail!(

@@ -810,6 +810,14 @@ impl Suite {
         }
     }
 
+    /// Whether the model with every unit int8 meets `target` on the search samples (then
+    /// the fallback needs no ranking).
+    pub fn all_int8_meets(&self, target: Target) -> Result<bool> {
+        let none: Vec<&String> = vec![];
+        let s = self.evaluate_on(none, self.search_batches)?;
+        Ok(target.met(&s, self.float_accuracy_on(self.search_batches)))
+    }
+
     /// The float model's top-1 accuracy on the first `batches` batches.
     fn float_accuracy_on(&self, batches: usize) -> Option<f64> {
         self.eval.labels.as_ref()?;
