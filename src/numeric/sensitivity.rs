@@ -38,12 +38,20 @@
 //!
 //! # Fallback (`quantize --target-sqnr` / `--max-accuracy-drop`)
 //!
-//! 1. Rank the units as above (one calibration, N "only *i*" evaluations).
-//! 2. Greedy: keep the first k units of the ranking in float for k = 0, 1, 2, ... and
-//!    stop at the first k that meets the target.
+//! 1. Rank the units as above (one calibration, N "only *i*" evaluations), or, for
+//!    models where that is too slow, on fewer samples or by the one-pass local analysis
+//!    ([`Suite::rank`], [`Suite::local_sensitivity`]); no ranking at all when every unit
+//!    int8 already meets the target.
+//! 2. Search: the shortest prefix of the ranking kept in float that meets the target,
+//!    by doubling (k = 0, 1, 2, 4, ...) then bisection.
 //! 3. Prune: try to quantize again each unit of that set, least sensitive first; a unit
 //!    goes back to int8 if the target still holds without it. The result is a set in
-//!    which every float unit is needed (no single one can be quantized again).
+//!    which every float unit is needed (no single one can be quantized again), unless
+//!    evaluations are slow: then only the 8 least sensitive are tried.
+//!
+//! The search may run on a subset of the evaluation samples
+//! ([`Suite::set_search_samples`]); the returned figures are always a full evaluation
+//! on all of them, and if those miss the target the search runs again on all of them.
 //!
 //! If the target is not met with `max_float` units in float (default: all units but
 //! one, i.e. a model with at least one int8 unit), the search goes on without the cap
