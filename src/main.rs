@@ -130,6 +130,17 @@ enum Command {
         /// With a target: at most N units in float (default: all but one).
         #[arg(long, value_name = "N")]
         max_float: Option<usize>,
+        /// With a target: how the units are ranked. full: one evaluation per unit (output
+        /// SQNR with only that unit int8); local: one pass (each unit's own output error
+        /// on the float model's inputs); auto: full (on fewer samples if needed) unless it would take over 150 s
+        /// (estimated from the float model's pass over the evaluation data).
+        #[arg(long, value_name = "HOW", default_value = "auto")]
+        ranking: onnxq::numeric::sensitivity::RankingChoice,
+        /// With a target: rank and search on the first N samples of the evaluation data
+        /// (default: all; auto-limited when one pass takes long, see README); the result
+        /// is always evaluated on all of them.
+        #[arg(long, value_name = "N")]
+        sensitivity_samples: Option<usize>,
         /// With a target: where to write the QConfigMapping of the result (default:
         /// OUTPUT with the extension `.qconfig.json`); reuse it with --qconfig.
         #[arg(long, value_name = "FILE")]
@@ -163,6 +174,14 @@ enum Command {
         /// Skip the "quantize all but this unit" runs (half the evaluations).
         #[arg(long)]
         no_all_but: bool,
+        /// full: one evaluation per unit (only / all but); local: one pass, each unit's
+        /// own output error on the float model's inputs; auto: full (on fewer samples if needed) unless
+        /// it would take over 150 s.
+        #[arg(long, value_name = "HOW", default_value = "full")]
+        ranking: onnxq::numeric::sensitivity::RankingChoice,
+        /// Analyse the first N samples of --data only.
+        #[arg(long, value_name = "N")]
+        sensitivity_samples: Option<usize>,
         #[command(flatten)]
         q: QuantFlags,
         /// Keep this node in float in every variant (repeatable).
@@ -381,6 +400,8 @@ fn run(cli: Cli) -> Result<()> {
             max_accuracy_drop,
             labels,
             max_float,
+            ranking,
+            sensitivity_samples,
             save_qconfig,
             report,
         } => {
@@ -393,10 +414,18 @@ fn run(cli: Cli) -> Result<()> {
             if target.is_some() && calibration.is_some() {
                 bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
             }
-            if target.is_none() && (max_float.is_some() || save_qconfig.is_some()) {
+            if target.is_none()
+                && (max_float.is_some()
+                    || save_qconfig.is_some()
+                    || sensitivity_samples.is_some()
+                    || ranking != onnxq::numeric::sensitivity::RankingChoice::Auto)
+            {
                 bail!(
-                    "--max-float and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
+                    "--max-float, --ranking, --sensitivity-samples and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
                 );
+            }
+            if sensitivity_samples == Some(0) {
+                bail!("--sensitivity-samples must be at least 1");
             }
             // Checked before anything is written: the report compares the two models
             // through the QDQ structure, on data.
@@ -470,6 +499,8 @@ fn run(cli: Cli) -> Result<()> {
                         labels.as_deref(),
                         target,
                         max_float,
+                        ranking,
+                        sensitivity_samples,
                         save_qconfig.as_deref(),
                         &options,
                     )?;
@@ -529,10 +560,15 @@ fn run(cli: Cli) -> Result<()> {
             json,
             report,
             no_all_but,
+            ranking,
+            sensitivity_samples,
             q,
             exclude,
             threads,
         } => {
+            if sensitivity_samples == Some(0) {
+                bail!("--sensitivity-samples must be at least 1");
+            }
             for p in [
                 Some(&model),
                 Some(&data),
@@ -559,14 +595,22 @@ fn run(cli: Cli) -> Result<()> {
                 .map(onnxq::numeric::sensitivity::read_labels)
                 .transpose()?;
             let m = onnxq::import::import_file(&model)?;
-            let suite = onnxq::numeric::sensitivity::Suite::new(
+            let mut suite = onnxq::numeric::sensitivity::Suite::new(
                 m,
                 &options,
                 calib_data.as_deref().unwrap_or(&data),
                 &data,
                 labels,
             )?;
-            let sens = suite.sensitivity(!no_all_but)?;
+            suite.set_search_samples(sensitivity_samples);
+            let (sens, why) = suite.rank(
+                ranking,
+                !no_all_but,
+                onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
+            )?;
+            if let Some(why) = why {
+                eprintln!("{why}");
+            }
             if let Some(path) = &report {
                 let page = sensitivity_page(&suite, &sens, &model, &data)?;
                 page.write(path)?;
@@ -604,6 +648,8 @@ fn quantize_to_target(
     labels: Option<&Path>,
     target: onnxq::numeric::sensitivity::Target,
     max_float: Option<usize>,
+    ranking: onnxq::numeric::sensitivity::RankingChoice,
+    sensitivity_samples: Option<usize>,
     save_qconfig: Option<&Path>,
     options: &onnxq::quantize::QuantizeOptions,
 ) -> Result<(
@@ -628,9 +674,35 @@ fn quantize_to_target(
     });
     refuse_overwrite(model, &qcfg_path)?;
     let base = options.mapping(&float)?;
-    let suite = Suite::new(float, options, data, eval.unwrap_or(data), labels)?;
-    let sens = suite.sensitivity(false)?;
-    let fb = suite.fallback(&sens.ranking(), target, max_float)?;
+    let t0 = std::time::Instant::now();
+    let mut suite = Suite::new(float, options, data, eval.unwrap_or(data), labels)?;
+    let used =
+        suite.set_search_samples(sensitivity_samples.or_else(|| suite.auto_search_samples()));
+    if used < suite.eval_samples() {
+        eprintln!(
+            "ranking and search on {used} of {} evaluation samples (--sensitivity-samples); the result is evaluated on all",
+            suite.eval_samples()
+        );
+    }
+    log::info!("suite: {:.1} s", t0.elapsed().as_secs_f64());
+    // Met with every unit int8 (on the search samples): no ranking needed.
+    let order: Vec<String> = if suite.all_int8_meets(target)? {
+        eprintln!("every unit int8 meets the target on the search samples: no ranking needed");
+        suite.units.iter().map(|u| u.name.clone()).collect()
+    } else {
+        let (sens, why) = suite.rank(
+            ranking,
+            false,
+            onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
+        )?;
+        if let Some(why) = why {
+            eprintln!("{why}");
+        }
+        sens.ranking()
+    };
+    log::info!("ranking: {:.1} s", t0.elapsed().as_secs_f64());
+    let fb = suite.fallback(&order, target, max_float)?;
+    log::info!("fallback: {:.1} s", t0.elapsed().as_secs_f64());
     let Some(q) = suite.quantize(&fb.float_units)? else {
         bail!(
             "the target needs every unit in float: no int8 model to write ({})",
@@ -684,7 +756,11 @@ fn sensitivity_page(
         .iter()
         .map(|r| onnxq::numeric::report::Bar {
             label: format!("{} ({})", r.node, r.op),
-            sqnr_db: r.only.sqnr_db,
+            sqnr_db: r
+                .only
+                .map(|o| o.sqnr_db)
+                .or(r.local_sqnr_db)
+                .unwrap_or(f64::INFINITY),
             second: r.all_but.map(|b| b.sqnr_db),
         })
         .collect();
@@ -703,7 +779,12 @@ fn sensitivity_page(
         ],
         chart_title: "Output SQNR per unit (most sensitive first)".into(),
         legend: (
-            "only this unit int8".into(),
+            match sens.ranking {
+                onnxq::numeric::sensitivity::Ranking::Full => "only this unit int8".into(),
+                onnxq::numeric::sensitivity::Ranking::Local => {
+                    "local: this unit int8 on the float inputs, its own outputs".into()
+                }
+            },
             sens.rows
                 .first()
                 .and_then(|r| r.all_but)

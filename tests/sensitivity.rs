@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use onnxq::numeric::sensitivity::{read_labels, Suite, Target};
+use onnxq::numeric::sensitivity::{read_labels, Ranking, RankingChoice, Suite, Target};
 use onnxq::quantize::QuantizeOptions;
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,7 +62,7 @@ fn ill_conditioned_layer_ranks_first_and_is_the_one_float_unit() {
     eprintln!("{}", sens.table());
     assert_eq!(sens.rows[0].node, CULPRIT, "{}", sens.table());
     // Quantizing it alone costs far more than any other unit alone.
-    let gap = sens.rows[1].only.sqnr_db - sens.rows[0].only.sqnr_db;
+    let gap = sens.rows[1].only.unwrap().sqnr_db - sens.rows[0].only.unwrap().sqnr_db;
     assert!(gap > 20.0, "{}", sens.table());
     // And floating it alone recovers the most.
     let best_all_but = sens
@@ -118,6 +118,65 @@ fn ill_conditioned_layer_ranks_first_and_is_the_one_float_unit() {
         again.sqnr_db,
         fb.score.sqnr_db
     );
+}
+
+/// The fast path of large models agrees with the full analysis on the ill-conditioned
+/// model: the one-pass local ranking puts the culprit first, far ahead; `--ranking auto`
+/// takes it when the full ranking does not fit the budget; and the fallback searching on
+/// a subset of the samples keeps the same single unit in float, with figures that are a
+/// full evaluation on all samples.
+#[test]
+fn local_ranking_and_subset_search_agree_on_the_culprit() {
+    let mut s = suite("digits_cnn_illcond", &QuantizeOptions::default());
+    let local = s.local_sensitivity().unwrap();
+    eprintln!("{}", local.table());
+    assert_eq!(local.ranking, Ranking::Local);
+    assert_eq!(local.rows[0].node, CULPRIT, "{}", local.table());
+    let db = |i: usize| local.rows[i].local_sqnr_db.unwrap();
+    assert!(db(1) - db(0) > 10.0, "{}", local.table());
+    assert!(local.rows.iter().all(|r| r.only.is_none()));
+    // Auto: the full ranking when it fits the budget, else the local one (and why).
+    let (full, why) = s
+        .rank(
+            RankingChoice::Auto,
+            false,
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    assert_eq!(full.ranking, Ranking::Full);
+    assert!(why.is_none());
+    let (auto, why) = s
+        .rank(RankingChoice::Auto, false, std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(auto.ranking, Ranking::Local);
+    assert!(why.is_some_and(|w| w.contains("--ranking full")));
+    assert_eq!(auto.ranking(), local.ranking());
+
+    // Search on the first batch (32 of 128 samples); result evaluated on all.
+    let used = s.set_search_samples(Some(32));
+    assert_eq!(used, 32);
+    let fb = s
+        .fallback(&local.ranking(), Target::SqnrDb(30.0), None)
+        .unwrap();
+    eprintln!("{}", fb.text());
+    assert!(fb.reached);
+    assert_eq!(fb.float_units, vec![CULPRIT.to_string()]);
+    assert_eq!((fb.search_samples, fb.eval_samples), (32, 128));
+    assert!(
+        fb.text().contains("searched on 32 of 128 samples"),
+        "{}",
+        fb.text()
+    );
+    let all = s.evaluate(&fb.float_units).unwrap();
+    assert_eq!(all.sqnr_db, fb.score.sqnr_db);
+    assert!(fb.score.sqnr_db >= 30.0);
+    // The same as the full path.
+    s.set_search_samples(None);
+    let slow = s
+        .fallback(&full.ranking(), Target::SqnrDb(30.0), None)
+        .unwrap();
+    assert_eq!(slow.float_units, fb.float_units);
+    assert_eq!(slow.score.sqnr_db, fb.score.sqnr_db);
 }
 
 /// The bundled depthwise block with per-tensor weights: every unit is analysed and the
@@ -193,7 +252,10 @@ fn accuracy_ranking_and_accuracy_target_on_digits() {
     assert!((fa - 0.9907).abs() < 0.001, "float top-1 {fa}");
     let sens = s.sensitivity(false).unwrap();
     eprintln!("{}", sens.table());
-    assert!(sens.rows.iter().all(|r| r.only.accuracy.is_some()));
+    assert!(sens
+        .rows
+        .iter()
+        .all(|r| r.only.is_some_and(|o| o.accuracy.is_some())));
     let fb = s
         .fallback(&sens.ranking(), Target::MaxAccuracyDrop(0.5), None)
         .unwrap();

@@ -38,12 +38,20 @@
 //!
 //! # Fallback (`quantize --target-sqnr` / `--max-accuracy-drop`)
 //!
-//! 1. Rank the units as above (one calibration, N "only *i*" evaluations).
-//! 2. Greedy: keep the first k units of the ranking in float for k = 0, 1, 2, ... and
-//!    stop at the first k that meets the target.
+//! 1. Rank the units as above (one calibration, N "only *i*" evaluations), or, for
+//!    models where that is too slow, on fewer samples or by the one-pass local analysis
+//!    ([`Suite::rank`], [`Suite::local_sensitivity`]); no ranking at all when every unit
+//!    int8 already meets the target.
+//! 2. Search: the shortest prefix of the ranking kept in float that meets the target,
+//!    by doubling (k = 0, 1, 2, 4, ...) then bisection.
 //! 3. Prune: try to quantize again each unit of that set, least sensitive first; a unit
 //!    goes back to int8 if the target still holds without it. The result is a set in
-//!    which every float unit is needed (no single one can be quantized again).
+//!    which every float unit is needed (no single one can be quantized again), unless
+//!    evaluations are slow: then only the 8 least sensitive are tried.
+//!
+//! The search may run on a subset of the evaluation samples
+//! ([`Suite::set_search_samples`]); the returned figures are always a full evaluation
+//! on all of them, and if those miss the target the search runs again on all of them.
 //!
 //! If the target is not met with `max_float` units in float (default: all units but
 //! one, i.e. a model with at least one int8 unit), the search goes on without the cap
@@ -58,7 +66,7 @@ use serde::Serialize;
 
 use crate::calib::{model_inputs, CalibrationData, CalibrationTable};
 use crate::executor::{Executor, ExecutorOptions};
-use crate::ir::{Model, NodeId, QuantAnnotation, Tensor};
+use crate::ir::{Model, NodeId, QuantAnnotation, Tensor, ValueId};
 use crate::quantize::{convert_prepared, prepare_static, Prepared, QuantizeOptions, Quantized};
 
 /// A quantizable unit.
@@ -87,6 +95,10 @@ struct EvalSet {
     reference: Vec<Vec<Option<Vec<f32>>>>,
     labels: Option<Vec<i64>>,
     samples: usize,
+    /// Samples per batch.
+    batch_samples: Vec<usize>,
+    /// Wall time of the float model's pass over the whole set.
+    float_time: std::time::Duration,
 }
 
 /// One calibration and one evaluation set, shared by every variant of a model.
@@ -104,6 +116,16 @@ pub struct Suite {
     pub extra_observed: usize,
     /// How long the one calibration took.
     pub calibration_time: std::time::Duration,
+    /// Worker threads of the evaluations (batches run in parallel).
+    threads: usize,
+    /// Batches (from the first) the ranking and the fallback search run on; the
+    /// fallback's result is always evaluated on all of them.
+    search_batches: usize,
+    /// The fully prepared float graph (fused, BatchNorm folded): the local analysis'
+    /// reference, whose value names the quantized variants keep.
+    prepared: Model,
+    /// Output value names of each unit.
+    unit_outputs: BTreeMap<String, Vec<String>>,
 }
 
 /// Labels from a `.npy` (integers) or from the `labels` array of an `.npz`.
@@ -169,10 +191,10 @@ fn signature(m: &Model) -> BTreeMap<String, &'static str> {
         .collect()
 }
 
-/// Candidate units of a prepared graph, in graph order: fused units, decomposed
+/// Candidate units of a prepared graph, with their output value names, in graph order: fused units, decomposed
 /// composites, lone ops; each with a node name (unnamed nodes cannot be excluded by
 /// name and are skipped).
-fn candidate_units(m: &Model) -> Vec<Unit> {
+fn candidate_units(m: &Model) -> Vec<(Unit, Vec<String>)> {
     let g = &m.graph;
     let Ok(order) = g.topo_order() else {
         return vec![];
@@ -229,10 +251,24 @@ fn candidate_units(m: &Model) -> Vec<Unit> {
                     .collect::<Vec<_>>()
                     .join("+"),
             };
-            Unit {
-                name: g.node(nodes[0]).name.clone(),
-                op,
+            // The unit's outputs: values of its nodes read outside it (or graph outputs).
+            let mut outputs = vec![];
+            for &n in &nodes {
+                for v in g.node(n).outputs.iter().flatten() {
+                    let outside = g.is_graph_output(*v)
+                        || g.consumers(*v).iter().any(|(c, _)| !nodes.contains(c));
+                    if outside {
+                        outputs.push(g.value(*v).name.clone());
+                    }
+                }
             }
+            (
+                Unit {
+                    name: g.node(nodes[0]).name.clone(),
+                    op,
+                },
+                outputs,
+            )
         })
         .collect()
 }
@@ -249,6 +285,7 @@ impl Suite {
         labels: Option<Vec<i64>>,
     ) -> Result<Suite> {
         let options = options.clone();
+        let t0 = std::time::Instant::now();
         let full = prepare_static(model.clone(), &options)?;
         if !full.observes_anything() {
             bail!("nothing to quantize: every node of the model stays float (see `onnxq quantize` for the reasons)");
@@ -257,9 +294,14 @@ impl Suite {
         // Candidates: the units insert-observers did not leave in float.
         let summary =
             crate::quantize::Summary::from_context(full.pipeline.clone(), &full.cx, None, vec![]);
-        let candidates: Vec<Unit> = candidate_units(&full.model)
+        let (candidates, outputs): (Vec<Unit>, Vec<Vec<String>>) = candidate_units(&full.model)
             .into_iter()
-            .filter(|u| summary.float_reason(&u.name).is_none())
+            .filter(|(u, _)| summary.float_reason(&u.name).is_none())
+            .unzip();
+        let unit_outputs: BTreeMap<String, Vec<String>> = candidates
+            .iter()
+            .map(|u| u.name.clone())
+            .zip(outputs)
             .collect();
         // A unit counts when excluding it changes what is observed.
         let mut units = vec![];
@@ -309,6 +351,10 @@ impl Suite {
             }
         }
         drop(variants);
+        log::info!(
+            "suite: variants prepared in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
         let (table, stats) = crate::calib::calibrate(
             &cal_model,
             &full.pipeline,
@@ -316,7 +362,15 @@ impl Suite {
             options.calibration.clone(),
         )
         .with_context(|| format!("calibrating on {}", calib_data.display()))?;
-        let eval = load_eval(&model, eval_data, labels)?;
+        log::info!("suite: calibrated at {:.1} s", t0.elapsed().as_secs_f64());
+        let threads = options.calibration.threads.max(1);
+        let eval = load_eval(&model, eval_data, labels, threads)?;
+        log::info!(
+            "suite: float reference at {:.1} s ({:.1} s)",
+            t0.elapsed().as_secs_f64(),
+            eval.float_time.as_secs_f64()
+        );
+        let search_batches = eval.batches.len();
         let mut suite = Suite {
             float: model,
             options,
@@ -327,6 +381,10 @@ impl Suite {
             float_accuracy: None,
             extra_observed: extra,
             calibration_time: stats.elapsed,
+            threads,
+            search_batches,
+            prepared: full.model,
+            unit_outputs,
         };
         // A unit whose observers all end up float at conversion (a mask whose calibrated
         // range is too wide for 8 bits) is not a real choice: drop it.
@@ -349,8 +407,13 @@ impl Suite {
         }
         suite.units = kept;
         if suite.eval.labels.is_some() {
-            let outs = suite.eval.reference.clone();
-            suite.float_accuracy = suite.accuracy(&outs);
+            let firsts: Vec<Option<Vec<f32>>> = suite
+                .eval
+                .reference
+                .iter()
+                .map(|r| r.first().cloned().flatten())
+                .collect();
+            suite.float_accuracy = suite.accuracy(&firsts);
         }
         Ok(suite)
     }
@@ -385,27 +448,117 @@ impl Suite {
         Ok(Some(convert_prepared(p, self.table.clone(), &opts)?))
     }
 
-    /// Score of the model with `float_units` in float.
+    /// Score of the model with `float_units` in float, on the whole evaluation set.
     pub fn evaluate<'a>(&self, float_units: impl IntoIterator<Item = &'a String>) -> Result<Score> {
+        self.evaluate_on(float_units, self.eval.batches.len())
+    }
+
+    /// [`Suite::evaluate`] on the first `batches` batches.
+    fn evaluate_on<'a>(
+        &self,
+        float_units: impl IntoIterator<Item = &'a String>,
+        batches: usize,
+    ) -> Result<Score> {
+        self.evaluate_with(float_units, batches, self.threads)
+    }
+
+    /// [`Suite::evaluate_on`] with at most `threads` threads.
+    fn evaluate_with<'a>(
+        &self,
+        float_units: impl IntoIterator<Item = &'a String>,
+        batches: usize,
+        threads: usize,
+    ) -> Result<Score> {
         match self.quantize(float_units)? {
             None => Ok(Score {
                 sqnr_db: f64::INFINITY,
-                accuracy: self.float_accuracy,
+                accuracy: self.float_accuracy_on(batches),
             }),
-            Some(q) => self.score(&q.model),
+            Some(q) => self.score_with(&q.model, batches, threads),
         }
     }
 
-    /// Score of a quantized model on the evaluation set.
+    /// Samples the ranking and the fallback search run on: the first batches holding at
+    /// least `n` samples (all of them for `None` or `n` ≥ the set). The fallback's result
+    /// is still evaluated on the whole set. Returns the samples actually used.
+    pub fn set_search_samples(&mut self, n: Option<usize>) -> usize {
+        let mut batches = self.eval.batches.len();
+        if let Some(n) = n {
+            let mut acc = 0;
+            for (b, &k) in self.eval.batch_samples.iter().enumerate() {
+                acc += k;
+                if acc >= n.max(1) {
+                    batches = b + 1;
+                    break;
+                }
+            }
+        }
+        self.search_batches = batches;
+        self.search_samples()
+    }
+
+    /// The default of `--sensitivity-samples`: all (`None`) unless the float model's pass
+    /// over the evaluation data took longer than [`AUTO_SEARCH_PASS`]; then as many
+    /// samples as fit in that time, at least 4.
+    pub fn auto_search_samples(&self) -> Option<usize> {
+        let t = self.eval.float_time.as_secs_f64();
+        let limit = AUTO_SEARCH_PASS.as_secs_f64();
+        if t <= limit {
+            return None;
+        }
+        let n = (self.eval.samples as f64 * limit / t).floor() as usize;
+        Some(n.max(4).min(self.eval.samples))
+    }
+
+    /// Estimated seconds of one evaluation on the first `batches` batches (the float
+    /// model's pass over them).
+    fn eval_cost(&self, batches: usize) -> f64 {
+        let n: usize = self.eval.batch_samples[..batches.min(self.eval.batches.len())]
+            .iter()
+            .sum();
+        self.eval.float_time.as_secs_f64() * n as f64 / self.eval.samples.max(1) as f64
+    }
+
+    /// Samples of the batches the ranking and the search run on.
+    pub fn search_samples(&self) -> usize {
+        self.eval.batch_samples[..self.search_batches].iter().sum()
+    }
+
+    /// Wall time of one pass of the float model over the whole evaluation set (the
+    /// reference outputs, computed once).
+    pub fn float_eval_time(&self) -> std::time::Duration {
+        self.eval.float_time
+    }
+
+    /// Score of a quantized model on the whole evaluation set.
     pub fn score(&self, model: &Model) -> Result<Score> {
-        let exec = Executor::new(model, ExecutorOptions::default())
-            .context("planning the quantized variant in the executor")?;
-        // Per output: a detector's weakest head (scores next to boxes of far larger
-        // magnitude) must not hide behind the others' energy, so the score is the
-        // worst output's SQNR.
-        let mut sums: Vec<(f64, f64)> = vec![];
-        let mut outs = Vec::with_capacity(self.eval.batches.len());
-        for (b, batch) in self.eval.batches.iter().enumerate() {
+        self.score_on(model, self.eval.batches.len())
+    }
+
+    /// Score of a quantized model on the first `batches` batches of the evaluation set.
+    /// Batches run in parallel (`threads` workers); the sums are added in batch order,
+    /// so the figure does not depend on the number of threads.
+    fn score_on(&self, model: &Model, batches: usize) -> Result<Score> {
+        self.score_with(model, batches, self.threads)
+    }
+
+    /// [`Suite::score_on`] with at most `threads` threads.
+    fn score_with(&self, model: &Model, batches: usize, threads: usize) -> Result<Score> {
+        let batches = batches.clamp(1, self.eval.batches.len());
+        let threads = threads.max(1);
+        let workers = threads.min(batches).max(1);
+        // Few batches: the kernels get the threads instead.
+        let exec = Executor::new(
+            model,
+            ExecutorOptions {
+                threads: (threads / workers).max(1),
+                ..ExecutorOptions::default()
+            },
+        )
+        .context("planning the quantized variant in the executor")?;
+        let labels = self.eval.labels.is_some();
+        let results = parallel_map(batches, workers, |b| -> Result<BatchScore> {
+            let batch = &self.eval.batches[b];
             let inputs: Vec<(&str, &Tensor)> = self
                 .eval
                 .input_names
@@ -414,13 +567,11 @@ impl Suite {
                 .zip(batch)
                 .collect();
             let out = exec.run(&inputs).context("running the quantized variant")?;
-            let mut row = Vec::with_capacity(out.len());
+            let mut sums = vec![(0.0f64, 0.0f64); out.len()];
+            let mut first = None;
             for (k, (_, t)) in out.iter().enumerate() {
                 let y = t.to_f32_vec();
                 if let (Some(Some(x)), Some(y)) = (self.eval.reference[b].get(k), &y) {
-                    if sums.len() <= k {
-                        sums.resize(k + 1, (0.0, 0.0));
-                    }
                     let (signal, noise) = &mut sums[k];
                     for (&a, &q) in x.iter().zip(y) {
                         let (a, q) = (a as f64, q as f64);
@@ -428,9 +579,27 @@ impl Suite {
                         *noise += (a - q) * (a - q);
                     }
                 }
-                row.push(y);
+                if k == 0 && labels {
+                    first = y;
+                }
             }
-            outs.push(row);
+            Ok(BatchScore { sums, first })
+        });
+        // Per output: a detector's weakest head (scores next to boxes of far larger
+        // magnitude) must not hide behind the others' energy, so the score is the
+        // worst output's SQNR.
+        let mut sums: Vec<(f64, f64)> = vec![];
+        let mut firsts = Vec::with_capacity(batches);
+        for r in results {
+            let r = r?;
+            if sums.len() < r.sums.len() {
+                sums.resize(r.sums.len(), (0.0, 0.0));
+            }
+            for (acc, (s, n)) in sums.iter_mut().zip(r.sums) {
+                acc.0 += s;
+                acc.1 += n;
+            }
+            firsts.push(r.first);
         }
         let sqnr_db = sums
             .iter()
@@ -439,18 +608,19 @@ impl Suite {
             .fold(f64::INFINITY, f64::min);
         Ok(Score {
             sqnr_db,
-            accuracy: self.accuracy(&outs),
+            accuracy: self.accuracy(&firsts),
         })
     }
 
-    /// Top-1 accuracy of the first output against the labels.
-    fn accuracy(&self, outs: &[Vec<Option<Vec<f32>>>]) -> Option<f64> {
+    /// Top-1 accuracy of the first output (one entry per batch, from the first batch on)
+    /// against the labels of those batches' samples.
+    fn accuracy(&self, firsts: &[Option<Vec<f32>>]) -> Option<f64> {
         let labels = self.eval.labels.as_ref()?;
         let mut correct = 0usize;
         let mut i = 0usize;
-        for (b, row) in outs.iter().enumerate() {
-            let logits = row.first()?.as_ref()?;
-            let n = self.eval.batches[b].first().map(|t| t.dims[0] as usize)?;
+        for (b, logits) in firsts.iter().enumerate() {
+            let logits = logits.as_ref()?;
+            let n = self.eval.batch_samples[b];
             let classes = logits.len() / n.max(1);
             for s in 0..n {
                 let r = &logits[s * classes..(s + 1) * classes];
@@ -461,69 +631,215 @@ impl Suite {
                 i += 1;
             }
         }
-        Some(correct as f64 / labels.len().max(1) as f64)
+        Some(correct as f64 / i.max(1) as f64)
     }
 
     /// The one-at-a-time analysis. `all_but` adds the "quantize all but this unit"
     /// evaluations (N more runs).
     pub fn sensitivity(&self, all_but: bool) -> Result<Sensitivity> {
+        self.sensitivity_on(all_but, self.search_batches)
+    }
+
+    /// [`Suite::sensitivity`] on the first `nb` batches.
+    fn sensitivity_on(&self, all_but: bool, nb: usize) -> Result<Sensitivity> {
+        let nb = nb.clamp(1, self.eval.batches.len());
         let n = self.units.len();
         let pb = progress_bar((n * (1 + all_but as usize) + 1) as u64, "sensitivity");
         let none: Vec<&String> = vec![];
-        let int8 = self.evaluate(none)?;
+        let int8 = self.evaluate_on(none, nb)?;
         pb.inc(1);
-        let mut rows = vec![];
-        for u in &self.units {
+        // The variants run in parallel (one thread each), in unit order.
+        let threads_each = if n >= self.threads { 1 } else { self.threads };
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let per_unit = parallel_map(n, self.threads, |i| -> Result<SensitivityRow> {
+            let u = &self.units[i];
             let others = self
                 .units
                 .iter()
                 .filter(|o| o.name != u.name)
                 .map(|o| &o.name);
             let only = self
-                .evaluate(others)
+                .evaluate_with(others, nb, threads_each)
                 .with_context(|| format!("quantizing only `{}`", u.name))?;
             pb.inc(1);
             let but = if all_but {
                 let s = self
-                    .evaluate([&u.name])
+                    .evaluate_with([&u.name], nb, threads_each)
                     .with_context(|| format!("quantizing all but `{}`", u.name))?;
                 pb.inc(1);
                 Some(s)
             } else {
                 None
             };
-            rows.push(SensitivityRow {
+            let k = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            log::info!("sensitivity: {k}/{n} `{}`: {} dB", u.name, only.sqnr_db);
+            Ok(SensitivityRow {
                 rank: 0,
                 node: u.name.clone(),
                 op: u.op.clone(),
-                only,
+                only: Some(only),
                 all_but: but,
-            });
-        }
+                local_sqnr_db: None,
+            })
+        });
+        let mut rows = per_unit.into_iter().collect::<Result<Vec<_>>>()?;
         pb.finish_and_clear();
         let labels = self.has_labels();
         rows.sort_by(|a, b| {
-            let acc = |r: &SensitivityRow| r.only.accuracy.unwrap_or(0.0);
+            let acc = |r: &SensitivityRow| r.only.and_then(|o| o.accuracy).unwrap_or(0.0);
             let by_acc = if labels {
                 acc(a).total_cmp(&acc(b))
             } else {
                 std::cmp::Ordering::Equal
             };
-            by_acc.then(a.only.sqnr_db.total_cmp(&b.only.sqnr_db))
+            let db = |r: &SensitivityRow| r.only.map_or(f64::INFINITY, |o| o.sqnr_db);
+            by_acc.then(db(a).total_cmp(&db(b)))
         });
         for (i, r) in rows.iter_mut().enumerate() {
             r.rank = i + 1;
         }
         Ok(Sensitivity {
+            ranking: Ranking::Full,
             calibration_samples: self.calibration_samples,
-            eval_samples: self.eval.samples,
-            float_accuracy: self.float_accuracy,
+            eval_samples: self.search_samples(),
+            float_accuracy: self.float_accuracy_on(nb),
             int8,
             rows,
         })
     }
 
-    /// The automatic fallback (see the module documentation).
+    /// The local analysis: one pass instead of one evaluation per unit. The fully int8
+    /// model is rewired so that every unit reads the float model's values (quantized with
+    /// the unit's input qparams) instead of its int8 predecessors' results, and its
+    /// outputs (with their output quantization) are compared with the float model's: each
+    /// unit's own error, free of what came before. Cost: per sample one run of the float
+    /// model (keeping the values the units read) and one of the rewired int8 model.
+    /// Ranked by that SQNR, lowest first (its worst output counting). It ignores how
+    /// the error then propagates to the outputs, which the full ranking measures.
+    pub fn local_sensitivity(&self) -> Result<Sensitivity> {
+        let nb = self.search_batches;
+        let none: Vec<&String> = vec![];
+        let q = self
+            .quantize(none)?
+            .context("nothing to quantize with every unit int8")?;
+        let int8 = self.score_on(&q.model, nb)?;
+        let local = local_errors(
+            &self.prepared,
+            &q.model,
+            &self.units,
+            &self.unit_outputs,
+            &self.eval,
+            nb,
+            self.threads,
+        )?;
+        let mut rows: Vec<SensitivityRow> = self
+            .units
+            .iter()
+            .zip(local)
+            .map(|(u, db)| SensitivityRow {
+                rank: 0,
+                node: u.name.clone(),
+                op: u.op.clone(),
+                only: None,
+                all_but: None,
+                local_sqnr_db: Some(db),
+            })
+            .collect();
+        // Stable: units without a measurable output (+inf) keep the graph order, last.
+        rows.sort_by(|a, b| {
+            let db = |r: &SensitivityRow| r.local_sqnr_db.unwrap_or(f64::INFINITY);
+            db(a).total_cmp(&db(b))
+        });
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.rank = i + 1;
+        }
+        Ok(Sensitivity {
+            ranking: Ranking::Local,
+            calibration_samples: self.calibration_samples,
+            eval_samples: self.search_samples(),
+            float_accuracy: self.float_accuracy_on(nb),
+            int8,
+            rows,
+        })
+    }
+
+    /// The ranking `choice` asks for. `Auto` takes the full one on the search samples
+    /// when its cost (one evaluation per unit, estimated from the float model's pass)
+    /// stays under `budget`; else the full one on as many of the first search samples
+    /// as fit in the budget (at least 1); else, when even one sample does not fit, the
+    /// local one. Returns the analysis and, for `Auto` when it did not take the full
+    /// ranking on the search samples, what it did instead and why.
+    pub fn rank(
+        &self,
+        choice: RankingChoice,
+        all_but: bool,
+        budget: std::time::Duration,
+    ) -> Result<(Sensitivity, Option<String>)> {
+        match choice {
+            RankingChoice::Full => Ok((self.sensitivity(all_but)?, None)),
+            RankingChoice::Local => Ok((self.local_sensitivity()?, None)),
+            RankingChoice::Auto => {
+                // Per sample, with the batches spread over the threads as the variants
+                // will be.
+                let per_sample =
+                    self.eval.float_time.as_secs_f64() / self.eval.samples.max(1) as f64;
+                let runs = (self.units.len() * (1 + all_but as usize) + 1) as f64;
+                let cost = |b: usize| {
+                    runs * per_sample * self.eval.batch_samples[..b].iter().sum::<usize>() as f64
+                };
+                let fits = (1..=self.search_batches)
+                    .rev()
+                    .find(|&b| cost(b) <= budget.as_secs_f64());
+                match fits {
+                    Some(b) if b == self.search_batches => Ok((self.sensitivity(all_but)?, None)),
+                    Some(b) => {
+                        let why = format!(
+                            "ranking: full, on the first {} of {} search samples (~{:.0} s for {} units; budget {} s; --ranking full uses all)",
+                            self.eval.batch_samples[..b].iter().sum::<usize>(),
+                            self.search_samples(),
+                            cost(b),
+                            self.units.len(),
+                            budget.as_secs()
+                        );
+                        Ok((self.sensitivity_on(all_but, b)?, Some(why)))
+                    }
+                    None => {
+                        let why = format!(
+                            "ranking: local (one pass): a full ranking of {} units would take ~{:.0} s even on {} sample(s) (budget {} s; --ranking full forces it)",
+                            self.units.len(),
+                            cost(1),
+                            self.eval.batch_samples[0],
+                            budget.as_secs()
+                        );
+                        Ok((self.local_sensitivity()?, Some(why)))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the model with every unit int8 meets `target` on the search samples (then
+    /// the fallback needs no ranking).
+    pub fn all_int8_meets(&self, target: Target) -> Result<bool> {
+        let none: Vec<&String> = vec![];
+        let s = self.evaluate_on(none, self.search_batches)?;
+        Ok(target.met(&s, self.float_accuracy_on(self.search_batches)))
+    }
+
+    /// The float model's top-1 accuracy on the first `batches` batches.
+    fn float_accuracy_on(&self, batches: usize) -> Option<f64> {
+        self.eval.labels.as_ref()?;
+        let firsts: Vec<Option<Vec<f32>>> = self.eval.reference[..batches]
+            .iter()
+            .map(|r| r.first().cloned().flatten())
+            .collect();
+        self.accuracy(&firsts)
+    }
+
+    /// The automatic fallback (see the module documentation). The search runs on the
+    /// search samples ([`Suite::set_search_samples`]); the returned model's figures are a
+    /// full evaluation on the whole set, and when the search ran on a subset and the
+    /// whole set misses the target, the search goes on on the whole set.
     pub fn fallback(
         &self,
         ranking: &[String],
@@ -531,52 +847,169 @@ impl Suite {
         max_float: Option<usize>,
     ) -> Result<Fallback> {
         let n = ranking.len();
-        let cap = max_float
-            .unwrap_or(n.saturating_sub(1))
-            .min(n.saturating_sub(1));
-        let float_acc = self.float_accuracy;
-        let met = |s: &Score| target.met(s, float_acc);
-        let pb = progress_bar(n as u64, "fallback search");
         if n == 0 {
             bail!("no quantizable unit");
         }
-        let mut tried = vec![];
-        let mut found: Option<(usize, Score)> = None;
-        // k = n (every unit float) is the float model, not a quantized one: not tried.
-        for k in 0..n {
-            let s = self.evaluate(&ranking[..k])?;
-            pb.inc(1);
-            tried.push((k, s));
-            if met(&s) {
-                found = Some((k, s));
-                break;
+        let all = self.eval.batches.len();
+        let sub = self.search_batches;
+        let mut fb = self.search(ranking, target, max_float, sub, 0)?;
+        if sub < all {
+            // The claim is made on the whole set: evaluate the result there.
+            let met_sub = fb.reached;
+            fb.score = self.evaluate(&fb.float_units)?;
+            fb.int8 = self.evaluate_on(ranking[..0].iter(), all)?;
+            fb.float_accuracy = self.float_accuracy;
+            fb.evaluations += 2;
+            if met_sub && !target.met(&fb.score, self.float_accuracy) {
+                // The subset was optimistic: search again on the whole set, from the
+                // prefix the subset needed on.
+                let start = ranking
+                    .iter()
+                    .rposition(|u| fb.float_units.contains(u))
+                    .map_or(0, |i| i + 1);
+                let evaluations = fb.evaluations;
+                fb = self.search(ranking, target, max_float, all, start)?;
+                fb.evaluations += evaluations;
+                fb.verified_on_subset_failed = true;
             }
         }
-        pb.finish_and_clear();
-        let int8 = tried[0].1;
-        // Best within the cap: the last tried k <= cap.
-        let (k_best, _) = *tried
-            .iter()
-            .rev()
-            .find(|(k, _)| *k <= cap)
-            .expect("k = 0 is always tried");
-        let needed = found.map(|(k, _)| k);
+        fb.search_samples = self.search_samples();
+        fb.eval_samples = self.eval.samples;
+        Ok(fb)
+    }
+
+    /// The search of [`Suite::fallback`] on the first `batches` batches: the smallest
+    /// prefix of the ranking that meets the target, found by doubling then bisection
+    /// from prefix length `start` (prefix lengths below it are taken as failing), then
+    /// pruned.
+    fn search(
+        &self,
+        ranking: &[String],
+        target: Target,
+        max_float: Option<usize>,
+        batches: usize,
+        start: usize,
+    ) -> Result<Fallback> {
+        let n = ranking.len();
+        let cap = max_float
+            .unwrap_or(n.saturating_sub(1))
+            .min(n.saturating_sub(1));
+        let float_acc = self.float_accuracy_on(batches);
+        let met = |s: &Score| target.met(s, float_acc);
+        let pb = progress_bar(n as u64, "fallback search");
+        let mut tried: BTreeMap<usize, Score> = BTreeMap::new();
+        let mut eval = |k: usize| -> Result<Score> {
+            if let Some(s) = tried.get(&k) {
+                return Ok(*s);
+            }
+            let s = self.evaluate_on(&ranking[..k], batches)?;
+            log::info!(
+                "fallback: {k} unit(s) in float: {} dB on {batches} batch(es)",
+                s.sqnr_db
+            );
+            pb.set_position(k as u64);
+            tried.insert(k, s);
+            Ok(s)
+        };
+        // k = n (every unit float) is the float model, not a quantized one: not tried.
+        // Doubling: start, start+1, start+2, start+4, ... (and n-1 last), then bisection
+        // between the last failing and the first meeting prefix length.
+        let start = start.min(n - 1);
+        let int8 = eval(0)?;
+        let mut lo: Option<usize> = None; // longest prefix known to fail
+        let mut hi: Option<(usize, Score)> = None; // shortest prefix known to meet
+        let mut step = 0usize;
+        loop {
+            let k = (start + step).min(n - 1);
+            let s = eval(k)?;
+            if met(&s) {
+                hi = Some((k, s));
+                break;
+            }
+            lo = Some(k);
+            if k == n - 1 {
+                break;
+            }
+            step = if step == 0 { 1 } else { step * 2 };
+        }
+        if let Some((mut h, mut hs)) = hi {
+            // Nothing failed yet: the first prefix tried met, and the shorter ones are
+            // taken as failing.
+            let mut l = lo.unwrap_or(h.saturating_sub(1));
+            while h > l + 1 {
+                let m = l + (h - l) / 2;
+                let s = eval(m)?;
+                if met(&s) {
+                    (h, hs) = (m, s);
+                } else {
+                    l = m;
+                }
+            }
+            hi = Some((h, hs));
+        }
+        let needed = hi.map(|(k, _)| k);
         let reached = matches!(needed, Some(k) if k <= cap);
-        let mut float: Vec<String> =
-            ranking[..if reached { needed.unwrap_or(0) } else { k_best }].to_vec();
+        let mut float: Vec<String> = if reached {
+            ranking[..needed.unwrap_or(0)].to_vec()
+        } else {
+            // Best within the cap among the prefixes tried (evaluating the cap itself).
+            eval(cap)?;
+            let by = |s: &Score| match (target, s.accuracy) {
+                (Target::MaxAccuracyDrop(_), Some(a)) => (a, s.sqnr_db),
+                _ => (0.0, s.sqnr_db),
+            };
+            let (k, _) = tried
+                .iter()
+                .filter(|(k, _)| **k <= cap)
+                .max_by(|a, b| {
+                    let (x, y) = (by(a.1), by(b.1));
+                    x.0.total_cmp(&y.0).then(x.1.total_cmp(&y.1))
+                })
+                .expect("k = 0 is always tried");
+            ranking[..*k].to_vec()
+        };
+        let evaluations = tried.len();
+        pb.finish_and_clear();
         let mut pruned = vec![];
+        let mut unpruned = 0;
         if reached && float.len() > 1 {
             // Least sensitive first: the last ones added are the likeliest to be unneeded.
-            for name in float.clone().iter().rev() {
-                let without: Vec<String> = float.iter().filter(|f| *f != name).cloned().collect();
-                let s = self.evaluate(&without)?;
+            // One by one; bounded when an evaluation is slow (the bisection already gave
+            // the shortest prefix, so the units worth trying are its last ones).
+            let cap = if self.eval_cost(batches) <= 1.0 {
+                usize::MAX
+            } else {
+                PRUNE_MAX_EVALS
+            };
+            let mut stack: Vec<Vec<String>> = float.iter().map(|c| vec![c.clone()]).collect();
+            let mut runs = 0;
+            while let Some(group) = stack.pop() {
+                if runs == cap {
+                    // Bounded: what is left stays float (needed or not), and the output
+                    // says so.
+                    unpruned = stack.len() + 1;
+                    break;
+                }
+                runs += 1;
+                let without: Vec<String> = float
+                    .iter()
+                    .filter(|f| !group.contains(f))
+                    .cloned()
+                    .collect();
+                let s = self.evaluate_on(&without, batches)?;
+                log::info!(
+                    "pruning: {} unit(s) back to int8: {} dB ({})",
+                    group.len(),
+                    s.sqnr_db,
+                    if met(&s) { "kept int8" } else { "missed" }
+                );
                 if met(&s) {
                     float = without;
-                    pruned.push(name.clone());
+                    pruned.extend(group);
                 }
             }
         }
-        let score = self.evaluate(&float)?;
+        let score = self.evaluate_on(&float, batches)?;
         let would_need = match (reached, needed) {
             (false, Some(k)) => Some(ranking[..k].to_vec()),
             _ => None,
@@ -591,9 +1024,298 @@ impl Suite {
             cap,
             pruned,
             would_need,
-            evaluations: tried.len(),
+            evaluations,
+            search_samples: 0,
+            eval_samples: 0,
+            verified_on_subset_failed: false,
+            unpruned,
         })
     }
+}
+
+/// `--ranking auto` takes the full ranking when it is estimated to take at most this.
+pub const AUTO_FULL_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// Without `--sensitivity-samples`, the search runs on a subset when one pass of the
+/// float model over the evaluation data takes longer than this.
+pub const AUTO_SEARCH_PASS: std::time::Duration = std::time::Duration::from_secs(8);
+
+/// When an evaluation takes over a second, the pruning pass stops after this many.
+const PRUNE_MAX_EVALS: usize = 8;
+
+/// How the units were ranked.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranking {
+    /// One evaluation per unit: the output SQNR with only that unit int8.
+    Full,
+    /// One pass: each unit's own output error on float inputs.
+    Local,
+}
+
+/// The `--ranking` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RankingChoice {
+    Auto,
+    Full,
+    Local,
+}
+
+impl std::str::FromStr for RankingChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(RankingChoice::Auto),
+            "full" => Ok(RankingChoice::Full),
+            "local" => Ok(RankingChoice::Local),
+            _ => Err(format!("unknown ranking `{s}` (auto, full or local)")),
+        }
+    }
+}
+
+/// Each unit's local SQNR (see [`Suite::local_sensitivity`]), in `units` order.
+fn local_errors(
+    prepared: &Model,
+    int8: &Model,
+    units: &[Unit],
+    unit_outputs: &BTreeMap<String, Vec<String>>,
+    eval: &EvalSet,
+    batches: usize,
+    threads: usize,
+) -> Result<Vec<f64>> {
+    use crate::ir::NodeKind;
+    let fg = &prepared.graph;
+    let float_value = |name: &str| -> Option<ValueId> {
+        let v = fg.value_by_name(name)?;
+        matches!(
+            fg.node(fg.producer(v)).kind,
+            NodeKind::Op(_) | NodeKind::Input
+        )
+        .then_some(v)
+    };
+    let mut qm = int8.clone();
+    let mut feeds: Vec<(String, ValueId)> = vec![]; // new input name, float value
+    let mut measured: BTreeMap<String, ValueId> = BTreeMap::new();
+    {
+        let g = &mut qm.graph;
+        let qnodes: Vec<NodeId> = g
+            .topo_order()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .into_iter()
+            .filter(|&n| g.node(n).is_op("QuantizeLinear"))
+            .collect();
+        for qn in qnodes {
+            let Some(Some(x)) = g.node(qn).inputs.first().copied() else {
+                continue;
+            };
+            if !matches!(g.node(g.producer(x)).kind, NodeKind::Op(_)) {
+                continue;
+            }
+            let xname = g.value(x).name.clone();
+            let Some(fv) = float_value(&xname) else {
+                continue;
+            };
+            let Some(Some(qout)) = g.node(qn).outputs.first().copied() else {
+                continue;
+            };
+            let Some((dqn, _)) = g
+                .consumers(qout)
+                .into_iter()
+                .find(|(c, _)| g.node(*c).is_op("DequantizeLinear"))
+            else {
+                continue;
+            };
+            // The measurement: the unit's output through its own output quantization.
+            let qop = g.node(qn).op().cloned().expect("an op");
+            let mut qin: Vec<Option<ValueId>> = g.node(qn).inputs.to_vec();
+            qin[0] = Some(x);
+            let mq = g.add_op(
+                &format!("{}__local", g.node(qn).name),
+                qop,
+                &qin,
+                &[&format!("{xname}__local_q")],
+            );
+            let mqv = g.node(mq).outputs[0].expect("one output");
+            let dqop = g.node(dqn).op().cloned().expect("an op");
+            let mut dqin: Vec<Option<ValueId>> = g.node(dqn).inputs.to_vec();
+            dqin[0] = Some(mqv);
+            let mdq = g.add_op(
+                &format!("{}__local", g.node(dqn).name),
+                dqop,
+                &dqin,
+                &[&format!("{xname}__local_dq")],
+            );
+            measured.insert(xname.clone(), g.node(mdq).outputs[0].expect("one output"));
+            // The unit downstream reads the float model's value instead.
+            let iname = g.fresh_name(&format!("{xname}__float"));
+            let inode = g
+                .add_node(iname.clone(), NodeKind::Input, &[], &[Some(&iname)])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let iv = g.node(inode).outputs[0].expect("one output");
+            let ty = g.value(x).ty.clone();
+            g.set_value_type(iv, ty);
+            g.inputs.push(iv);
+            g.set_input(qn, 0, Some(iv));
+            feeds.push((iname, fv));
+        }
+    }
+    // Per unit, its outputs: (float value, measured value).
+    let mut pairs: Vec<Vec<(ValueId, ValueId)>> = vec![];
+    for u in units {
+        let mut p = vec![];
+        for name in unit_outputs.get(&u.name).into_iter().flatten() {
+            let Some(fv) = float_value(name) else {
+                continue;
+            };
+            let q = match measured.get(name) {
+                Some(&m) => Some(m),
+                None => qm.graph.value_by_name(name).filter(|&v| {
+                    matches!(qm.graph.node(qm.graph.producer(v)).kind, NodeKind::Op(_))
+                }),
+            };
+            if let Some(q) = q {
+                p.push((fv, q));
+            }
+        }
+        pairs.push(p);
+    }
+    // Float run: the fed values and the compared ones as outputs.
+    let mut fm = prepared.clone();
+    let mut fidx: BTreeMap<ValueId, usize> = BTreeMap::new();
+    let wanted = feeds
+        .iter()
+        .map(|(_, v)| *v)
+        .chain(pairs.iter().flatten().map(|(f, _)| *f));
+    for v in wanted {
+        if fidx.contains_key(&v) {
+            continue;
+        }
+        let i = match fm.graph.outputs.iter().position(|&o| o == v) {
+            Some(i) => i,
+            None => {
+                fm.graph.outputs.push(v);
+                fm.graph.outputs.len() - 1
+            }
+        };
+        fidx.insert(v, i);
+    }
+    let mut qidx: BTreeMap<ValueId, usize> = BTreeMap::new();
+    for &(_, q) in pairs.iter().flatten() {
+        if qidx.contains_key(&q) {
+            continue;
+        }
+        let i = match qm.graph.outputs.iter().position(|&o| o == q) {
+            Some(i) => i,
+            None => {
+                qm.graph.outputs.push(q);
+                qm.graph.outputs.len() - 1
+            }
+        };
+        qidx.insert(q, i);
+    }
+    let batches = batches.clamp(1, eval.batches.len());
+    let workers = threads.min(batches).max(1);
+    let opts = ExecutorOptions {
+        threads: (threads / workers).max(1),
+        ..ExecutorOptions::default()
+    };
+    let fexec = Executor::new(&fm, opts.clone())
+        .context("planning the float model for the local analysis")?;
+    let qexec = Executor::new(&qm, opts)
+        .context("planning the rewired int8 model for the local analysis")?;
+    let per_batch = parallel_map(batches, workers, |b| -> Result<Vec<Vec<(f64, f64)>>> {
+        let batch = &eval.batches[b];
+        let inputs: Vec<(&str, &Tensor)> = eval
+            .input_names
+            .iter()
+            .map(String::as_str)
+            .zip(batch)
+            .collect();
+        let fo = fexec
+            .run(&inputs)
+            .context("running the float model (local analysis)")?;
+        let mut qin = inputs.clone();
+        for (name, fv) in &feeds {
+            qin.push((name.as_str(), &fo[fidx[fv]].1));
+        }
+        let qo = qexec
+            .run(&qin)
+            .context("running the rewired int8 model (local analysis)")?;
+        let mut sums = vec![];
+        for p in &pairs {
+            let mut row = vec![];
+            for (f, q) in p {
+                let (x, y) = (&fo[fidx[f]].1, &qo[qidx[q]].1);
+                let mut acc = (0.0f64, 0.0f64);
+                if x.dims == y.dims {
+                    if let (Some(x), Some(y)) = (x.to_f32_vec(), y.to_f32_vec()) {
+                        for (&a, &c) in x.iter().zip(&y) {
+                            let (a, c) = (a as f64, c as f64);
+                            acc.0 += a * a;
+                            acc.1 += (a - c) * (a - c);
+                        }
+                    }
+                }
+                row.push(acc);
+            }
+            sums.push(row);
+        }
+        Ok(sums)
+    });
+    let mut total: Vec<Vec<(f64, f64)>> = pairs.iter().map(|p| vec![(0.0, 0.0); p.len()]).collect();
+    for r in per_batch {
+        for (t, row) in total.iter_mut().zip(r?) {
+            for (acc, (s, n)) in t.iter_mut().zip(row) {
+                acc.0 += s;
+                acc.1 += n;
+            }
+        }
+    }
+    Ok(total
+        .iter()
+        .map(|outs| {
+            outs.iter()
+                .filter(|(signal, _)| *signal > 0.0)
+                .map(|&(signal, noise)| super::compare::sqnr_db(signal, noise))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect())
+}
+
+/// Output sums of one batch, and its first output when labels are given.
+struct BatchScore {
+    sums: Vec<(f64, f64)>,
+    first: Option<Vec<f32>>,
+}
+
+/// `f(0..n)` on `workers` threads, results in index order.
+fn parallel_map<T: Send>(n: usize, workers: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if workers <= 1 || n <= 1 {
+        return (0..n).map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(n) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every index was run")
+        })
+        .collect()
 }
 
 /// The options with more node exclusions.
@@ -610,29 +1332,24 @@ fn with_exclusions<'a>(
     o
 }
 
-/// Loads the evaluation data and runs the float model on it.
-fn load_eval(model: &Model, path: &Path, labels: Option<Vec<i64>>) -> Result<EvalSet> {
+/// Loads the evaluation data and runs the float model on it (batches on `threads`
+/// workers).
+fn load_eval(
+    model: &Model,
+    path: &Path,
+    labels: Option<Vec<i64>>,
+    threads: usize,
+) -> Result<EvalSet> {
     let inputs = model_inputs(model)?;
     let mut data = CalibrationData::open(path, &inputs)?;
-    let exec = Executor::new(model, ExecutorOptions::default())
-        .context("planning the float model in the executor")?;
     let mut batches = vec![];
-    let mut reference = vec![];
-    let mut samples = 0;
+    let mut batch_samples = vec![];
     while let Some(batch) = data.next_batch() {
         let batch = batch?;
-        let named: Vec<(&str, &Tensor)> = inputs
-            .iter()
-            .map(|i| i.name.as_str())
-            .zip(&batch.tensors)
-            .collect();
-        let out = exec
-            .run(&named)
-            .with_context(|| format!("running the float model on {}", path.display()))?;
-        reference.push(out.iter().map(|(_, t)| t.to_f32_vec()).collect());
-        samples += batch.samples;
+        batch_samples.push(batch.samples);
         batches.push(batch.tensors);
     }
+    let samples: usize = batch_samples.iter().sum();
     if samples == 0 {
         bail!("{}: the evaluation data holds no sample", path.display());
     }
@@ -646,12 +1363,39 @@ fn load_eval(model: &Model, path: &Path, labels: Option<Vec<i64>>) -> Result<Eva
             );
         }
     }
+    let t0 = std::time::Instant::now();
+    let workers = threads.min(batches.len()).max(1);
+    let exec = Executor::new(
+        model,
+        ExecutorOptions {
+            threads: (threads / workers).max(1),
+            ..ExecutorOptions::default()
+        },
+    )
+    .context("planning the float model in the executor")?;
+    let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+    let reference = parallel_map(
+        batches.len(),
+        workers,
+        |b| -> Result<Vec<Option<Vec<f32>>>> {
+            let named: Vec<(&str, &Tensor)> = names.iter().copied().zip(&batches[b]).collect();
+            let out = exec
+                .run(&named)
+                .with_context(|| format!("running the float model on {}", path.display()))?;
+            Ok(out.iter().map(|(_, t)| t.to_f32_vec()).collect())
+        },
+    )
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    let float_time = t0.elapsed();
     Ok(EvalSet {
         input_names: inputs.into_iter().map(|i| i.name).collect(),
         batches,
         reference,
         labels,
         samples,
+        batch_samples,
+        float_time,
     })
 }
 
@@ -693,15 +1437,20 @@ pub struct SensitivityRow {
     pub rank: usize,
     pub node: String,
     pub op: String,
-    /// Only this unit quantized.
-    pub only: Score,
+    /// Only this unit quantized (full ranking).
+    pub only: Option<Score>,
     /// Every unit but this one quantized.
     pub all_but: Option<Score>,
+    /// Local ranking: the SQNR of this unit's own outputs when it runs int8 on the float
+    /// model's (quantized) inputs, its worst output counting.
+    pub local_sqnr_db: Option<f64>,
 }
 
 /// The analysis result.
 #[derive(Clone, Debug, Serialize)]
 pub struct Sensitivity {
+    /// How the units were ranked.
+    pub ranking: Ranking,
     pub calibration_samples: usize,
     pub eval_samples: usize,
     pub float_accuracy: Option<f64>,
@@ -746,7 +1495,6 @@ impl Sensitivity {
                 pct(self.float_accuracy)
             );
         }
-        s += "\nmost sensitive first (ranked by the 'only this unit int8' score)\n";
         let w = self
             .rows
             .iter()
@@ -761,6 +1509,24 @@ impl Sensitivity {
             .max()
             .unwrap_or(2)
             .max(2);
+        if self.ranking == Ranking::Local {
+            s += "\nmost sensitive first (ranked by the local SQNR: each unit int8 on the float model's inputs, its own outputs vs float)\n";
+            s += &format!(
+                "{:>4}  {:<w$}  {:<wo$}  {:>13}\n",
+                "rank", "node", "op", "local SQNR dB"
+            );
+            for r in &self.rows {
+                s += &format!(
+                    "{:>4}  {:<w$}  {:<wo$}  {:>13}\n",
+                    r.rank,
+                    r.node,
+                    r.op,
+                    r.local_sqnr_db.map(db).unwrap_or_default()
+                );
+            }
+            return s;
+        }
+        s += "\nmost sensitive first (ranked by the 'only this unit int8' score)\n";
         s += &format!(
             "{:>4}  {:<w$}  {:<wo$}  {:>12}  {:>14}",
             "rank", "node", "op", "only SQNR dB", "all-but SQNR dB"
@@ -775,13 +1541,13 @@ impl Sensitivity {
                 r.rank,
                 r.node,
                 r.op,
-                db(r.only.sqnr_db),
+                r.only.map(|o| db(o.sqnr_db)).unwrap_or_default(),
                 r.all_but.map(|b| db(b.sqnr_db)).unwrap_or_default()
             );
             if labels {
                 s += &format!(
                     "  {:>10}  {:>13}",
-                    pct(r.only.accuracy),
+                    pct(r.only.and_then(|o| o.accuracy)),
                     pct(r.all_but.and_then(|b| b.accuracy))
                 );
             }
@@ -809,8 +1575,19 @@ pub struct Fallback {
     pub pruned: Vec<String>,
     /// When not reached within the cap: the units it would need (if any number does).
     pub would_need: Option<Vec<String>>,
-    /// Greedy evaluations run.
+    /// Search evaluations run (doubling and bisection over prefixes of the ranking,
+    /// and the checks on the whole set).
     pub evaluations: usize,
+    /// Samples the search ran on.
+    pub search_samples: usize,
+    /// Samples the returned figures are measured on (the whole evaluation set).
+    pub eval_samples: usize,
+    /// The search ran on a subset, whose result missed the target on the whole set, so
+    /// it was searched again on the whole set.
+    pub verified_on_subset_failed: bool,
+    /// Float units the pruning pass did not get to try (it stops after
+    /// `PRUNE_MAX_EVALS` evaluations).
+    pub unpruned: usize,
 }
 
 impl Fallback {
@@ -847,6 +1624,21 @@ impl Fallback {
                 "  quantized again by the pruning pass: {}\n",
                 self.pruned.join(", ")
             );
+        }
+        if self.search_samples > 0 && self.search_samples < self.eval_samples {
+            s += &format!(
+                "  searched on {} of {} samples; the figures are on all {}\n",
+                self.search_samples, self.eval_samples, self.eval_samples
+            );
+        }
+        if self.unpruned > 0 {
+            s += &format!(
+                "  pruning stopped after {PRUNE_MAX_EVALS} evaluations: {} float unit(s) were not tried back in int8\n",
+                self.unpruned
+            );
+        }
+        if self.verified_on_subset_failed {
+            s += "  (the subset's choice missed the target on all samples: searched again on all of them)\n";
         }
         s += &format!("  result: {}\n", self.figures(&self.score));
         if !self.reached {
