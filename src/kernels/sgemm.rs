@@ -125,6 +125,11 @@ fn depthwise_body(
                 (((wd as isize - off + sw - 1) / sw) as usize).min(ow)
             }
             .max(lo);
+            if hi == lo {
+                // This tap reads only padding for every output column (an input
+                // narrower than the kernel's reach): nothing to add.
+                continue;
+            }
             for oy in 0..oh {
                 let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
                 if iy < 0 || iy as usize >= h {
