@@ -77,22 +77,6 @@ impl Pass for ConvertQdq {
     }
 }
 
-/// Every value name of `g` and its subgraphs.
-fn all_value_names(g: &Graph, out: &mut BTreeSet<String>) {
-    for v in g.value_ids() {
-        out.insert(g.value(v).name.clone());
-    }
-    for n in g.node_ids() {
-        if let Some(op) = g.node(n).op() {
-            for a in op.attrs.values() {
-                for sg in a.subgraphs() {
-                    all_value_names(sg, out);
-                }
-            }
-        }
-    }
-}
-
 /// Suffixes of the values made for a quantized value `x`: `x_quantized`, ...
 const DERIVED: [&str; 6] = [
     "_quantized",

@@ -77,20 +77,8 @@ pub(crate) fn option_list(v: &str) -> BTreeSet<String> {
 
 /// Checks that every excluded node exists in the main graph.
 pub(crate) fn check_exclusions(pass: &str, g: &Graph, exclude: &BTreeSet<String>) -> Result<()> {
-    fn collect(g: &Graph, out: &mut BTreeSet<String>) {
-        for n in g.node_ids() {
-            out.insert(g.node(n).name.clone());
-            if let Some(op) = g.node(n).op() {
-                for a in op.attrs.values() {
-                    for sg in a.subgraphs() {
-                        collect(sg, out);
-                    }
-                }
-            }
-        }
-    }
     let mut names = BTreeSet::new();
-    collect(g, &mut names);
+    all_node_names(g, &mut names);
     for e in exclude {
         if !names.contains(e.as_str()) {
             return Err(Error::invalid(format!(

@@ -3,7 +3,9 @@
 
 pub use crate::error::{Error, Result};
 pub use crate::ir::pattern::{any, constant, op, ops, Match, Pattern};
-pub use crate::ir::rewrite::{for_each_graph_mut, unshadow_names};
+pub use crate::ir::rewrite::{
+    all_node_names, all_value_names, for_each_graph_mut, unshadow_names, visit_graphs,
+};
 pub use crate::ir::{
     AttrValue, Attribute, Const, ConstOrigin, DataType, Dim, Graph, Model, Node, NodeId, NodeKind,
     Op, QuantAnnotation, Slot, Tensor, TensorType, ValueId, ValueType,

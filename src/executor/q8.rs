@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use super::ops::conv::{nhw, out_shape, ConvAttrs};
 use super::ops::{input, Kernel};
-use super::qlinear::{Act, ConvLayout, QOut, QSpec, Src};
+use super::qlinear::{channels_first, channels_last, Act, ConvLayout, QOut, QSpec, Src};
 use super::value::{Array, ArrayData};
 use crate::ir::DataType;
 use crate::kernels::qnnpack::{
@@ -601,27 +601,6 @@ impl Q8Conv {
             _ => unreachable!("the indirection follows the packing"),
         }
     }
-}
-
-/// `shape` with dimension 1 (channels) moved last: NCHW → NHWC (the fbgemm backend's
-/// convention for values kept NHWC between convs).
-fn channels_last(shape: &[usize]) -> Vec<usize> {
-    let mut v = shape.to_vec();
-    if v.len() >= 2 {
-        let c = v.remove(1);
-        v.push(c);
-    }
-    v
-}
-
-/// Inverse of [`channels_last`].
-fn channels_first(shape: &[usize]) -> Vec<usize> {
-    let mut v = shape.to_vec();
-    if v.len() >= 2 {
-        let c = v.pop().expect("rank ≥ 2");
-        v.insert(1, c);
-    }
-    v
 }
 
 /// Per image, the `rows × cols` matrix transposed (NCHW ↔ NHWC), with the fbgemm backend's

@@ -388,7 +388,7 @@ pub(crate) struct ConvLayout {
 }
 
 /// `shape` with dimension 1 (channels) moved last: NCHW → NHWC (any rank ≥ 2).
-fn channels_last(shape: &[usize]) -> Vec<usize> {
+pub(super) fn channels_last(shape: &[usize]) -> Vec<usize> {
     let mut v = shape.to_vec();
     if v.len() >= 2 {
         let c = v.remove(1);
@@ -398,7 +398,7 @@ fn channels_last(shape: &[usize]) -> Vec<usize> {
 }
 
 /// Inverse of [`channels_last`].
-fn channels_first(shape: &[usize]) -> Vec<usize> {
+pub(super) fn channels_first(shape: &[usize]) -> Vec<usize> {
     let mut v = shape.to_vec();
     if v.len() >= 2 {
         let c = v.pop().expect("rank ≥ 2");

@@ -172,21 +172,34 @@ fn visit<E>(g: &mut Graph, f: &mut impl FnMut(&mut Graph) -> Result<(), E>) -> R
 /// name, unused anywhere in the model. Returns how many were renamed.
 pub fn unshadow_names(model: &mut Model) -> usize {
     let mut all = BTreeSet::new();
-    collect_names(&model.graph, &mut all);
+    all_value_names(&model.graph, &mut all);
     let mut renamed = 0;
     unshadow(&mut model.graph, &BTreeSet::new(), &mut all, &mut renamed);
     renamed
 }
 
-fn collect_names(g: &Graph, out: &mut BTreeSet<String>) {
-    for v in g.value_ids() {
-        out.insert(g.value(v).name.clone());
-    }
+/// Every value name of `g` and of its subgraphs, into `out`.
+pub fn all_value_names(g: &Graph, out: &mut BTreeSet<String>) {
+    visit_graphs(g, &mut |g| {
+        out.extend(g.value_ids().map(|v| g.value(v).name.clone()))
+    });
+}
+
+/// Every node name of `g` and of its subgraphs (empty ones included), into `out`.
+pub fn all_node_names(g: &Graph, out: &mut BTreeSet<String>) {
+    visit_graphs(g, &mut |g| {
+        out.extend(g.node_ids().map(|n| g.node(n).name.clone()))
+    });
+}
+
+/// Calls `f` on `g`, then on its subgraphs, outermost first.
+pub fn visit_graphs(g: &Graph, f: &mut impl FnMut(&Graph)) {
+    f(g);
     for n in g.node_ids() {
         if let Some(op) = g.node(n).op() {
             for a in op.attrs.values() {
                 for sg in a.subgraphs() {
-                    collect_names(sg, out);
+                    visit_graphs(sg, f);
                 }
             }
         }

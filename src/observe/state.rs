@@ -154,37 +154,9 @@ impl ObserverState {
                 delta * delta / 12.0
             }
         };
-        let uniform = |h: &[f32], (a, b): (f32, f32)| -> Option<f64> {
-            let n: f64 = h.iter().map(|&c| c as f64).sum();
-            if n <= 0.0 || b.partial_cmp(&a).is_none_or(|o| o.is_lt()) {
-                return None;
-            }
-            let w = (b as f64 - a as f64) / h.len() as f64;
-            let s: f64 = h
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| c as f64 * err(a as f64 + (i as f64 + 0.5) * w))
-                .sum();
-            Some(s / n)
-        };
-        match self {
-            ObserverState::Histogram(o) => uniform(&o.hist.histogram, o.hist.min_max?),
-            ObserverState::Mse(o) => uniform(&o.hist.histogram, o.hist.min_max?),
-            ObserverState::Entropy(o) => {
-                let h = &o.hist;
-                let n: f64 = h.hist.iter().sum();
-                if n <= 0.0 || h.edges.len() != h.hist.len() + 1 {
-                    return None;
-                }
-                let s: f64 = h
-                    .hist
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| c * err(0.5 * (h.edges[i] as f64 + h.edges[i + 1] as f64)))
-                    .sum();
-                Some(s / n)
-            }
-            _ => Some(delta * delta / 12.0),
+        match self.histogram_mean(err) {
+            Some(m) => m,
+            None => Some(delta * delta / 12.0),
         }
     }
 
@@ -193,6 +165,13 @@ impl ObserverState {
     /// truth). `None` for min/max observers, which keep no distribution, and
     /// before any data.
     pub fn mean_square(&self) -> Option<f64> {
+        self.histogram_mean(|x| x * x).flatten()
+    }
+
+    /// E[f(x)] over the histogram of a histogram-based observer, each bin at
+    /// its centre: `None` for observers without a histogram, `Some(None)`
+    /// before any data.
+    fn histogram_mean(&self, f: impl Fn(f64) -> f64) -> Option<Option<f64>> {
         let uniform = |h: &[f32], (lo, hi): (f32, f32)| -> Option<f64> {
             let n: f64 = h.iter().map(|&c| c as f64).sum();
             if n <= 0.0 || hi.partial_cmp(&lo).is_none_or(|o| o.is_lt()) {
@@ -202,35 +181,32 @@ impl ObserverState {
             let s: f64 = h
                 .iter()
                 .enumerate()
-                .map(|(i, &c)| {
-                    let x = lo as f64 + (i as f64 + 0.5) * w;
-                    c as f64 * x * x
-                })
+                .map(|(i, &c)| c as f64 * f(lo as f64 + (i as f64 + 0.5) * w))
                 .sum();
             Some(s / n)
         };
-        match self {
-            ObserverState::Histogram(o) => uniform(&o.hist.histogram, o.hist.min_max?),
-            ObserverState::Mse(o) => uniform(&o.hist.histogram, o.hist.min_max?),
+        Some(match self {
+            ObserverState::Histogram(o) => {
+                o.hist.min_max.and_then(|m| uniform(&o.hist.histogram, m))
+            }
+            ObserverState::Mse(o) => o.hist.min_max.and_then(|m| uniform(&o.hist.histogram, m)),
             ObserverState::Entropy(o) => {
                 let h = &o.hist;
                 let n: f64 = h.hist.iter().sum();
                 if n <= 0.0 || h.edges.len() != h.hist.len() + 1 {
-                    return None;
+                    None
+                } else {
+                    let s: f64 = h
+                        .hist
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| c * f(0.5 * (h.edges[i] as f64 + h.edges[i + 1] as f64)))
+                        .sum();
+                    Some(s / n)
                 }
-                let s: f64 = h
-                    .hist
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
-                        let x = 0.5 * (h.edges[i] as f64 + h.edges[i + 1] as f64);
-                        c * x * x
-                    })
-                    .sum();
-                Some(s / n)
             }
-            _ => None,
-        }
+            _ => return None,
+        })
     }
 }
 

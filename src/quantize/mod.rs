@@ -154,7 +154,7 @@ impl QuantizeOptions {
             None => QConfigMapping::preset(&self.backend)?,
         };
         let mut names = std::collections::BTreeSet::new();
-        node_names(&model.graph, &mut names);
+        crate::ir::rewrite::all_node_names(&model.graph, &mut names);
         for n in &self.exclude {
             if !names.contains(n.as_str()) {
                 return Err(Error::invalid(format!(
@@ -259,7 +259,7 @@ pub fn quantize(
 /// qconfig can all refer to them. Named nodes keep their names. Returns how many.
 pub fn name_unnamed_nodes(model: &mut Model) -> usize {
     let mut taken = std::collections::BTreeSet::new();
-    node_names(&model.graph, &mut taken);
+    crate::ir::rewrite::all_node_names(&model.graph, &mut taken);
     taken.remove("");
     let mut named = 0;
     let _ = crate::ir::rewrite::for_each_graph_mut(model, &mut |g: &mut crate::ir::Graph| {
@@ -288,20 +288,6 @@ pub fn name_unnamed_nodes(model: &mut Model) -> usize {
         Ok::<(), ()>(())
     });
     named
-}
-
-/// Node names of `g` and of its subgraphs.
-fn node_names(g: &crate::ir::Graph, out: &mut std::collections::BTreeSet<String>) {
-    for n in g.node_ids() {
-        out.insert(g.node(n).name.clone());
-        if let Some(op) = g.node(n).op() {
-            for a in op.attrs.values() {
-                for sg in a.subgraphs() {
-                    node_names(sg, out);
-                }
-            }
-        }
-    }
 }
 
 /// Initializers also listed as graph inputs (exporters before IR 4) are
