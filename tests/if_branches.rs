@@ -163,3 +163,26 @@ fn dynamic_mode_quantizes_the_branches_too() {
         );
     }
 }
+
+#[test]
+fn sensitivity_sees_the_units_inside_branches() {
+    let calib = models_dir().join("branches/digits_branches.calib.npz");
+    let suite = onnxq::numeric::sensitivity::Suite::new(
+        branches_model(),
+        &QuantizeOptions::default(),
+        &calib,
+        &calib,
+        None,
+    )
+    .unwrap();
+    let names: Vec<&str> = suite.units.iter().map(|u| u.name.as_str()).collect();
+    for want in [
+        "hi/MatMul",
+        "hi/Gemm",
+        "lo/MatMul",
+        "lo/a/MatMul",
+        "lo/b/MatMul",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+}

@@ -177,9 +177,9 @@ pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
 /// The annotation signature of a prepared graph: value name → kind, for comparing
 /// variants.
 fn signature(m: &Model) -> BTreeMap<String, &'static str> {
-    let g = &m.graph;
-    g.value_ids()
-        .filter_map(|v| {
+    let mut sig = BTreeMap::new();
+    crate::ir::rewrite::visit_graphs(&m.graph, &mut |g| {
+        sig.extend(g.value_ids().filter_map(|v| {
             let kind = match g.value(v).quant.as_ref()? {
                 QuantAnnotation::Observe(_) => "observe",
                 QuantAnnotation::Weight { .. } => "weight",
@@ -187,15 +187,36 @@ fn signature(m: &Model) -> BTreeMap<String, &'static str> {
                 QuantAnnotation::ShareWith(_) => "share",
             };
             Some((g.value(v).name.clone(), kind))
-        })
-        .collect()
+        }));
+    });
+    sig
 }
 
 /// Candidate units of a prepared graph, with their output value names, in graph order: fused units, decomposed
 /// composites, lone ops; each with a node name (unnamed nodes cannot be excluded by
 /// name and are skipped).
 fn candidate_units(m: &Model) -> Vec<(Unit, Vec<String>)> {
-    let g = &m.graph;
+    let mut out = vec![];
+    graph_units(&m.graph, &mut out);
+    out
+}
+
+/// [`candidate_units`] of `g`, then of the branches of its If nodes (which
+/// insert-observers quantizes too; node names are unique across the model).
+fn graph_units(g: &crate::ir::Graph, out: &mut Vec<(Unit, Vec<String>)>) {
+    out.extend(units_of_graph(g));
+    for n in g.node_ids() {
+        if g.node(n).is_op("If") {
+            for a in g.node(n).op().expect("an op").attrs.values() {
+                for sg in a.subgraphs() {
+                    graph_units(sg, out);
+                }
+            }
+        }
+    }
+}
+
+fn units_of_graph(g: &crate::ir::Graph) -> Vec<(Unit, Vec<String>)> {
     let Ok(order) = g.topo_order() else {
         return vec![];
     };
