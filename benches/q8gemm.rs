@@ -314,29 +314,22 @@ fn main() {
         .filter(|u| !u.target.is_empty())
         .collect();
     let mut best_im2col = vec![0f64; chans.len()];
-    for &uk in &simd_gemm {
-        print!(
-            "{:<24}",
-            format!("im2col+{}", uk.name.trim_start_matches("q8gemm_"))
-        );
-        for (i, d) in dws.iter().enumerate() {
-            let g = d.gops_im2col(uk);
-            best_im2col[i] = best_im2col[i].max(g);
-            print!(" {g:>9.1}");
+    // Two baselines per GEMM kernel: im2col per group, and one dense block-diagonal GEMM.
+    type Baseline<'a> = (&'a str, fn(&Dw, &'static Q8GemmUkernel) -> f64);
+    let baselines: [Baseline; 2] = [("im2col", Dw::gops_im2col), ("dense", Dw::gops_dense)];
+    for (label, gops) in baselines {
+        for &uk in &simd_gemm {
+            print!(
+                "{:<24}",
+                format!("{label}+{}", uk.name.trim_start_matches("q8gemm_"))
+            );
+            for (i, d) in dws.iter().enumerate() {
+                let g = gops(d, uk);
+                best_im2col[i] = best_im2col[i].max(g);
+                print!(" {g:>9.1}");
+            }
+            println!();
         }
-        println!();
-    }
-    for &uk in &simd_gemm {
-        print!(
-            "{:<24}",
-            format!("dense+{}", uk.name.trim_start_matches("q8gemm_"))
-        );
-        for (i, d) in dws.iter().enumerate() {
-            let g = d.gops_dense(uk);
-            best_im2col[i] = best_im2col[i].max(g);
-            print!(" {g:>9.1}");
-        }
-        println!();
     }
     let ratio: Vec<f64> = best_dw
         .iter()

@@ -1,41 +1,15 @@
 //! Decomposed LayerNormalization and Gelu are recognised (and only when the
 //! structure really is one), so observer insertion keeps them whole.
 
+mod common;
+
+use common::{f32_value_info, node_proto};
 use onnxq::backend::composite::find_composites;
 use onnxq::onnx::pb;
 use std::path::Path;
 
-fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    }
+    node_proto(op, output, inputs, output)
 }
 
 fn scalar(name: &str, v: f32) -> pb::TensorProto {
@@ -80,8 +54,8 @@ fn build(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, out: &str) -> o
             name: "g".into(),
             node: nodes,
             initializer: inits,
-            input: vec![value_info("x", &[2, 4])],
-            output: vec![value_info(out, &[2, 4])],
+            input: vec![f32_value_info("x", &[2, 4])],
+            output: vec![f32_value_info(out, &[2, 4])],
             ..Default::default()
         }),
         ..Default::default()

@@ -4,37 +4,16 @@
 //! back up) stays float, with the pointwise Conv and activation making that
 //! input; a depthwise Conv with even channels stays int8.
 
+mod common;
+
+use common::{f32_value_info, node_proto};
 use onnxq::onnx::pb;
 use onnxq::quantize::{quantize, Calibration, QuantizeOptions};
 use prost::Message;
 
+/// The [1, 4, 8, 8] f32 image every test model reads and writes.
 fn value_info(name: &str) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let dims = [
-        Value::DimValue(1),
-        Value::DimValue(4),
-        Value::DimValue(8),
-        Value::DimValue(8),
-    ];
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .into_iter()
-                        .map(|d| Dimension {
-                            value: Some(d),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    f32_value_info(name, &[1, 4, 8, 8])
 }
 
 fn tensor(name: &str, dims: &[i64], v: Vec<f32>) -> pb::TensorProto {
@@ -73,20 +52,8 @@ fn model(gains: [f32; 4]) -> onnxq::ir::Model {
         w1[c * 4 + c] = gains[c];
     }
     let w2: Vec<f32> = (0..36).map(|i| 0.8 / gains[i / 9] / 9.0).collect();
-    let pw = pb::NodeProto {
-        op_type: "Conv".into(),
-        name: "pw".into(),
-        input: vec!["x".into(), "w1".into(), "b1".into()],
-        output: vec!["p".into()],
-        ..Default::default()
-    };
-    let relu = pb::NodeProto {
-        op_type: "Relu".into(),
-        name: "relu".into(),
-        input: vec!["p".into()],
-        output: vec!["r".into()],
-        ..Default::default()
-    };
+    let pw = node_proto("Conv", "pw", &["x", "w1", "b1"], "p");
+    let relu = node_proto("Relu", "relu", &["p"], "r");
     let dw = pb::NodeProto {
         op_type: "Conv".into(),
         name: "dw".into(),
@@ -130,20 +97,8 @@ fn lone_conv_model() -> onnxq::ir::Model {
     for c in 0..4 {
         w[c * 4 + c] = 0.01;
     }
-    let conv = pb::NodeProto {
-        op_type: "Conv".into(),
-        name: "conv".into(),
-        input: vec!["x".into(), "w".into()],
-        output: vec!["c".into()],
-        ..Default::default()
-    };
-    let exp = pb::NodeProto {
-        op_type: "Exp".into(),
-        name: "exp".into(),
-        input: vec!["c".into()],
-        output: vec!["y".into()],
-        ..Default::default()
-    };
+    let conv = node_proto("Conv", "conv", &["x", "w"], "c");
+    let exp = node_proto("Exp", "exp", &["c"], "y");
     let proto = pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {

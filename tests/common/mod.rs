@@ -44,3 +44,44 @@ pub fn sample_inputs(model_path: &Path, model: &Model) -> Vec<Tensor> {
         })
         .collect()
 }
+
+/// A graph input/output declaration: f32 with fixed `dims`.
+pub fn f32_value_info(name: &str, dims: &[i64]) -> onnxq::onnx::pb::ValueInfoProto {
+    use onnxq::onnx::pb;
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A node named `name` without attributes.
+pub fn node_proto(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+) -> onnxq::onnx::pb::NodeProto {
+    onnxq::onnx::pb::NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    }
+}
