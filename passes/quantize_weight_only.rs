@@ -14,6 +14,7 @@
 //!   fails naming the op otherwise.
 
 use super::quantize_dynamic::{check_exclusions, option_list};
+use crate::ir::rewrite::{for_each_graph_mut, unshadow_names, visit_graphs};
 use crate::prelude::*;
 use std::collections::BTreeSet;
 
@@ -135,18 +136,62 @@ impl Pass for QuantizeWeightOnly {
                 "quantize-weight-only: the model imports opset {opset}; DequantizeLinear needs opset ≥ 10"
             )));
         }
-        // Which nodes to rewrite, and how; decided before anything changes.
-        let g = &model.graph;
+        // Anything to do at all (If branches included)? Decided before anything changes:
+        // 4 bits raises the opset first.
+        let mut any = false;
+        visit_graphs(&model.graph, &mut |g| {
+            if let Ok(todo) = self.todo(g, &mut PassContext::new()) {
+                any |= !todo.is_empty();
+            }
+        });
+        if !any {
+            cx.warn(
+                "model",
+                "quantize-weight-only: no MatMul/Gemm with a constant 2-D f32 weight; nothing quantized",
+            );
+            return Ok(());
+        }
+        if o.bits == 4 {
+            for line in crate::opset::raise_opset(model, 21).map_err(|e| {
+                Error::Unsupported(format!(
+                    "quantize-weight-only{{bits=4}} needs DequantizeLinear with block_size (opset 21): {e}"
+                ))
+            })? {
+                cx.note("opset", format!("raised to 21: {line}"));
+            }
+        }
+        let opset = model.onnx_opset();
+        // Every graph on its own, If branches included.
+        for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
+            let todo = self.todo(g, cx)?;
+            self.rewrite(g, todo, opset, cx);
+            Ok(())
+        })?;
+        // A branch and its enclosing graph may both have quantized one value under the
+        // same derived name.
+        unshadow_names(model);
+        Ok(())
+    }
+}
+
+impl QuantizeWeightOnly {
+    /// The nodes of `g` to rewrite (node, weight, output-channel axis); the others
+    /// get a note saying why they stay float.
+    fn todo(&self, g: &Graph, cx: &mut PassContext) -> Result<Vec<(NodeId, ValueId, usize)>> {
+        let o = &self.options;
         let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
         let mut todo: Vec<(NodeId, ValueId, usize)> = vec![];
         for n in order {
             let node = g.node(n);
             let Some(op) = node.op() else { continue };
             let name = g.display_node_name(n);
-            if op.has_subgraphs() {
+            if op.has_subgraphs() && op.op_type != "If" {
                 cx.note(
                     name,
-                    "stays float: ops inside subgraphs are not quantized in this version",
+                    format!(
+                        "stays float, body included: ops inside {} bodies are not quantized",
+                        op.op_type
+                    ),
                 );
                 continue;
             }
@@ -191,24 +236,18 @@ impl Pass for QuantizeWeightOnly {
             let out_axis = if trans_b { 0 } else { 1 };
             todo.push((n, w, out_axis));
         }
-        if todo.is_empty() {
-            cx.warn(
-                "model",
-                "quantize-weight-only: no MatMul/Gemm with a constant 2-D f32 weight; nothing quantized",
-            );
-            return Ok(());
-        }
-        if o.bits == 4 {
-            for line in crate::opset::raise_opset(model, 21).map_err(|e| {
-                Error::Unsupported(format!(
-                    "quantize-weight-only{{bits=4}} needs DequantizeLinear with block_size (opset 21): {e}"
-                ))
-            })? {
-                cx.note("opset", format!("raised to 21: {line}"));
-            }
-        }
-        let opset = model.onnx_opset();
-        let g = &mut model.graph;
+        Ok(todo)
+    }
+
+    /// Stores the weights of `todo` as integers behind a DequantizeLinear.
+    fn rewrite(
+        &self,
+        g: &mut Graph,
+        todo: Vec<(NodeId, ValueId, usize)>,
+        opset: i64,
+        cx: &mut PassContext,
+    ) {
+        let o = &self.options;
         let spec = qdq::symmetric_weight_spec(o.per_channel, false);
         // A weight read by several nodes (in the same layout) is stored once.
         let mut done: std::collections::HashMap<(ValueId, usize), ValueId> = Default::default();
@@ -235,6 +274,5 @@ impl Pass for QuantizeWeightOnly {
             g.remove_if_unused_const(w);
             cx.count(g.node(n).op_type().to_string().as_str(), 1);
         }
-        Ok(())
     }
 }

@@ -119,6 +119,12 @@ enum Command {
         /// output SQNR vs the float model reaches DB (measured on --eval, else --data).
         #[arg(long, value_name = "DB", conflicts_with = "max_accuracy_drop")]
         target_sqnr: Option<f64>,
+        /// Static mode with --data and no target: the output SQNR vs the float model is
+        /// measured on the calibration data after quantizing; below DB, the accuracy
+        /// fallback runs as with --target-sqnr DB (the most sensitive units keep float
+        /// activations and int8 weights). `off`: no check.
+        #[arg(long, value_name = "DB|off", default_value = "25", value_parser = parse_guard)]
+        accuracy_guard: Guard,
         /// Keep the most sensitive units in float until the top-1 accuracy is at most
         /// POINTS percentage points below float (needs labels).
         #[arg(long, value_name = "POINTS")]
@@ -397,6 +403,7 @@ fn run(cli: Cli) -> Result<()> {
             bits,
             block_size,
             target_sqnr,
+            accuracy_guard,
             max_accuracy_drop,
             labels,
             max_float,
@@ -482,8 +489,42 @@ fn run(cli: Cli) -> Result<()> {
             };
             let mut exit_code = 0;
             let mut fallback_text = None;
+            let guard = match (&data, accuracy_guard) {
+                (Some(d), Guard(Some(db)))
+                    if target.is_none() && options.mode == onnxq::quantize::Mode::Static =>
+                {
+                    Some((d.clone(), db))
+                }
+                _ => None,
+            };
             let summary = match target {
-                None => onnxq::quantize::quantize_file(&model, &output, calibration, &options)?,
+                None => {
+                    let summary =
+                        onnxq::quantize::quantize_file(&model, &output, calibration, &options)?;
+                    match guard {
+                        None => summary,
+                        Some((data, db)) => {
+                            match guard_accuracy(&model, &output, &data, db, ranking, &options) {
+                                Ok((sqnr, None)) => {
+                                    let mut summary = summary;
+                                    summary.notes.push((
+                                        "accuracy guard".into(),
+                                        format!("output SQNR {sqnr:.1} dB on the calibration data (>= {db} dB; --accuracy-guard)"),
+                                    ));
+                                    summary
+                                }
+                                Ok((_, Some((s, fb)))) => {
+                                    fallback_text = Some(fb.text());
+                                    s
+                                }
+                                Err(e) => {
+                                    eprintln!("warning: the accuracy guard failed, the model is written as quantized: {e:#}");
+                                    summary
+                                }
+                            }
+                        }
+                    }
+                }
                 Some(target) => {
                     let Some(data) = &data else {
                         bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
@@ -535,15 +576,29 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("wrote {}", path.display());
             }
             if let Some(eval) = eval {
-                let fp32 = top1_accuracy(&model, &eval)?;
-                let int8 = top1_accuracy(&output, &eval)?;
+                // Labels: top-1 accuracy, in tract. Always: the output SQNR.
+                if npz_has_labels(&eval)? {
+                    let fp32 = top1_accuracy(&model, &eval)?;
+                    let int8 = top1_accuracy(&output, &eval)?;
+                    write_stdout(&format!(
+                        "top-1 accuracy on {} ({} samples, tract): fp32 {:.2} %, int8 {:.2} % ({:+.2} points)\n",
+                        eval.display(),
+                        fp32.1,
+                        fp32.0 * 100.0,
+                        int8.0 * 100.0,
+                        (int8.0 - fp32.0) * 100.0
+                    ))?;
+                }
+                let sqnr = onnxq::numeric::sensitivity::output_sqnr(
+                    &onnxq::import::import_file(&model)?,
+                    &onnxq::import::import_file(&output)?,
+                    &eval,
+                    threads.max(1),
+                )
+                .with_context(|| format!("--eval {}", eval.display()))?;
                 write_stdout(&format!(
-                    "top-1 accuracy on {} ({} samples, tract): fp32 {:.2} %, int8 {:.2} % ({:+.2} points)\n",
-                    eval.display(),
-                    fp32.1,
-                    fp32.0 * 100.0,
-                    int8.0 * 100.0,
-                    (int8.0 - fp32.0) * 100.0
+                    "output SQNR on {} (int8 vs fp32, worst output, onnxq executor): {sqnr:.1} dB\n",
+                    eval.display()
                 ))?;
             }
             if exit_code != 0 {
@@ -636,6 +691,65 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// `--accuracy-guard`: a dB floor, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct Guard(Option<f64>);
+
+fn parse_guard(s: &str) -> std::result::Result<Guard, String> {
+    if s == "off" {
+        return Ok(Guard(None));
+    }
+    s.parse::<f64>()
+        .ok()
+        .filter(|d| d.is_finite())
+        .map(|d| Guard(Some(d)))
+        .ok_or_else(|| format!("`{s}`: a number of dB, or `off`"))
+}
+
+/// The accuracy guard of a plain static `quantize`: the written model's output SQNR on
+/// the calibration data; below `db`, the accuracy fallback (as `--target-sqnr db`)
+/// replaces it. Returns the SQNR, and the fallback's result when it ran.
+fn guard_accuracy(
+    model: &Path,
+    output: &Path,
+    data: &Path,
+    db: f64,
+    ranking: onnxq::numeric::sensitivity::RankingChoice,
+    options: &onnxq::quantize::QuantizeOptions,
+) -> Result<(
+    f64,
+    Option<(
+        onnxq::quantize::Summary,
+        onnxq::numeric::sensitivity::Fallback,
+    )>,
+)> {
+    let float = onnxq::import::import_file(model)?;
+    let int8 = onnxq::import::import_file(output)?;
+    let threads = options.calibration.threads.max(1);
+    let sqnr = onnxq::numeric::sensitivity::output_sqnr(&float, &int8, data, threads)
+        .context("measuring the output SQNR on the calibration data")?;
+    if sqnr >= db {
+        return Ok((sqnr, None));
+    }
+    eprintln!(
+        "accuracy guard: output SQNR {sqnr:.1} dB on the calibration data, below {db} dB: keeping the most sensitive units float (--accuracy-guard off to skip)"
+    );
+    let (summary, fb) = quantize_to_target(
+        model,
+        output,
+        data,
+        None,
+        None,
+        onnxq::numeric::sensitivity::Target::SqnrDb(db),
+        None,
+        ranking,
+        None,
+        None,
+        options,
+    )?;
+    Ok((sqnr, Some((summary, fb))))
+}
+
 /// `quantize --target-sqnr / --max-accuracy-drop`: sensitivity ranking, greedy float
 /// fallback with pruning (see `onnxq::numeric::sensitivity`), then the chosen model is
 /// written with its QConfigMapping.
@@ -676,6 +790,8 @@ fn quantize_to_target(
     let base = options.mapping(&float)?;
     let t0 = std::time::Instant::now();
     let mut suite = Suite::new(float, options, data, eval.unwrap_or(data), labels)?;
+    // Units kept float keep int8 weights: the model stays small.
+    suite.set_weight_only_fallback(true);
     let used =
         suite.set_search_samples(sensitivity_samples.or_else(|| suite.auto_search_samples()));
     if used < suite.eval_samples() {
@@ -686,22 +802,43 @@ fn quantize_to_target(
     }
     log::info!("suite: {:.1} s", t0.elapsed().as_secs_f64());
     // Met with every unit int8 (on the search samples): no ranking needed.
-    let order: Vec<String> = if suite.all_int8_meets(target)? {
+    let all_int8_meets = suite.all_int8_meets(target)?;
+    if all_int8_meets {
         eprintln!("every unit int8 meets the target on the search samples: no ranking needed");
-        suite.units.iter().map(|u| u.name.clone()).collect()
-    } else {
-        let (sens, why) = suite.rank(
-            ranking,
-            false,
-            onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
-        )?;
-        if let Some(why) = why {
-            eprintln!("{why}");
-        }
-        sens.ranking()
+    }
+    let search = |suite: &Suite| -> Result<onnxq::numeric::sensitivity::Fallback> {
+        let order: Vec<String> = if all_int8_meets {
+            suite.units.iter().map(|u| u.name.clone()).collect()
+        } else {
+            let (sens, why) = suite.rank(
+                ranking,
+                false,
+                onnxq::numeric::sensitivity::AUTO_FULL_BUDGET,
+            )?;
+            if let Some(why) = why {
+                eprintln!("{why}");
+            }
+            sens.ranking()
+        };
+        log::info!("ranking: {:.1} s", t0.elapsed().as_secs_f64());
+        suite.fallback(&order, target, max_float)
     };
-    log::info!("ranking: {:.1} s", t0.elapsed().as_secs_f64());
-    let fb = suite.fallback(&order, target, max_float)?;
+    let mut fb = search(&suite)?;
+    if !fb.reached {
+        // The int8 weights of the float units may be the noise that is left: rank and
+        // search again with the units fully float, and keep the better result.
+        eprintln!(
+            "the target is not reached with int8 weights in the float units: searching again with float weights"
+        );
+        suite.set_weight_only_fallback(false);
+        let full = search(&suite)?;
+        let informs = full.would_need.is_some() && fb.would_need.is_none();
+        if full.reached || informs || full.score.sqnr_db > fb.score.sqnr_db {
+            fb = full;
+        } else {
+            suite.set_weight_only_fallback(true);
+        }
+    }
     log::info!("fallback: {:.1} s", t0.elapsed().as_secs_f64());
     let Some(q) = suite.quantize(&fb.float_units)? else {
         bail!(
@@ -797,6 +934,19 @@ fn sensitivity_page(
 
 /// Top-1 accuracy of a single-input classifier on an .npz with the input
 /// array (named after the model input) and `labels`, run in tract.
+/// Whether an evaluation file holds a `labels` array (only an .npz can).
+fn npz_has_labels(eval: &Path) -> Result<bool> {
+    if !eval
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    {
+        return Ok(false);
+    }
+    Ok(onnxq::data::read_npz(eval)?
+        .iter()
+        .any(|(k, _)| k == "labels"))
+}
+
 fn top1_accuracy(model: &Path, eval: &Path) -> Result<(f64, usize)> {
     let m = onnxq::import::import_file_with(
         model,

@@ -37,6 +37,7 @@ pub fn quantize_dynamic(
 }
 
 /// Weight-only quantization (no calibration data): [`OPTIMIZE`], then
+/// `sink-constants` (If-branch weights become constants of their branch),
 /// `quantize-weight-only` with `options`, then dead-code elimination.
 /// `bits: 4` raises the opset to 21 or fails naming the op that forbids it.
 /// Returns the pipeline text that ran.
@@ -47,7 +48,8 @@ pub fn quantize_weight_only(
 ) -> Result<String> {
     let first = optimize(model, cx)?;
     let mut pm = PassManager::new();
-    pm.add(QuantizeWeightOnly::new(options)?)
+    pm.add(SinkConstants)
+        .add(QuantizeWeightOnly::new(options)?)
         .add(EliminateDeadCode);
     pm.run(model, cx)?;
     Ok(format!("{first},{}", pm.pipeline_text()))

@@ -164,6 +164,42 @@ fn dynamic_mode_quantizes_the_branches_too() {
     }
 }
 
+/// Weight-only mode (8 and 4 bits) stores the MatMul/Gemm weights of every branch as
+/// integers behind a DequantizeLinear, names stay unique, and accuracy holds.
+#[test]
+fn weight_only_mode_quantizes_the_branches_too() {
+    for bits in [8, 4] {
+        let options = QuantizeOptions {
+            mode: onnxq::quantize::Mode::WeightOnly { bits, block: 32 },
+            ..Default::default()
+        };
+        let q = quantize(branches_model(), None, &options).unwrap();
+        let mut ops = BTreeMap::new();
+        let mut names = vec![];
+        walk(&q.model.graph, &mut ops, &mut names);
+        for branch in ["net16k", "net8k", "last_a", "last_b"] {
+            assert!(
+                ops[branch].contains_key("DequantizeLinear"),
+                "{bits} bits, {branch}: {:?}",
+                ops[branch]
+            );
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "a name is defined twice");
+        let (x, labels) = eval();
+        for sr in [16000, 8000] {
+            let f = top1(&run(&branches_model(), &x, sr), &labels);
+            let i = top1(&run(&q.model, &x, sr), &labels);
+            assert!(
+                i >= f - 0.01,
+                "{bits} bits, sr={sr}: weight-only top-1 {i} vs float {f}"
+            );
+        }
+    }
+}
+
 #[test]
 fn sensitivity_sees_the_units_inside_branches() {
     let calib = models_dir().join("branches/digits_branches.calib.npz");

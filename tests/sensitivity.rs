@@ -364,7 +364,12 @@ fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
     assert!(err.contains(CULPRIT), "{err}");
     let qc = dir.join("ill.int8.onnx.qconfig.json");
     let mapping = onnxq::qconfig::QConfigMapping::from_file(&qc).unwrap();
+    // The culprit's noise is its weights: int8 weights in a float unit cannot meet
+    // the target, so the second search keeps the unit fully float.
+    assert!(err.contains("searching again with float weights"), "{err}");
+    assert!(err.contains("weights too"), "{err}");
     assert!(mapping.name.get(CULPRIT).is_some_and(|q| q.is_none()));
+    assert!(mapping.weight_only.is_empty());
     // Reused with --qconfig.
     let out2 = dir.join("again.onnx");
     let o = onnxq(&[
@@ -446,4 +451,56 @@ fn cli_sensitivity_json() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("540 labels"), "{err}");
+}
+
+/// The accuracy fallback keeps the chosen units' activations float but their weights
+/// int8 (weight-only), so the model stays small; a unit kept float that way still meets
+/// the target, and its weights are a DequantizeLinear of an int8 initializer.
+#[test]
+fn weight_only_fallback_keeps_float_units_weights_int8() {
+    let mut s = suite("inverted_residual", &per_tensor());
+    s.set_weight_only_fallback(true);
+    let sens = s.sensitivity(false).unwrap();
+    let target = sens.int8.sqnr_db + 4.0;
+    let fb = s
+        .fallback(&sens.ranking(), Target::SqnrDb(target), None)
+        .unwrap();
+    eprintln!("{}", fb.text());
+    assert!(fb.reached && fb.weights_int8);
+    assert!(fb.text().contains("weights int8"));
+    // Every unit but one float, weight-only vs fully float: the same activations, more
+    // int8 weights.
+    let all_but_one: Vec<String> = s.units.iter().skip(1).map(|u| u.name.clone()).collect();
+    let wo = s.quantize(&all_but_one).unwrap().unwrap();
+    s.set_weight_only_fallback(false);
+    let full = s.quantize(&all_but_one).unwrap().unwrap();
+    assert_eq!(wo.summary.activations, full.summary.activations);
+    assert!(
+        wo.summary.weights > full.summary.weights,
+        "{} vs {}",
+        wo.summary.weights,
+        full.summary.weights
+    );
+    // The float units' int8 weights are stored int8.
+    let g = &wo.model.graph;
+    let mut int8_weights_of_float_units = 0;
+    for n in g.node_ids() {
+        let node = g.node(n);
+        if !all_but_one.contains(&node.name)
+            || !matches!(node.op_type(), "Conv" | "Gemm" | "MatMul")
+        {
+            continue;
+        }
+        let Some(w) = node.inputs.get(1).copied().flatten() else {
+            continue;
+        };
+        let p = g.producer(w);
+        if g.node(p).is_op("DequantizeLinear") {
+            let q = g.node(p).inputs[0].unwrap();
+            let t = g.const_tensor(q).expect("an int8 initializer");
+            assert_eq!(t.dtype, onnxq::ir::DataType::I8);
+            int8_weights_of_float_units += 1;
+        }
+    }
+    assert!(int8_weights_of_float_units > 0);
 }

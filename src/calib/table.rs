@@ -168,6 +168,19 @@ pub fn calibrate(
     Ok((pending.finish(stats.samples)?, stats))
 }
 
+/// The entries a prepared `model` gets without data: weights, constant operands and
+/// fixed ranges (what [`begin`] computes before the activations are observed).
+pub fn constant_entries(model: &Model, pipeline: &str) -> Result<CalibrationTable> {
+    let mut table = CalibrationTable {
+        format_version: FORMAT_VERSION,
+        pipeline: pipeline.to_string(),
+        ..Default::default()
+    };
+    let mut wanted = vec![];
+    collect(&model.graph, &[], &mut table, &mut wanted)?;
+    Ok(table)
+}
+
 /// Starts the calibration of a prepared `model` (see [`Pending`]). Values
 /// annotated inside If branches are included: they are piped out to the main
 /// graph of [`Pending::calibration_model`].

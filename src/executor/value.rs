@@ -232,6 +232,18 @@ impl Array {
             DataType::U8 => ArrayData::U8(raw.to_vec()),
             DataType::I8 => ArrayData::I8(raw.iter().map(|&b| b as i8).collect()),
             DataType::Bool => ArrayData::Bool(raw.iter().map(|&b| b != 0).collect()),
+            // 4-bit weights (DequantizeLinear's only use of them) are held widened to
+            // 8 bits: ONNX packs two per byte, the first element in the low nibble.
+            DataType::I4 => ArrayData::I8(
+                (0..n)
+                    .map(|i| (((raw[i / 2] >> (4 * (i % 2))) << 4) as i8) >> 4)
+                    .collect(),
+            ),
+            DataType::U4 => ArrayData::U8(
+                (0..n)
+                    .map(|i| (raw[i / 2] >> (4 * (i % 2))) & 0x0f)
+                    .collect(),
+            ),
             other => return Err(format!("element type {other} is not supported")),
         };
         Ok(Array { shape, data })
@@ -357,5 +369,16 @@ mod tests {
         assert_eq!(Array::from_tensor(&t).unwrap().to_tensor(), t);
         let bad = Tensor::from_raw(DataType::F16, vec![1], vec![0, 0]).unwrap();
         assert!(Array::from_tensor(&bad).unwrap_err().contains("f16"));
+    }
+
+    #[test]
+    fn four_bit_constants_unpack_low_nibble_first() {
+        // Elements -8, 7, -1 (odd count: the last byte's high nibble is padding).
+        let t = Tensor::from_raw(DataType::I4, vec![3], vec![0x78, 0x0f]).unwrap();
+        let a = Array::from_tensor(&t).unwrap();
+        assert!(matches!(&a.data, ArrayData::I8(v) if v == &[-8, 7, -1]));
+        let t = Tensor::from_raw(DataType::U4, vec![3], vec![0xf0, 0x09]).unwrap();
+        let a = Array::from_tensor(&t).unwrap();
+        assert!(matches!(&a.data, ArrayData::U8(v) if v == &[0, 15, 9]));
     }
 }

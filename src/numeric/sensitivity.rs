@@ -126,7 +126,18 @@ pub struct Suite {
     prepared: Model,
     /// Output value names of each unit.
     unit_outputs: BTreeMap<String, Vec<String>>,
+    /// Units the calibration-time noise rules ([`crate::backend::noise`]) keep float in
+    /// every variant, with the reason; not candidates of the ranking.
+    pub ruled: BTreeMap<String, String>,
+    /// Units a variant keeps float keep int8 weights (weight-only), as the noise rules'
+    /// do: the fallback's choice ([`Suite::set_weight_only_fallback`]). Off, a float unit
+    /// is fully float (what `onnxq sensitivity` measures).
+    weight_only_fallback: bool,
 }
+
+/// Why the fallback keeps a unit float, in the summary.
+pub const FALLBACK_REASON: &str =
+    "kept float by the accuracy fallback (output SQNR target); weights stay int8";
 
 /// Labels from a `.npy` (integers) or from the `labels` array of an `.npz`.
 pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
@@ -406,7 +417,12 @@ impl Suite {
             search_batches,
             prepared: full.model,
             unit_outputs,
+            ruled: BTreeMap::new(),
+            weight_only_fallback: false,
         };
+        if suite.options.noise_rule {
+            suite.apply_noise_rules(&cal_model, calib_data)?;
+        }
         // A unit whose observers all end up float at conversion (a mask whose calibrated
         // range is too wide for 8 bits) is not a real choice: drop it.
         let mut kept = vec![];
@@ -461,12 +477,105 @@ impl Suite {
         &self,
         float_units: impl IntoIterator<Item = &'a String>,
     ) -> Result<Option<Quantized>> {
-        let opts = with_exclusions(&self.options, float_units);
+        let opts = self.variant_options(float_units);
         let p = prepare_static(self.float.clone(), &opts)?;
         if !p.observes_anything() {
             return Ok(None);
         }
-        Ok(Some(convert_prepared(p, self.table.clone(), &opts)?))
+        let mut table = self.table.clone();
+        if !opts.float_units.is_empty() {
+            // Weight-only units keep all 8 bits (float compute cannot saturate): their
+            // weight entries come from this preparation, not the shared table.
+            let w = crate::calib::constant_entries(&p.model, &p.pipeline)
+                .context("observing the weights of the variant")?;
+            for (name, e) in w.entries {
+                if e.role == crate::calib::Role::Weight {
+                    table.entries.insert(name, e);
+                }
+            }
+        }
+        Ok(Some(convert_prepared(p, table, &opts)?))
+    }
+
+    /// The options of the variant keeping `float_units` and the noise rules' units
+    /// float: fully (excluded), or weight-only with [`Suite::set_weight_only_fallback`].
+    fn variant_options<'a>(
+        &self,
+        float_units: impl IntoIterator<Item = &'a String>,
+    ) -> QuantizeOptions {
+        let mut opts = self.options.clone();
+        if self.weight_only_fallback {
+            opts.float_units = self.ruled.clone();
+            for u in float_units {
+                opts.float_units
+                    .entry(u.clone())
+                    .or_insert_with(|| FALLBACK_REASON.to_string());
+            }
+            opts
+        } else {
+            // Fully float: the noise rules' units too.
+            let names: Vec<String> = self
+                .ruled
+                .keys()
+                .cloned()
+                .chain(float_units.into_iter().cloned())
+                .collect();
+            with_exclusions(&opts, &names)
+        }
+    }
+
+    /// Units the fallback keeps float keep int8 weights (see the field's documentation).
+    pub fn set_weight_only_fallback(&mut self, on: bool) {
+        self.weight_only_fallback = on;
+    }
+
+    /// The calibration-time noise rules, applied once on the shared table: their units
+    /// leave the candidates and stay float (weight-only) in every variant. When keeping
+    /// them float exposes a value no variant observed, the calibration runs again with it.
+    fn apply_noise_rules(&mut self, cal_model: &Model, calib_data: &Path) -> Result<()> {
+        let ruled =
+            crate::backend::noise::noisy_units_with_branches(&self.prepared.graph, &self.table);
+        if ruled.is_empty() {
+            return Ok(());
+        }
+        let mut opts = self.options.clone();
+        opts.float_units = ruled.clone();
+        let p = prepare_static(self.float.clone(), &opts)?;
+        let mut cal_model = cal_model.clone();
+        let mut missing = 0;
+        let vg = &p.model.graph;
+        for v in vg.value_ids() {
+            let Some(QuantAnnotation::Observe(cfg)) = &vg.value(v).quant else {
+                continue;
+            };
+            let name = &vg.value(v).name;
+            if self.table.entries.contains_key(name) {
+                continue;
+            }
+            let Some(fv) = cal_model.graph.value_by_name(name) else {
+                bail!(
+                    "value `{name}` of the noise-ruled variant is not in the fully prepared model"
+                );
+            };
+            cal_model.graph.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
+            missing += 1;
+        }
+        if missing > 0 {
+            log::info!("suite: the noise rules expose {missing} value(s): calibrating again");
+            let (table, stats) = crate::calib::calibrate(
+                &cal_model,
+                &p.pipeline,
+                calib_data,
+                self.options.calibration.clone(),
+            )
+            .with_context(|| format!("calibrating on {}", calib_data.display()))?;
+            self.table = table;
+            self.calibration_time += stats.elapsed;
+            self.extra_observed += missing;
+        }
+        self.units.retain(|u| !ruled.contains_key(&u.name));
+        self.ruled = ruled;
+        Ok(())
     }
 
     /// Score of the model with `float_units` in float, on the whole evaluation set.
@@ -565,68 +674,7 @@ impl Suite {
 
     /// [`Suite::score_on`] with at most `threads` threads.
     fn score_with(&self, model: &Model, batches: usize, threads: usize) -> Result<Score> {
-        let batches = batches.clamp(1, self.eval.batches.len());
-        let threads = threads.max(1);
-        let workers = threads.min(batches).max(1);
-        // Few batches: the kernels get the threads instead.
-        let exec = Executor::new(
-            model,
-            ExecutorOptions {
-                threads: (threads / workers).max(1),
-                ..ExecutorOptions::default()
-            },
-        )
-        .context("planning the quantized variant in the executor")?;
-        let labels = self.eval.labels.is_some();
-        let results = parallel_map(batches, workers, |b| -> Result<BatchScore> {
-            let batch = &self.eval.batches[b];
-            let inputs: Vec<(&str, &Tensor)> = self
-                .eval
-                .input_names
-                .iter()
-                .map(String::as_str)
-                .zip(batch)
-                .collect();
-            let out = exec.run(&inputs).context("running the quantized variant")?;
-            let mut sums = vec![(0.0f64, 0.0f64); out.len()];
-            let mut first = None;
-            for (k, (_, t)) in out.iter().enumerate() {
-                let y = t.to_f32_vec();
-                if let (Some(Some(x)), Some(y)) = (self.eval.reference[b].get(k), &y) {
-                    let (signal, noise) = &mut sums[k];
-                    for (&a, &q) in x.iter().zip(y) {
-                        let (a, q) = (a as f64, q as f64);
-                        *signal += a * a;
-                        *noise += (a - q) * (a - q);
-                    }
-                }
-                if k == 0 && labels {
-                    first = y;
-                }
-            }
-            Ok(BatchScore { sums, first })
-        });
-        // Per output: a detector's weakest head (scores next to boxes of far larger
-        // magnitude) must not hide behind the others' energy, so the score is the
-        // worst output's SQNR.
-        let mut sums: Vec<(f64, f64)> = vec![];
-        let mut firsts = Vec::with_capacity(batches);
-        for r in results {
-            let r = r?;
-            if sums.len() < r.sums.len() {
-                sums.resize(r.sums.len(), (0.0, 0.0));
-            }
-            for (acc, (s, n)) in sums.iter_mut().zip(r.sums) {
-                acc.0 += s;
-                acc.1 += n;
-            }
-            firsts.push(r.first);
-        }
-        let sqnr_db = sums
-            .iter()
-            .filter(|(signal, _)| *signal > 0.0)
-            .map(|&(signal, noise)| super::compare::sqnr_db(signal, noise))
-            .fold(f64::INFINITY, f64::min);
+        let (sqnr_db, firsts) = score_eval(&self.eval, model, batches, threads)?;
         Ok(Score {
             sqnr_db,
             accuracy: self.accuracy(&firsts),
@@ -1050,6 +1098,7 @@ impl Suite {
             eval_samples: 0,
             verified_on_subset_failed: false,
             unpruned,
+            weights_int8: self.weight_only_fallback,
         })
     }
 }
@@ -1353,6 +1402,87 @@ fn with_exclusions<'a>(
     o
 }
 
+/// The worst output's SQNR of `model` against `eval`'s float reference on its first
+/// `batches` batches, with the first outputs when `eval` has labels (batches run in
+/// parallel on `threads` workers; sums added in batch order, so the result does not
+/// depend on the thread count).
+fn score_eval(
+    eval: &EvalSet,
+    model: &Model,
+    batches: usize,
+    threads: usize,
+) -> Result<(f64, Vec<Option<Vec<f32>>>)> {
+    let batches = batches.clamp(1, eval.batches.len());
+    let threads = threads.max(1);
+    let workers = threads.min(batches).max(1);
+    // Few batches: the kernels get the threads instead.
+    let exec = Executor::new(
+        model,
+        ExecutorOptions {
+            threads: (threads / workers).max(1),
+            ..ExecutorOptions::default()
+        },
+    )
+    .context("planning the quantized variant in the executor")?;
+    let labels = eval.labels.is_some();
+    let results = parallel_map(batches, workers, |b| -> Result<BatchScore> {
+        let batch = &eval.batches[b];
+        let inputs: Vec<(&str, &Tensor)> = eval
+            .input_names
+            .iter()
+            .map(String::as_str)
+            .zip(batch)
+            .collect();
+        let out = exec.run(&inputs).context("running the quantized variant")?;
+        let mut sums = vec![(0.0f64, 0.0f64); out.len()];
+        let mut first = None;
+        for (k, (_, t)) in out.iter().enumerate() {
+            let y = t.to_f32_vec();
+            if let (Some(Some(x)), Some(y)) = (eval.reference[b].get(k), &y) {
+                let (signal, noise) = &mut sums[k];
+                for (&a, &q) in x.iter().zip(y) {
+                    let (a, q) = (a as f64, q as f64);
+                    *signal += a * a;
+                    *noise += (a - q) * (a - q);
+                }
+            }
+            if k == 0 && labels {
+                first = y;
+            }
+        }
+        Ok(BatchScore { sums, first })
+    });
+    // Per output: a detector's weakest head (scores next to boxes of far larger
+    // magnitude) must not hide behind the others' energy, so the score is the
+    // worst output's SQNR.
+    let mut sums: Vec<(f64, f64)> = vec![];
+    let mut firsts = Vec::with_capacity(batches);
+    for r in results {
+        let r = r?;
+        if sums.len() < r.sums.len() {
+            sums.resize(r.sums.len(), (0.0, 0.0));
+        }
+        for (acc, (s, n)) in sums.iter_mut().zip(r.sums) {
+            acc.0 += s;
+            acc.1 += n;
+        }
+        firsts.push(r.first);
+    }
+    let sqnr_db = sums
+        .iter()
+        .filter(|(signal, _)| *signal > 0.0)
+        .map(|&(signal, noise)| super::compare::sqnr_db(signal, noise))
+        .fold(f64::INFINITY, f64::min);
+    Ok((sqnr_db, firsts))
+}
+
+/// The output SQNR (worst output, dB) of `quantized` against `float` on `data`, both run
+/// by the executor: the accuracy guard of `onnxq quantize`.
+pub fn output_sqnr(float: &Model, quantized: &Model, data: &Path, threads: usize) -> Result<f64> {
+    let eval = load_eval(float, data, None, threads.max(1))?;
+    Ok(score_eval(&eval, quantized, eval.batches.len(), threads.max(1))?.0)
+}
+
 /// Loads the evaluation data and runs the float model on it (batches on `threads`
 /// workers).
 fn load_eval(
@@ -1609,6 +1739,8 @@ pub struct Fallback {
     /// Float units the pruning pass did not get to try (it stops after
     /// `PRUNE_MAX_EVALS` evaluations).
     pub unpruned: usize,
+    /// The float units keep int8 weights ([`Suite::set_weight_only_fallback`]).
+    pub weights_int8: bool,
 }
 
 impl Fallback {
@@ -1635,8 +1767,13 @@ impl Fallback {
             s += "  kept in float: none\n";
         } else {
             s += &format!(
-                "  kept in float ({}): {}\n",
+                "  kept in float ({}{}): {}\n",
                 self.float_units.len(),
+                if self.weights_int8 {
+                    ", weights int8"
+                } else {
+                    ", weights too"
+                },
                 self.float_units.join(", ")
             );
         }
@@ -1680,12 +1817,16 @@ impl Fallback {
         s
     }
 
-    /// The QConfigMapping that reproduces this result: `base` plus a `None` entry per
-    /// float unit.
+    /// The QConfigMapping that reproduces this result: `base` plus, per float unit, a
+    /// `weight_only` entry (or a `None` one when the units are fully float).
     pub fn qconfig(&self, base: &crate::qconfig::QConfigMapping) -> crate::qconfig::QConfigMapping {
         let mut m = base.clone();
         for u in &self.float_units {
-            m.set_name(u, None);
+            if self.weights_int8 {
+                m.weight_only.insert(u.clone());
+            } else {
+                m.set_name(u, None);
+            }
         }
         m
     }

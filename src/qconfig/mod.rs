@@ -14,7 +14,8 @@
 //!              "weight": {"observer": "per-channel-minmax", "dtype": "qint8", "qscheme": "per_channel_symmetric"}},
 //!   "object_type": {"Softmax": null},
 //!   "name_regex": [["^/encoder/.*", null]],
-//!   "name": {"/fc/Gemm": null}
+//!   "name": {"/fc/Gemm": null},
+//!   "weight_only": ["/head/Conv"]
 //! }
 //! ```
 
@@ -241,6 +242,11 @@ pub struct QConfigMapping {
     pub name_regex: Vec<(String, Option<QConfig>)>,
     #[serde(default)]
     pub name: BTreeMap<String, Option<QConfig>>,
+    /// Units (by first node name) kept float with int8 weights: their activations
+    /// stay float, their Conv/Gemm/MatMul weights are stored int8 behind a
+    /// DequantizeLinear (what the accuracy fallback chooses).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub weight_only: std::collections::BTreeSet<String>,
     #[serde(skip)]
     compiled: Vec<regex::Regex>,
 }
@@ -251,6 +257,7 @@ impl PartialEq for QConfigMapping {
             && self.object_type == o.object_type
             && self.name_regex == o.name_regex
             && self.name == o.name
+            && self.weight_only == o.weight_only
     }
 }
 

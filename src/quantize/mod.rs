@@ -201,11 +201,16 @@ pub fn prepare(
     }
     let mut fuse = PassManager::parse(&options.fuse_pipeline(), &registry)?;
     fuse.run(model, cx)?;
-    let mut observers = crate::passes::InsertObservers::with_mapping(
-        options.insert_options(),
-        options.mapping(model)?,
-    )?;
-    observers.float_units = options.float_units.clone();
+    let mapping = options.mapping(model)?;
+    let mut float_units = options.float_units.clone();
+    for n in &mapping.weight_only {
+        float_units.entry(n.clone()).or_insert_with(|| {
+            "activations float, weights int8 (the qconfig's `weight_only`)".into()
+        });
+    }
+    let mut observers =
+        crate::passes::InsertObservers::with_mapping(options.insert_options(), mapping)?;
+    observers.float_units = float_units;
     let mut insert = PassManager::new();
     insert.add(observers);
     insert.run(model, cx)?;
@@ -538,9 +543,7 @@ fn quantize_static(
                 .iter()
                 .all(|name| table.entries.contains_key(name));
             // Weight entries again: weight-only units keep all 8 bits.
-            if let Ok(w) =
-                crate::calib::begin(&ruled.model, &ruled.pipeline).and_then(|p| p.finish(0))
-            {
+            if let Ok(w) = crate::calib::constant_entries(&ruled.model, &ruled.pipeline) {
                 for (name, e) in w.entries {
                     if e.role == crate::calib::Role::Weight {
                         table.entries.insert(name, e);

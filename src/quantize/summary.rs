@@ -37,7 +37,7 @@ pub struct Summary {
 }
 
 /// Prefixes of the notes that mean "left in float".
-const FLOAT_PREFIXES: [&str; 2] = ["stays float: ", "kept float: "];
+const FLOAT_PREFIXES: [&str; 3] = ["stays float: ", "stays float, ", "kept float: "];
 
 impl Summary {
     /// Collects the counters and diagnostics of the quantization passes.
