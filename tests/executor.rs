@@ -41,22 +41,23 @@ fn float_models_match_tract_and_ort() {
     for path in bundled_models() {
         let name = stem(&path);
         let model = onnxq::import::import_file(&path).unwrap();
-        let exec = match Executor::new(&model, ExecutorOptions::default()) {
-            Ok(e) => e,
-            Err(e) => {
-                // Only the control-flow model may be refused, and it must say why.
-                assert_eq!(name, "control_flow", "{name}: {e}");
-                assert!(e.to_string().contains("If"), "{e}");
-                continue;
-            }
-        };
+        let exec = Executor::new(&model, ExecutorOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let inputs = sample_inputs(&path, &model);
         let ours = run(&exec, &model, &inputs);
         let bytes = std::fs::read(&path).unwrap();
-        let tract = onnxq::tract_runner::run_once(&bytes, path.parent(), &inputs).unwrap();
+        // tract cannot analyse the control-flow model's Loop (its scan outputs): ORT only.
+        let tract = match onnxq::tract_runner::run_once(&bytes, path.parent(), &inputs) {
+            Ok(t) => Some(t),
+            Err(e) if name == "control_flow" => {
+                eprintln!("{name}: tract: {e}");
+                None
+            }
+            Err(e) => panic!("{name}: tract: {e}"),
+        };
         let expected = onnxq::data::read_npz(&path.with_extension("expected.npz")).unwrap();
         for (k, (oname, t)) in ours.iter().enumerate() {
-            let e_tract = max_rel_err(t, &tract[k]);
+            let e_tract = tract.as_ref().map_or(0.0, |tract| max_rel_err(t, &tract[k]));
             assert!(
                 e_tract <= 1e-4,
                 "{name}/{oname}: vs tract rel err {e_tract}"
@@ -68,7 +69,7 @@ fn float_models_match_tract_and_ort() {
         }
         checked += 1;
     }
-    assert!(checked >= 6, "only {checked} models ran");
+    assert!(checked >= 7, "only {checked} models ran");
 }
 
 #[test]

@@ -299,22 +299,28 @@ impl Executor {
             }
             let op = node.op().expect("an op");
             if op.has_subgraphs() {
-                if op.op_type != "If" || !(op.domain.is_empty() || op.domain == "ai.onnx") {
-                    errors.push(format!(
-                        "{}: control flow other than If (subgraphs) is not supported by the executor",
-                        label()
-                    ));
-                    continue;
-                }
-                match control::build_if(model, node, &options) {
+                let standard = op.domain.is_empty() || op.domain == "ai.onnx";
+                let built = match op.op_type.as_str() {
+                    "If" if standard => control::build_if(model, node, &options),
+                    "Loop" if standard => control::build_loop(model, node, &options),
+                    "Scan" if standard => control::build_scan(model, node, &options),
+                    _ => {
+                        errors.push(format!(
+                            "{}: control flow other than If, Loop and Scan (subgraphs) is not supported by the executor",
+                            label()
+                        ));
+                        continue;
+                    }
+                };
+                match built {
                     Ok(kernel) => {
-                        // The captured outer values follow the condition.
+                        // The captured outer values follow the node's inputs.
                         let mut ins: ValueList = node.inputs.to_vec();
                         ins.extend(node.captures.iter().map(|&v| Some(v)));
                         steps.push((
                             Step {
                                 label: label(),
-                                kind: "If".into(),
+                                kind: op.op_type.clone(),
                                 kernel,
                                 inputs: vec![],
                                 outputs: vec![],

@@ -98,13 +98,27 @@ def test_float_model_matches_ort(name, onnxq_bin, tmp_path):
         assert err <= 1e-4, f"{name}/{oname}: rel err {err}"
 
 
-def test_control_flow_is_refused_clearly(onnxq_bin, tmp_path):
+@pytest.mark.parametrize("mode", ["float", "static", "dynamic"])
+def test_control_flow_matches_ort(mode, onnxq_bin, tmp_path):
+    """If (nested), Loop (carried state, scan outputs, a captured outer value) and Scan
+    run in the executor with ORT's outputs, on both branches and several trip counts;
+    float, and quantized (QDQ inside the If branches, the Loop and Scan bodies float)."""
+    model = MODELS / "control_flow.onnx"
+    if mode != "float":
+        q = tmp_path / "q.onnx"
+        args = ["--data", str(MODELS / "control_flow.calib.npz")] if mode == "static" else ["--mode", mode]
+        subprocess.run([onnxq_bin, "quantize", str(model), "-o", str(q), *args], check=True, capture_output=True)
+        model = q
     feeds = dict(np.load(MODELS / "control_flow.sample.npz"))
-    np.savez(tmp_path / "in.npz", **feeds)
-    r = subprocess.run([onnxq_bin, "run", str(MODELS / "control_flow.onnx"), "--input", str(tmp_path / "in.npz")],
-                       capture_output=True, text=True)
-    assert r.returncode != 0
-    assert "control flow" in r.stderr and "If" in r.stderr and "Loop" in r.stderr, r.stderr
+    for k, (flag, steps) in enumerate([(True, 4), (False, 4), (True, 1), (False, 7)]):
+        f = dict(feeds, flag=np.array(flag), steps=np.array(steps, np.int64))
+        (tmp_path / str(k)).mkdir()
+        out = run_onnxq(onnxq_bin, model, f, tmp_path / str(k))
+        names, want = run_ort_session(model, f)
+        for n, w in zip(names, want):
+            got = np.load(out / npy_name(n))
+            assert got.shape == w.shape, (n, got.shape, w.shape)
+            np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5, err_msg=f"{n} flag={flag} steps={steps}")
 
 
 def test_bad_input_is_a_clear_error(onnxq_bin, tmp_path):
@@ -142,3 +156,62 @@ def test_weight_only_models_match_ort(name, bits, onnxq_bin, tmp_path):
         for n, w in zip(names, want):
             got = np.load(out / npy_name(n))
             np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-4 * float(np.abs(w).max()), err_msg=n)
+
+
+def test_scan_axes_directions_and_while_loop_match_ort(onnxq_bin, tmp_path):
+    """Scan with a reversed scan input on axis 1 and a scan output stacked on axis 1 in
+    reverse; a Loop ended by its condition (a while loop, no trip count)."""
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    # Scan body: state s [4]; slice x_t [4] -> s' = s + x_t, y_t = s' * 2.
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s", "xt"], ["s2"]),
+         helper.make_node("Mul", ["s2", "two"], ["yt"])],
+        "scan_body",
+        [helper.make_tensor_value_info("s", f32, [4]), helper.make_tensor_value_info("xt", f32, [4])],
+        [helper.make_tensor_value_info("s2", f32, [4]), helper.make_tensor_value_info("yt", f32, [4])],
+        [helper.make_tensor("two", f32, [], [2.0])],
+    )
+    scan = helper.make_node("Scan", ["s0", "x"], ["s_final", "ys"], body=body, num_scan_inputs=1,
+                            scan_input_axes=[1], scan_input_directions=[1],
+                            scan_output_axes=[1], scan_output_directions=[1])
+    # While loop: v doubles until its sum exceeds `limit` (a captured outer value).
+    lbody = helper.make_graph(
+        [helper.make_node("Mul", ["v_in", "two_l"], ["v_out"]),
+         helper.make_node("ReduceSum", ["v_out"], ["total"], keepdims=0),
+         helper.make_node("Less", ["total", "limit"], ["cond_out"]),
+         helper.make_node("Identity", ["v_out"], ["v_scan"])],
+        "loop_body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_in", f32, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", f32, [2]),
+         helper.make_tensor_value_info("v_scan", f32, [2])],
+        [helper.make_tensor("two_l", f32, [], [2.0])],
+    )
+    loop = helper.make_node("Loop", ["", "go", "v0"], ["v_final", "v_seq"], body=lbody)
+    g = helper.make_graph(
+        [scan, loop], "cf",
+        [helper.make_tensor_value_info("s0", f32, [4]), helper.make_tensor_value_info("x", f32, [4, 5]),
+         helper.make_tensor_value_info("go", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v0", f32, [2]), helper.make_tensor_value_info("limit", f32, [])],
+        [helper.make_tensor_value_info("s_final", f32, [4]), helper.make_tensor_value_info("ys", f32, [4, 5]),
+         helper.make_tensor_value_info("v_final", f32, [2]), helper.make_tensor_value_info("v_seq", f32, ["T", 2])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(m, full_check=True)
+    path = tmp_path / "cf.onnx"
+    onnx.save(m, path)
+    rng = np.random.default_rng(3)
+    feeds = {"s0": rng.standard_normal(4).astype(np.float32),
+             "x": rng.standard_normal((4, 5)).astype(np.float32),
+             "go": np.array(True), "v0": np.array([0.5, 1.0], np.float32), "limit": np.array(50.0, np.float32)}
+    out = run_onnxq(onnxq_bin, path, feeds, tmp_path)
+    names, want = run_ort_session(path, feeds)
+    assert want[3].shape[0] == 6  # the condition, not a trip count, ended the loop
+    for n, w in zip(names, want):
+        got = np.load(out / npy_name(n))
+        assert got.shape == w.shape, (n, got.shape, w.shape)
+        np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6, err_msg=n)
