@@ -57,7 +57,9 @@ fn float_models_match_tract_and_ort() {
         };
         let expected = onnxq::data::read_npz(&path.with_extension("expected.npz")).unwrap();
         for (k, (oname, t)) in ours.iter().enumerate() {
-            let e_tract = tract.as_ref().map_or(0.0, |tract| max_rel_err(t, &tract[k]));
+            let e_tract = tract
+                .as_ref()
+                .map_or(0.0, |tract| max_rel_err(t, &tract[k]));
             assert!(
                 e_tract <= 1e-4,
                 "{name}/{oname}: vs tract rel err {e_tract}"

@@ -504,3 +504,88 @@ fn weight_only_fallback_keeps_float_units_weights_int8() {
     }
     assert!(int8_weights_of_float_units > 0);
 }
+
+/// Plain `quantize` (no target) measures the output SQNR on the calibration data: below
+/// the accuracy guard the fallback replaces the all-int8 model; `off` skips the check; a
+/// model above it is written as quantized, with the figure in the summary.
+#[test]
+fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
+    let dir = temp_dir("guard");
+    let m = model("digits_cnn_illcond");
+    let c = calib("digits_cnn");
+    let guarded = dir.join("guarded.onnx");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        guarded.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("accuracy guard: output SQNR"), "{err}");
+    assert!(err.contains("below 25 dB"), "{err}");
+    assert!(err.contains(CULPRIT), "{err}");
+    let off = dir.join("off.onnx");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        off.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--accuracy-guard",
+        "off",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("accuracy guard"), "{err}");
+    assert_ne!(
+        std::fs::read(&guarded).unwrap(),
+        std::fs::read(&off).unwrap()
+    );
+    // The guarded model is the better one, by far.
+    let float = onnxq::import::import_file(&m).unwrap();
+    let sqnr = |p: &std::path::Path| {
+        onnxq::numeric::sensitivity::output_sqnr(
+            &float,
+            &onnxq::import::import_file(p).unwrap(),
+            &c,
+            1,
+        )
+        .unwrap()
+    };
+    let (g, u) = (sqnr(&guarded), sqnr(&off));
+    assert!(g >= 25.0 && u < 10.0, "guarded {g} dB, unguarded {u} dB");
+    // digits_cnn meets it: no fallback, the figure is a summary note.
+    let plain = dir.join("plain.onnx");
+    let o = onnxq(&[
+        "quantize",
+        model("digits_cnn").to_str().unwrap(),
+        "-o",
+        plain.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("accuracy guard: output SQNR") && err.contains(">= 25 dB"),
+        "{err}"
+    );
+    assert!(!dir.join("plain.onnx.qconfig.json").exists());
+    // Not a number.
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        off.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--accuracy-guard",
+        "high",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a number of dB, or `off`"));
+}
