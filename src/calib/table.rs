@@ -273,14 +273,23 @@ fn collect(
                         .flatten()
                 });
                 match konst {
-                    // A constant operand (Add of a bias, Mul by a scale): its
-                    // values are known, no data needed.
+                    // A constant operand (Add of a bias, Mul by a scale, an
+                    // embedding table): its values are known, no data needed, and
+                    // every one of them is used as it is: its exact range (minmax),
+                    // not a histogram's clipped one (which cut BERT's embedding
+                    // table to a quarter of its range: 11.6 dB after the lookup).
                     Some(t) => {
                         let data = t.to_f32_vec().ok_or_else(|| {
                             Error::invalid(format!("constant `{name}` is not float"))
                         })?;
                         let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-                        let mut obs = cfg.build(1)?;
+                        let exact = crate::qconfig::ObserverConfig {
+                            observer: crate::qconfig::ObserverKind::MinMax,
+                            percentile: None,
+                            averaging_constant: None,
+                            ..cfg.clone()
+                        };
+                        let mut obs = exact.build(1)?;
                         obs.observe(&data, &shape)
                             .map_err(|e| value_err(&name, e))?;
                         let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
