@@ -134,6 +134,9 @@ struct Body {
     exec: Executor,
     formal: Vec<String>,
     captured: Vec<String>,
+    /// Per body output: the empty stack of zero iterations, `[0, dims...]` of the declared
+    /// element type when the declared shape is fixed, else `[0]` f32.
+    empty: Vec<Array>,
 }
 
 impl Body {
@@ -152,8 +155,32 @@ impl Body {
         };
         let exec =
             Executor::plan(&model, options.clone(), true).map_err(|e| format!("{attr}: {e}"))?;
+        let empty = g
+            .outputs
+            .iter()
+            .map(|&v| {
+                let t = g.value(v).ty.tensor();
+                let dims: Option<Vec<usize>> = t.and_then(|t| t.shape.as_ref()).and_then(|s| {
+                    s.iter()
+                        .map(|d| match d {
+                            crate::ir::Dim::Fixed(n) if *n >= 0 => Some(*n as usize),
+                            _ => None,
+                        })
+                        .collect()
+                });
+                let data = t.and_then(|t| t.dtype).and_then(empty_of);
+                match (dims, data) {
+                    (Some(mut dims), Some(data)) => {
+                        dims.insert(0, 0);
+                        Array::new(dims, data).unwrap_or_else(|_| Array::f32(vec![0], vec![]))
+                    }
+                    _ => Array::f32(vec![0], vec![]),
+                }
+            })
+            .collect();
         Ok(Body {
             exec,
+            empty,
             formal: g.inputs.iter().map(|&v| g.value(v).name.clone()).collect(),
             captured: node
                 .captures
@@ -208,6 +235,20 @@ impl Body {
             .map_err(|e| format!("body: {e}"))?;
         Ok(outs.into_iter().map(|(_, a)| a).collect())
     }
+}
+
+/// No elements of type `d`, when the executor computes with it.
+fn empty_of(d: crate::ir::DataType) -> Option<ArrayData> {
+    use crate::ir::DataType as D;
+    Some(match d {
+        D::F32 => ArrayData::F32(vec![]),
+        D::I64 => ArrayData::I64(vec![]),
+        D::I32 => ArrayData::I32(vec![]),
+        D::U8 => ArrayData::U8(vec![]),
+        D::I8 => ArrayData::I8(vec![]),
+        D::Bool => ArrayData::Bool(vec![]),
+        _ => return None,
+    })
 }
 
 /// A scalar's value as i64 (the trip count) or bool (a condition).
@@ -327,10 +368,10 @@ impl Kernel for LoopKernel {
             i += 1;
         }
         let mut out = carried;
-        for parts in scans {
+        for (k, parts) in scans.into_iter().enumerate() {
             out.push(if parts.is_empty() {
-                // No iteration: an empty stack (its element shape is unknown).
-                Array::f32(vec![0], vec![])
+                // No iteration: an empty stack of the declared element shape.
+                self.body.empty[1 + n + k].clone()
             } else {
                 stack_axis(&parts, 0)?
             });
@@ -407,7 +448,13 @@ impl Kernel for ScanKernel {
         let mut out = states;
         for (k, mut parts) in scans.into_iter().enumerate() {
             if parts.is_empty() {
-                out.push(Array::f32(vec![0], vec![]));
+                // No iteration: an empty stack of the declared element shape, the zero
+                // length on the output axis.
+                let e = &self.body.empty[self.n_state + k];
+                let mut shape = e.shape[1..].to_vec();
+                let axis = norm(self.out_axes.get(k).copied().unwrap_or(0), shape.len() + 1)?;
+                shape.insert(axis, 0);
+                out.push(Array::new(shape, e.data.clone())?);
                 continue;
             }
             if self.out_reverse.get(k).copied().unwrap_or(false) {

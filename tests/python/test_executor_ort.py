@@ -208,10 +208,15 @@ def test_scan_axes_directions_and_while_loop_match_ort(onnxq_bin, tmp_path):
     feeds = {"s0": rng.standard_normal(4).astype(np.float32),
              "x": rng.standard_normal((4, 5)).astype(np.float32),
              "go": np.array(True), "v0": np.array([0.5, 1.0], np.float32), "limit": np.array(50.0, np.float32)}
-    out = run_onnxq(onnxq_bin, path, feeds, tmp_path)
-    names, want = run_ort_session(path, feeds)
-    assert want[3].shape[0] == 6  # the condition, not a trip count, ended the loop
-    for n, w in zip(names, want):
-        got = np.load(out / npy_name(n))
-        assert got.shape == w.shape, (n, got.shape, w.shape)
-        np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6, err_msg=n)
+    # go=False: no iteration, the scan output is an empty stack of the body's [2].
+    for k, go in enumerate([True, False]):
+        f = dict(feeds, go=np.array(go))
+        (tmp_path / str(k)).mkdir()
+        out = run_onnxq(onnxq_bin, path, f, tmp_path / str(k))
+        names, want = run_ort_session(path, f)
+        # The condition, not a trip count, ends the loop.
+        assert want[3].shape == ((6, 2) if go else (0, 2)), want[3].shape
+        for n, w in zip(names, want):
+            got = np.load(out / npy_name(n))
+            assert got.shape == w.shape, (n, got.shape, w.shape)
+            np.testing.assert_allclose(got, w, rtol=1e-6, atol=1e-6, err_msg=n)
