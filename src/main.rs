@@ -121,8 +121,9 @@ enum Command {
         target_sqnr: Option<f64>,
         /// Static mode with --data and no target: the output SQNR vs the float model is
         /// measured on the calibration data after quantizing; below DB, the accuracy
-        /// fallback runs as with --target-sqnr DB (the most sensitive units keep float
-        /// activations and int8 weights). `off`: no check.
+        /// fallback runs as with --target-sqnr DB+3 (a margin for unseen data): the most
+        /// sensitive units keep float activations, and int8 weights where that suffices.
+        /// `off`: no check.
         #[arg(long, value_name = "DB|off", default_value = "25", value_parser = parse_guard)]
         accuracy_guard: Guard,
         /// Keep the most sensitive units in float until the top-1 accuracy is at most
@@ -712,8 +713,8 @@ fn parse_guard(s: &str) -> std::result::Result<Guard, String> {
 }
 
 /// The accuracy guard of a plain static `quantize`: the written model's output SQNR on
-/// the calibration data; below `db`, the accuracy fallback (as `--target-sqnr db`)
-/// replaces it. Returns the SQNR, and the fallback's result when it ran.
+/// the calibration data; below `db`, the accuracy fallback (as `--target-sqnr` with
+/// `db` + [`GUARD_MARGIN_DB`]) replaces it. Returns the SQNR, and the fallback's result when it ran.
 fn guard_accuracy(
     model: &Path,
     output: &Path,
@@ -864,7 +865,13 @@ fn quantize_to_target(
     }
     summary.size_before = std::fs::metadata(model).ok().map(|m| m.len());
     summary.size_after = std::fs::metadata(output).ok().map(|m| m.len());
-    let mapping = fb.qconfig(&base);
+    let mut mapping = fb.qconfig(&base);
+    if !fb.weights_int8 {
+        // Fully float, the noise rules' units too (they would be weight-only again).
+        for unit in suite.ruled.keys() {
+            mapping.set_name(unit, None);
+        }
+    }
     onnxq::emit::write_atomic(&qcfg_path, (mapping.to_json() + "\n").as_bytes())
         .with_context(|| format!("writing {}", qcfg_path.display()))?;
     eprintln!(

@@ -274,22 +274,30 @@ fn collect(
                 });
                 match konst {
                     // A constant operand (Add of a bias, Mul by a scale, an
-                    // embedding table): its values are known, no data needed, and
-                    // every one of them is used as it is: its exact range (minmax),
-                    // not a histogram's clipped one (which cut BERT's embedding
-                    // table to a quarter of its range: 11.6 dB after the lookup).
+                    // embedding table): its values are known, no data needed. A table
+                    // a Gather looks up gets its exact range (minmax): each entry is
+                    // an output as it is, and a histogram's clipped range cut BERT's
+                    // embedding table to a quarter of it (11.6 dB after the lookup).
                     Some(t) => {
                         let data = t.to_f32_vec().ok_or_else(|| {
                             Error::invalid(format!("constant `{name}` is not float"))
                         })?;
                         let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+                        let looked_up = g
+                            .consumers(v)
+                            .iter()
+                            .any(|(c, _)| g.node(*c).is_op("Gather"));
                         let exact = crate::qconfig::ObserverConfig {
                             observer: crate::qconfig::ObserverKind::MinMax,
                             percentile: None,
                             averaging_constant: None,
                             ..cfg.clone()
                         };
-                        let mut obs = exact.build(1)?;
+                        let mut obs = if looked_up {
+                            exact.build(1)?
+                        } else {
+                            cfg.build(1)?
+                        };
                         obs.observe(&data, &shape)
                             .map_err(|e| value_err(&name, e))?;
                         let qparams = obs.qparams().map_err(|e| value_err(&name, e))?;
