@@ -422,14 +422,17 @@ fn run(cli: Cli) -> Result<()> {
             if target.is_some() && calibration.is_some() {
                 bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
             }
+            // The accuracy guard runs the same fallback when it fires.
+            let guard_on = accuracy_guard.0.is_some() && data.is_some() && mode == "static";
             if target.is_none()
+                && !guard_on
                 && (max_float.is_some()
                     || save_qconfig.is_some()
                     || sensitivity_samples.is_some()
                     || ranking != onnxq::numeric::sensitivity::RankingChoice::Auto)
             {
                 bail!(
-                    "--max-float, --ranking, --sensitivity-samples and --save-qconfig go with --target-sqnr or --max-accuracy-drop"
+                    "--max-float, --ranking, --sensitivity-samples and --save-qconfig go with --target-sqnr, --max-accuracy-drop or the accuracy guard (static mode with --data)"
                 );
             }
             if sensitivity_samples == Some(0) {
@@ -505,7 +508,13 @@ fn run(cli: Cli) -> Result<()> {
                     match guard {
                         None => summary,
                         Some((data, db)) => {
-                            match guard_accuracy(&model, &output, &data, db, ranking, &options) {
+                            let search = GuardSearch {
+                                ranking,
+                                max_float,
+                                sensitivity_samples,
+                                save_qconfig: save_qconfig.as_deref(),
+                            };
+                            match guard_accuracy(&model, &output, &data, db, &search, &options) {
                                 Ok((sqnr, None)) => {
                                     let mut summary = summary;
                                     summary.notes.push((
@@ -697,6 +706,14 @@ fn run(cli: Cli) -> Result<()> {
 /// 0.5–5 dB lower than the calibration ones at the fallback's result).
 const GUARD_MARGIN_DB: f64 = 3.0;
 
+/// The fallback options the guard passes on when it fires.
+struct GuardSearch<'a> {
+    ranking: onnxq::numeric::sensitivity::RankingChoice,
+    max_float: Option<usize>,
+    sensitivity_samples: Option<usize>,
+    save_qconfig: Option<&'a Path>,
+}
+
 /// `--accuracy-guard`: a dB floor, or `off`.
 #[derive(Clone, Copy, Debug)]
 struct Guard(Option<f64>);
@@ -720,7 +737,7 @@ fn guard_accuracy(
     output: &Path,
     data: &Path,
     db: f64,
-    ranking: onnxq::numeric::sensitivity::RankingChoice,
+    search: &GuardSearch<'_>,
     options: &onnxq::quantize::QuantizeOptions,
 ) -> Result<(
     f64,
@@ -748,10 +765,10 @@ fn guard_accuracy(
         None,
         None,
         onnxq::numeric::sensitivity::Target::SqnrDb(aim),
-        None,
-        ranking,
-        None,
-        None,
+        search.max_float,
+        search.ranking,
+        search.sensitivity_samples,
+        search.save_qconfig,
         options,
     )?;
     Ok((sqnr, Some((summary, fb))))

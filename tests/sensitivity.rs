@@ -558,6 +558,24 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     };
     let (g, u) = (sqnr(&guarded), sqnr(&off));
     assert!(g >= 25.0 && u < 10.0, "guarded {g} dB, unguarded {u} dB");
+    // The fallback's options apply to the guard's fallback.
+    let local = dir.join("local.onnx");
+    let o = onnxq(&[
+        "quantize",
+        m.to_str().unwrap(),
+        "-o",
+        local.to_str().unwrap(),
+        "--data",
+        c.to_str().unwrap(),
+        "--ranking",
+        "local",
+        "--max-float",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("local SQNR") || err.contains(CULPRIT), "{err}");
+    assert!(err.contains(CULPRIT), "{err}");
     // digits_cnn meets it: no fallback, the figure is a summary note.
     let plain = dir.join("plain.onnx");
     let o = onnxq(&[
