@@ -335,6 +335,25 @@ fn bad_input_errors() {
     );
 }
 
+/// `onnxq quantize MODEL -o OUT --data DATA EXTRA...`.
+fn quantize_cli(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    onnxq(&args)
+}
+
 fn onnxq(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_onnxq"))
         .args(args)
@@ -348,16 +367,7 @@ fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
     let out = dir.join("ill.int8.onnx");
     let m = model("digits_cnn_illcond");
     let c = calib("digits_cnn");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--target-sqnr",
-        "30",
-    ]);
+    let o = quantize_cli(&m, &out, &c, &["--target-sqnr", "30"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("kept in float"), "{err}");
@@ -372,34 +382,14 @@ fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
     assert!(mapping.weight_only.is_empty());
     // Reused with --qconfig.
     let out2 = dir.join("again.onnx");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        out2.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--qconfig",
-        qc.to_str().unwrap(),
-    ]);
+    let o = quantize_cli(&m, &out2, &c, &["--qconfig", qc.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
 
     // Unreachable within --max-float 0: the model is written, exit code 2, and the
     // message names the units it would need.
     let out3 = dir.join("capped.onnx");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        out3.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--target-sqnr",
-        "30",
-        "--max-float",
-        "0",
-    ]);
+    let o = quantize_cli(&m, &out3, &c, &["--target-sqnr", "30", "--max-float", "0"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("TARGET NOT REACHED"), "{err}");
@@ -407,16 +397,7 @@ fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
     assert!(out3.exists());
 
     // --max-accuracy-drop without labels.
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        dir.join("x.onnx").to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--max-accuracy-drop",
-        "1",
-    ]);
+    let o = quantize_cli(&m, &dir.join("x.onnx"), &c, &["--max-accuracy-drop", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("needs labels"), "{err}");
@@ -514,30 +495,14 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let m = model("digits_cnn_illcond");
     let c = calib("digits_cnn");
     let guarded = dir.join("guarded.onnx");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        guarded.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-    ]);
+    let o = quantize_cli(&m, &guarded, &c, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("accuracy guard: output SQNR"), "{err}");
     assert!(err.contains("below 25 dB"), "{err}");
     assert!(err.contains(CULPRIT), "{err}");
     let off = dir.join("off.onnx");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        off.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--accuracy-guard",
-        "off",
-    ]);
+    let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "off"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("accuracy guard"), "{err}");
@@ -560,32 +525,14 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     assert!(g >= 25.0 && u < 10.0, "guarded {g} dB, unguarded {u} dB");
     // The fallback's options apply to the guard's fallback.
     let local = dir.join("local.onnx");
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        local.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--ranking",
-        "local",
-        "--max-float",
-        "1",
-    ]);
+    let o = quantize_cli(&m, &local, &c, &["--ranking", "local", "--max-float", "1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("local SQNR") || err.contains(CULPRIT), "{err}");
     assert!(err.contains(CULPRIT), "{err}");
     // digits_cnn meets it: no fallback, the figure is a summary note.
     let plain = dir.join("plain.onnx");
-    let o = onnxq(&[
-        "quantize",
-        model("digits_cnn").to_str().unwrap(),
-        "-o",
-        plain.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-    ]);
+    let o = quantize_cli(&model("digits_cnn"), &plain, &c, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -594,16 +541,7 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     );
     assert!(!dir.join("plain.onnx.qconfig.json").exists());
     // Not a number.
-    let o = onnxq(&[
-        "quantize",
-        m.to_str().unwrap(),
-        "-o",
-        off.to_str().unwrap(),
-        "--data",
-        c.to_str().unwrap(),
-        "--accuracy-guard",
-        "high",
-    ]);
+    let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "high"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("a number of dB, or `off`"));
 }
