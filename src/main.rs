@@ -422,10 +422,16 @@ fn run(cli: Cli) -> Result<()> {
             if target.is_some() && calibration.is_some() {
                 bail!("--target-sqnr / --max-accuracy-drop calibrate the model once for all the variants they try: give --data PATH (not --calibration)");
             }
-            // The accuracy guard runs the same fallback when it fires.
-            let guard_on = accuracy_guard.0.is_some() && data.is_some() && mode == "static";
+            // The accuracy guard: static mode with --data and no target. It runs the same
+            // fallback when it fires.
+            let guard = match (&data, accuracy_guard) {
+                (Some(d), Guard(Some(db))) if target.is_none() && mode == "static" => {
+                    Some((d.clone(), db))
+                }
+                _ => None,
+            };
             if target.is_none()
-                && !guard_on
+                && guard.is_none()
                 && (max_float.is_some()
                     || save_qconfig.is_some()
                     || sensitivity_samples.is_some()
@@ -493,14 +499,6 @@ fn run(cli: Cli) -> Result<()> {
             };
             let mut exit_code = 0;
             let mut fallback_text = None;
-            let guard = match (&data, accuracy_guard) {
-                (Some(d), Guard(Some(db)))
-                    if target.is_none() && options.mode == onnxq::quantize::Mode::Static =>
-                {
-                    Some((d.clone(), db))
-                }
-                _ => None,
-            };
             let summary = match target {
                 None => {
                     let summary =
@@ -882,13 +880,7 @@ fn quantize_to_target(
     }
     summary.size_before = std::fs::metadata(model).ok().map(|m| m.len());
     summary.size_after = std::fs::metadata(output).ok().map(|m| m.len());
-    let mut mapping = fb.qconfig(&base);
-    if !fb.weights_int8 {
-        // Fully float, the noise rules' units too (they would be weight-only again).
-        for unit in suite.ruled.keys() {
-            mapping.set_name(unit, None);
-        }
-    }
+    let mapping = fb.qconfig(&base);
     onnxq::emit::write_atomic(&qcfg_path, (mapping.to_json() + "\n").as_bytes())
         .with_context(|| format!("writing {}", qcfg_path.display()))?;
     eprintln!(
@@ -962,8 +954,6 @@ fn sensitivity_page(
     })
 }
 
-/// Top-1 accuracy of a single-input classifier on an .npz with the input
-/// array (named after the model input) and `labels`, run in tract.
 /// Whether an evaluation file holds a `labels` array (only an .npz can).
 fn npz_has_labels(eval: &Path) -> Result<bool> {
     if !eval
@@ -977,6 +967,8 @@ fn npz_has_labels(eval: &Path) -> Result<bool> {
         .any(|(k, _)| k == "labels"))
 }
 
+/// Top-1 accuracy of a single-input classifier on an .npz with the input
+/// array (named after the model input) and `labels`, run in tract.
 fn top1_accuracy(model: &Path, eval: &Path) -> Result<(f64, usize)> {
     let m = onnxq::import::import_file_with(
         model,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{f32_value_info, node_proto};
+use common::{f32_tensor, f32_value_info, node_proto, opset13_model};
 use onnxq::backend::composite::find_composites;
 use onnxq::onnx::pb;
 use std::path::Path;
@@ -13,22 +13,11 @@ fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
 }
 
 fn scalar(name: &str, v: f32) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        data_type: 1,
-        float_data: vec![v],
-        ..Default::default()
-    }
+    f32_tensor(name, &[], vec![v])
 }
 
 fn vector(name: &str, v: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        data_type: 1,
-        dims: vec![v.len() as i64],
-        float_data: v.to_vec(),
-        ..Default::default()
-    }
+    f32_tensor(name, &[v.len() as i64], v.to_vec())
 }
 
 fn reduce_mean(input: &str, output: &str) -> pb::NodeProto {
@@ -44,22 +33,12 @@ fn reduce_mean(input: &str, output: &str) -> pb::NodeProto {
 
 /// x: f32[2, 4] → `out`.
 fn build(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>, out: &str) -> onnxq::ir::Model {
-    let proto = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "g".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![f32_value_info("x", &[2, 4])],
-            output: vec![f32_value_info(out, &[2, 4])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let proto = opset13_model(
+        nodes,
+        inits,
+        vec![f32_value_info("x", &[2, 4])],
+        vec![f32_value_info(out, &[2, 4])],
+    );
     onnxq::import::import_proto(&proto, None).unwrap()
 }
 

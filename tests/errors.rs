@@ -1,5 +1,8 @@
 //! Bad input gives a clear error naming the file, node or tensor, never a panic.
 
+mod common;
+
+use common::{opset13_model, value_info};
 use onnxq::onnx::pb;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -9,29 +12,6 @@ fn tmpdir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn value_info(name: &str, elem: i32, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: elem,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProto {
@@ -45,22 +25,12 @@ fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> pb::NodeProt
 }
 
 fn model(nodes: Vec<pb::NodeProto>, inits: Vec<pb::TensorProto>) -> pb::ModelProto {
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "g".into(),
-            node: nodes,
-            initializer: inits,
-            input: vec![value_info("x", 1, &[2])],
-            output: vec![value_info("y", 1, &[2])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    opset13_model(
+        nodes,
+        inits,
+        vec![value_info("x", 1, &[2])],
+        vec![value_info("y", 1, &[2])],
+    )
 }
 
 fn write(dir: &Path, name: &str, m: &pb::ModelProto) -> PathBuf {

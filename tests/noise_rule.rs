@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{f32_value_info, node_proto};
+use common::{f32_tensor, f32_value_info, node_proto, opset13_model};
 use onnxq::onnx::pb;
 use onnxq::quantize::{quantize, Calibration, QuantizeOptions};
 use prost::Message;
@@ -14,16 +14,6 @@ use prost::Message;
 /// The [1, 4, 8, 8] f32 image every test model reads and writes.
 fn value_info(name: &str) -> pb::ValueInfoProto {
     f32_value_info(name, &[1, 4, 8, 8])
-}
-
-fn tensor(name: &str, dims: &[i64], v: Vec<f32>) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        data_type: 1,
-        dims: dims.to_vec(),
-        float_data: v,
-        ..Default::default()
-    }
 }
 
 fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
@@ -66,27 +56,17 @@ fn model(gains: [f32; 4]) -> onnxq::ir::Model {
         ],
         ..Default::default()
     };
-    let proto = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "g".into(),
-            node: vec![pw, relu, dw],
-            initializer: vec![
-                tensor("w1", &[4, 4, 1, 1], w1),
-                tensor("b1", &[4], vec![0.0; 4]),
-                tensor("w2", &[4, 1, 3, 3], w2),
-                tensor("b2", &[4], vec![0.0; 4]),
-            ],
-            input: vec![value_info("x")],
-            output: vec![value_info("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let proto = opset13_model(
+        vec![pw, relu, dw],
+        vec![
+            f32_tensor("w1", &[4, 4, 1, 1], w1),
+            f32_tensor("b1", &[4], vec![0.0; 4]),
+            f32_tensor("w2", &[4, 1, 3, 3], w2),
+            f32_tensor("b2", &[4], vec![0.0; 4]),
+        ],
+        vec![value_info("x")],
+        vec![value_info("y")],
+    );
     let bytes = proto.encode_to_vec();
     onnxq::import::import_bytes(&bytes, None, &Default::default()).unwrap()
 }
@@ -99,22 +79,12 @@ fn lone_conv_model() -> onnxq::ir::Model {
     }
     let conv = node_proto("Conv", "conv", &["x", "w"], "c");
     let exp = node_proto("Exp", "exp", &["c"], "y");
-    let proto = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
-            name: "g".into(),
-            node: vec![conv, exp],
-            initializer: vec![tensor("w", &[4, 4, 1, 1], w)],
-            input: vec![value_info("x")],
-            output: vec![value_info("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let proto = opset13_model(
+        vec![conv, exp],
+        vec![f32_tensor("w", &[4, 4, 1, 1], w)],
+        vec![value_info("x")],
+        vec![value_info("y")],
+    );
     let bytes = proto.encode_to_vec();
     onnxq::import::import_bytes(&bytes, None, &Default::default()).unwrap()
 }

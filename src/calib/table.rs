@@ -287,14 +287,14 @@ fn collect(
                             .consumers(v)
                             .iter()
                             .any(|(c, _)| g.node(*c).is_op("Gather"));
-                        let exact = crate::qconfig::ObserverConfig {
-                            observer: crate::qconfig::ObserverKind::MinMax,
-                            percentile: None,
-                            averaging_constant: None,
-                            ..cfg.clone()
-                        };
                         let mut obs = if looked_up {
-                            exact.build(1)?
+                            crate::qconfig::ObserverConfig {
+                                observer: crate::qconfig::ObserverKind::MinMax,
+                                percentile: None,
+                                averaging_constant: None,
+                                ..cfg.clone()
+                            }
+                            .build(1)?
                         } else {
                             cfg.build(1)?
                         };

@@ -16,40 +16,11 @@ use super::value::ArrayData;
 use super::{Executor, ExecutorOptions};
 use crate::ir::{AttrValue, Graph, Model, Node};
 
-/// A planned `If`.
+/// A planned `If`: the condition, then the captures.
 struct IfKernel {
-    then_branch: Executor,
-    else_branch: Executor,
-    /// Names of the captured outer values, in the step's input order after the condition.
-    captured: Vec<String>,
+    then_branch: Body,
+    else_branch: Body,
     n_outputs: usize,
-}
-
-impl IfKernel {
-    fn branch_inputs(
-        &self,
-        branch: &Executor,
-        inputs: &[Option<&Array>],
-    ) -> Result<Vec<(String, Array)>, String> {
-        let by_name: HashMap<&str, &Array> = self
-            .captured
-            .iter()
-            .zip(&inputs[1..])
-            .filter_map(|(n, a)| a.map(|a| (n.as_str(), a)))
-            .collect();
-        branch
-            .inputs()
-            .iter()
-            .map(|spec| {
-                by_name
-                    .get(spec.name.as_str())
-                    .map(|a| (spec.name.clone(), (*a).clone()))
-                    .ok_or_else(|| {
-                        format!("a branch reads `{}`, which is not available", spec.name)
-                    })
-            })
-            .collect()
-    }
 }
 
 impl Kernel for IfKernel {
@@ -63,22 +34,12 @@ impl Kernel for IfKernel {
             .copied()
             .flatten()
             .ok_or("missing condition")?;
-        if cond.len() != 1 {
-            return Err(format!(
-                "the condition must hold one element, got shape {:?}",
-                cond.shape
-            ));
-        }
-        let taken = cond.data.to_f64_vec()[0] != 0.0;
-        let branch = if taken {
+        let branch = if scalar(cond, "the condition")? != 0 {
             &self.then_branch
         } else {
             &self.else_branch
         };
-        let ins = self.branch_inputs(branch, inputs)?;
-        let outs = branch
-            .run_arrays(ins.iter().map(|(n, a)| (n.as_str(), a.clone())).collect())
-            .map_err(|e| format!("{} branch: {e}", if taken { "then" } else { "else" }))?;
+        let outs = branch.run(vec![], inputs, 1)?;
         if outs.len() != self.n_outputs {
             return Err(format!(
                 "the branch gives {} outputs, the node declares {}",
@@ -86,7 +47,7 @@ impl Kernel for IfKernel {
                 self.n_outputs
             ));
         }
-        Ok(outs.into_iter().map(|(_, a)| a).collect())
+        Ok(outs)
     }
 }
 
@@ -98,32 +59,15 @@ fn branch<'a>(node: &'a Node, name: &str) -> Result<&'a Graph, String> {
     }
 }
 
-/// Plans an `If` node of `outer`'s graph: the kernel, and the names of the captured
-/// values it expects after the condition (`node.captures`, in order).
+/// Plans an `If` node of `outer`'s graph (inputs: the condition, then `node.captures`).
 pub(super) fn build_if(
     outer: &Model,
     node: &Node,
     options: &ExecutorOptions,
 ) -> Result<Box<dyn Kernel>, String> {
-    let plan = |name: &str| -> Result<Executor, String> {
-        let g = branch(node, name)?;
-        let model = Model {
-            ir_version: outer.ir_version,
-            opset_import: outer.opset_import.clone(),
-            graph: g.clone(),
-            ..Default::default()
-        };
-        Executor::plan(&model, options.clone(), true).map_err(|e| format!("{name}: {e}"))
-    };
-    let captured = node
-        .captures
-        .iter()
-        .map(|&v| outer.graph.value(v).name.clone())
-        .collect();
     Ok(Box::new(IfKernel {
-        then_branch: plan("then_branch")?,
-        else_branch: plan("else_branch")?,
-        captured,
+        then_branch: Body::plan(outer, node, "then_branch", options)?,
+        else_branch: Body::plan(outer, node, "else_branch", options)?,
         n_outputs: node.outputs.len(),
     }))
 }
@@ -131,6 +75,8 @@ pub(super) fn build_if(
 /// A planned subgraph with its formal input names (in order) and the captured outer
 /// values the step receives after the node's inputs.
 struct Body {
+    /// The subgraph attribute (`then_branch`, `body`, ...), for errors.
+    attr: &'static str,
     exec: Executor,
     formal: Vec<String>,
     captured: Vec<String>,
@@ -143,7 +89,7 @@ impl Body {
     fn plan(
         outer: &Model,
         node: &Node,
-        attr: &str,
+        attr: &'static str,
         options: &ExecutorOptions,
     ) -> Result<Body, String> {
         let g = branch(node, attr)?;
@@ -168,7 +114,7 @@ impl Body {
                         })
                         .collect()
                 });
-                let data = t.and_then(|t| t.dtype).and_then(empty_of);
+                let data = t.and_then(|t| t.dtype).and_then(ArrayData::empty);
                 match (dims, data) {
                     (Some(mut dims), Some(data)) => {
                         dims.insert(0, 0);
@@ -179,6 +125,7 @@ impl Body {
             })
             .collect();
         Ok(Body {
+            attr,
             exec,
             empty,
             formal: g.inputs.iter().map(|&v| g.value(v).name.clone()).collect(),
@@ -232,23 +179,9 @@ impl Body {
         let outs = self
             .exec
             .run_arrays(ins)
-            .map_err(|e| format!("body: {e}"))?;
+            .map_err(|e| format!("{}: {e}", self.attr))?;
         Ok(outs.into_iter().map(|(_, a)| a).collect())
     }
-}
-
-/// No elements of type `d`, when the executor computes with it.
-fn empty_of(d: crate::ir::DataType) -> Option<ArrayData> {
-    use crate::ir::DataType as D;
-    Some(match d {
-        D::F32 => ArrayData::F32(vec![]),
-        D::I64 => ArrayData::I64(vec![]),
-        D::I32 => ArrayData::I32(vec![]),
-        D::U8 => ArrayData::U8(vec![]),
-        D::I8 => ArrayData::I8(vec![]),
-        D::Bool => ArrayData::Bool(vec![]),
-        _ => return None,
-    })
 }
 
 /// A scalar's value as i64 (the trip count) or bool (a condition).

@@ -65,6 +65,19 @@ impl ArrayData {
         map_same!(self, v => idx.iter().map(|&i| v[i]).collect())
     }
 
+    /// No elements of type `dt`; `None` for a type the executor does not compute with.
+    pub fn empty(dt: DataType) -> Option<ArrayData> {
+        Some(match dt {
+            DataType::F32 => ArrayData::F32(vec![]),
+            DataType::I64 => ArrayData::I64(vec![]),
+            DataType::I32 => ArrayData::I32(vec![]),
+            DataType::U8 => ArrayData::U8(vec![]),
+            DataType::I8 => ArrayData::I8(vec![]),
+            DataType::Bool => ArrayData::Bool(vec![]),
+            _ => return None,
+        })
+    }
+
     /// An empty vector of the same type with room for `n` elements.
     pub fn empty_like(&self, n: usize) -> ArrayData {
         map_same!(self, _v => Vec::with_capacity(n))
@@ -124,15 +137,7 @@ pub struct Array {
 
 /// Whether the executor computes with this element type.
 pub fn supported_dtype(dt: DataType) -> bool {
-    matches!(
-        dt,
-        DataType::F32
-            | DataType::I64
-            | DataType::I32
-            | DataType::U8
-            | DataType::I8
-            | DataType::Bool
-    )
+    ArrayData::empty(dt).is_some()
 }
 
 impl Array {

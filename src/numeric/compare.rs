@@ -95,6 +95,15 @@ impl Acc {
     }
 }
 
+/// Adds Σx² (signal) and Σ(x−y)² (noise) of a reference `x` and its approximation `y`.
+pub fn add_signal_noise(acc: &mut (f64, f64), x: &[f32], y: &[f32]) {
+    for (&a, &b) in x.iter().zip(y) {
+        let (a, b) = (a as f64, b as f64);
+        acc.0 += a * a;
+        acc.1 += (a - b) * (a - b);
+    }
+}
+
 /// 10·log10(signal / noise); +∞ for no noise (also when both are 0), −∞ for noise on a
 /// zero signal.
 pub fn sqnr_db(signal: f64, noise: f64) -> f64 {

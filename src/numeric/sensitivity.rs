@@ -363,24 +363,7 @@ impl Suite {
         let mut cal_model = full.model.clone();
         let mut extra = 0;
         for p in &variants {
-            let vg = &p.model.graph;
-            for v in vg.value_ids() {
-                let Some(QuantAnnotation::Observe(cfg)) = &vg.value(v).quant else {
-                    continue;
-                };
-                let name = &vg.value(v).name;
-                let Some(fv) = cal_model.graph.value_by_name(name) else {
-                    bail!("value `{name}` of a variant is not in the fully prepared model (the fusion differs between variants)");
-                };
-                if !matches!(
-                    cal_model.graph.value(fv).quant,
-                    Some(QuantAnnotation::Observe(_))
-                ) {
-                    cal_model.graph.value_mut(fv).quant =
-                        Some(QuantAnnotation::Observe(cfg.clone()));
-                    extra += 1;
-                }
-            }
+            extra += merge_observed(&mut cal_model, &p.model)?;
         }
         drop(variants);
         log::info!(
@@ -443,15 +426,7 @@ impl Suite {
             bail!("nothing to quantize: no unit keeps an int8 value after conversion");
         }
         suite.units = kept;
-        if suite.eval.labels.is_some() {
-            let firsts: Vec<Option<Vec<f32>>> = suite
-                .eval
-                .reference
-                .iter()
-                .map(|r| r.first().cloned().flatten())
-                .collect();
-            suite.float_accuracy = suite.accuracy(&firsts);
-        }
+        suite.float_accuracy = suite.float_accuracy_on(suite.eval.batches.len());
         Ok(suite)
     }
 
@@ -484,15 +459,10 @@ impl Suite {
         }
         let mut table = self.table.clone();
         if !opts.float_units.is_empty() {
-            // Weight-only units keep all 8 bits (float compute cannot saturate): their
-            // weight entries come from this preparation, not the shared table.
-            let w = crate::calib::constant_entries(&p.model, &p.pipeline)
+            // Weight-only units keep all 8 bits: their weight entries are this
+            // preparation's, not the shared table's.
+            p.refresh_weight_entries(&mut table)
                 .context("observing the weights of the variant")?;
-            for (name, e) in w.entries {
-                if e.role == crate::calib::Role::Weight {
-                    table.entries.insert(name, e);
-                }
-            }
         }
         Ok(Some(convert_prepared(p, table, &opts)?))
     }
@@ -542,24 +512,7 @@ impl Suite {
         opts.float_units = ruled.clone();
         let p = prepare_static(self.float.clone(), &opts)?;
         let mut cal_model = cal_model.clone();
-        let mut missing = 0;
-        let vg = &p.model.graph;
-        for v in vg.value_ids() {
-            let Some(QuantAnnotation::Observe(cfg)) = &vg.value(v).quant else {
-                continue;
-            };
-            let name = &vg.value(v).name;
-            if self.table.entries.contains_key(name) {
-                continue;
-            }
-            let Some(fv) = cal_model.graph.value_by_name(name) else {
-                bail!(
-                    "value `{name}` of the noise-ruled variant is not in the fully prepared model"
-                );
-            };
-            cal_model.graph.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
-            missing += 1;
-        }
+        let missing = merge_observed(&mut cal_model, &p.model)?;
         if missing > 0 {
             log::info!("suite: the noise rules expose {missing} value(s): calibrating again");
             let (table, stats) = crate::calib::calibrate(
@@ -1099,6 +1052,11 @@ impl Suite {
             verified_on_subset_failed: false,
             unpruned,
             weights_int8: self.weight_only_fallback,
+            ruled_float: if self.weight_only_fallback {
+                vec![]
+            } else {
+                self.ruled.keys().cloned().collect()
+            },
         })
     }
 }
@@ -1257,31 +1215,13 @@ fn local_errors(
         .map(|(_, v)| *v)
         .chain(pairs.iter().flatten().map(|(f, _)| *f));
     for v in wanted {
-        if fidx.contains_key(&v) {
-            continue;
-        }
-        let i = match fm.graph.outputs.iter().position(|&o| o == v) {
-            Some(i) => i,
-            None => {
-                fm.graph.outputs.push(v);
-                fm.graph.outputs.len() - 1
-            }
-        };
-        fidx.insert(v, i);
+        fidx.entry(v)
+            .or_insert_with(|| output_index(&mut fm.graph, v));
     }
     let mut qidx: BTreeMap<ValueId, usize> = BTreeMap::new();
     for &(_, q) in pairs.iter().flatten() {
-        if qidx.contains_key(&q) {
-            continue;
-        }
-        let i = match qm.graph.outputs.iter().position(|&o| o == q) {
-            Some(i) => i,
-            None => {
-                qm.graph.outputs.push(q);
-                qm.graph.outputs.len() - 1
-            }
-        };
-        qidx.insert(q, i);
+        qidx.entry(q)
+            .or_insert_with(|| output_index(&mut qm.graph, q));
     }
     let batches = batches.clamp(1, eval.batches.len());
     let workers = threads.min(batches).max(1);
@@ -1319,11 +1259,7 @@ fn local_errors(
                 let mut acc = (0.0f64, 0.0f64);
                 if x.dims == y.dims {
                     if let (Some(x), Some(y)) = (x.to_f32_vec(), y.to_f32_vec()) {
-                        for (&a, &c) in x.iter().zip(&y) {
-                            let (a, c) = (a as f64, c as f64);
-                            acc.0 += a * a;
-                            acc.1 += (a - c) * (a - c);
-                        }
+                        super::compare::add_signal_noise(&mut acc, &x, &y);
                     }
                 }
                 row.push(acc);
@@ -1388,6 +1324,38 @@ fn parallel_map<T: Send>(n: usize, workers: usize, f: impl Fn(usize) -> T + Sync
         .collect()
 }
 
+/// The position of `v` among `g`'s outputs, appending it when it is not one.
+fn output_index(g: &mut crate::ir::Graph, v: ValueId) -> usize {
+    match g.outputs.iter().position(|&o| o == v) {
+        Some(i) => i,
+        None => {
+            g.outputs.push(v);
+            g.outputs.len() - 1
+        }
+    }
+}
+
+/// Marks in `cal` (the fully prepared model) every value `variant` observes that `cal`
+/// does not observe yet; returns how many.
+fn merge_observed(cal: &mut Model, variant: &Model) -> Result<usize> {
+    let vg = &variant.graph;
+    let mut added = 0;
+    for v in vg.value_ids() {
+        let Some(QuantAnnotation::Observe(cfg)) = &vg.value(v).quant else {
+            continue;
+        };
+        let name = &vg.value(v).name;
+        let Some(fv) = cal.graph.value_by_name(name) else {
+            bail!("value `{name}` of a variant is not in the fully prepared model (the fusion differs between variants)");
+        };
+        if !matches!(cal.graph.value(fv).quant, Some(QuantAnnotation::Observe(_))) {
+            cal.graph.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
 /// The options with more node exclusions.
 fn with_exclusions<'a>(
     options: &QuantizeOptions,
@@ -1439,12 +1407,7 @@ fn score_eval(
         for (k, (_, t)) in out.iter().enumerate() {
             let y = t.to_f32_vec();
             if let (Some(Some(x)), Some(y)) = (eval.reference[b].get(k), &y) {
-                let (signal, noise) = &mut sums[k];
-                for (&a, &q) in x.iter().zip(y) {
-                    let (a, q) = (a as f64, q as f64);
-                    *signal += a * a;
-                    *noise += (a - q) * (a - q);
-                }
+                super::compare::add_signal_noise(&mut sums[k], x, y);
             }
             if k == 0 && labels {
                 first = y;
@@ -1741,6 +1704,9 @@ pub struct Fallback {
     pub unpruned: usize,
     /// The float units keep int8 weights ([`Suite::set_weight_only_fallback`]).
     pub weights_int8: bool,
+    /// Units the noise rules keep float, fully float in this search (without int8
+    /// weights, they are part of the result's exclusions).
+    pub ruled_float: Vec<String>,
 }
 
 impl Fallback {
@@ -1827,6 +1793,10 @@ impl Fallback {
             } else {
                 m.set_name(u, None);
             }
+        }
+        // Otherwise they would be weight-only again.
+        for u in &self.ruled_float {
+            m.set_name(u, None);
         }
         m
     }

@@ -408,6 +408,21 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Replaces the weight entries of `table` with this preparation's (weights are known
+    /// without data): a variant whose units keep int8 weights with float activations
+    /// stores them with all 8 bits, where the shared table has the int8 units' config.
+    pub fn refresh_weight_entries(&self, table: &mut CalibrationTable) -> Result<()> {
+        let w = crate::calib::constant_entries(&self.model, &self.pipeline)?;
+        for (name, e) in w.entries {
+            if e.role == crate::calib::Role::Weight {
+                table.entries.insert(name, e);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The static-mode steps before calibration: refuses quantized models,
 /// treats initializers listed as inputs as constants, fuses and inserts
 /// observers as `options` say.
@@ -543,13 +558,7 @@ fn quantize_static(
                 .iter()
                 .all(|name| table.entries.contains_key(name));
             // Weight entries again: weight-only units keep all 8 bits.
-            if let Ok(w) = crate::calib::constant_entries(&ruled.model, &ruled.pipeline) {
-                for (name, e) in w.entries {
-                    if e.role == crate::calib::Role::Weight {
-                        table.entries.insert(name, e);
-                    }
-                }
-            }
+            ruled.refresh_weight_entries(&mut table)?;
             match data_path {
                 _ if covered => prepared = ruled,
                 Some(path) => {

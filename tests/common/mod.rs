@@ -45,15 +45,15 @@ pub fn sample_inputs(model_path: &Path, model: &Model) -> Vec<Tensor> {
         .collect()
 }
 
-/// A graph input/output declaration: f32 with fixed `dims`.
-pub fn f32_value_info(name: &str, dims: &[i64]) -> onnxq::onnx::pb::ValueInfoProto {
+/// A graph input/output declaration: element type `elem` (ONNX code) with fixed `dims`.
+pub fn value_info(name: &str, elem: i32, dims: &[i64]) -> onnxq::onnx::pb::ValueInfoProto {
     use onnxq::onnx::pb;
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
+                elem_type: elem,
                 shape: Some(pb::TensorShapeProto {
                     dim: dims
                         .iter()
@@ -64,6 +64,48 @@ pub fn f32_value_info(name: &str, dims: &[i64]) -> onnxq::onnx::pb::ValueInfoPro
                         .collect(),
                 }),
             })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A graph input/output declaration: f32 with fixed `dims`.
+pub fn f32_value_info(name: &str, dims: &[i64]) -> onnxq::onnx::pb::ValueInfoProto {
+    value_info(name, 1, dims)
+}
+
+/// An f32 initializer.
+pub fn f32_tensor(name: &str, dims: &[i64], values: Vec<f32>) -> onnxq::onnx::pb::TensorProto {
+    onnxq::onnx::pb::TensorProto {
+        name: name.into(),
+        data_type: 1,
+        dims: dims.to_vec(),
+        float_data: values,
+        ..Default::default()
+    }
+}
+
+/// An IR-8, opset-13 model of one graph named `g`.
+pub fn opset13_model(
+    nodes: Vec<onnxq::onnx::pb::NodeProto>,
+    initializer: Vec<onnxq::onnx::pb::TensorProto>,
+    input: Vec<onnxq::onnx::pb::ValueInfoProto>,
+    output: Vec<onnxq::onnx::pb::ValueInfoProto>,
+) -> onnxq::onnx::pb::ModelProto {
+    use onnxq::onnx::pb;
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 13,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: nodes,
+            initializer,
+            input,
+            output,
             ..Default::default()
         }),
         ..Default::default()
