@@ -24,6 +24,7 @@ pub const MAX_ACTIVATION_RANGE: f64 = 1e6;
 pub struct ConvertQdq {
     table: CalibrationTable,
     option: Option<String>,
+    bias_correction: bool,
 }
 
 impl ConvertQdq {
@@ -31,12 +32,31 @@ impl ConvertQdq {
         ConvertQdq {
             table,
             option: None,
+            bias_correction: true,
         }
+    }
+
+    /// Bias correction (on by default): where the table holds the channel means of a
+    /// Conv's or Gemm's float input, the mean output shift its weight rounding causes,
+    /// `Σ (w − dq(q(w)))·E[x]` per output channel, is added to the bias (one is created
+    /// if the layer has none). Nagel et al. 2019; NNCF's fast bias correction.
+    pub fn with_bias_correction(mut self, on: bool) -> Self {
+        self.bias_correction = on;
+        self
     }
 
     pub fn from_options(mut opts: PassOptions) -> Result<Box<dyn Pass>> {
         let file = opts.take("calibration");
-        opts.finish(&["calibration"])?;
+        let bias_correction = match opts.take("bias-correction").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "convert-qdq: bias-correction={other}: true or false"
+                )))
+            }
+        };
+        opts.finish(&["calibration", "bias-correction"])?;
         let file = file.ok_or_else(|| {
             Error::invalid("convert-qdq needs calibration=FILE (from `onnxq calibrate`)")
         })?;
@@ -44,6 +64,7 @@ impl ConvertQdq {
         Ok(Box::new(ConvertQdq {
             table,
             option: Some(file),
+            bias_correction,
         }))
     }
 }
@@ -54,10 +75,15 @@ impl Pass for ConvertQdq {
     }
 
     fn options(&self) -> Vec<(String, String)> {
-        self.option
+        let mut o: Vec<(String, String)> = self
+            .option
             .iter()
             .map(|f| ("calibration".to_string(), f.clone()))
-            .collect()
+            .collect();
+        if !self.bias_correction {
+            o.push(("bias-correction".into(), "false".into()));
+        }
+        o
     }
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
@@ -195,7 +221,10 @@ impl ConvertQdq {
         for &n in &order {
             let inputs: Vec<Option<ValueId>> = g.node(n).inputs.to_vec();
             for (slot, v) in inputs.iter().enumerate() {
-                let Some(v) = *v else { continue };
+                // (A bias that bias correction replaced is gone.)
+                let Some(v) = v.filter(|&v| g.try_value(v).is_some()) else {
+                    continue;
+                };
                 let Some(QuantAnnotation::Weight { axis, .. }) = g.value(v).quant.clone() else {
                     continue;
                 };
@@ -267,6 +296,21 @@ impl ConvertQdq {
                         quantize_value(x, p.scale[c], p.zero_point[c], p.quant_min, p.quant_max)
                     })
                     .collect();
+                if self.bias_correction && slot == 1 {
+                    let deq: Vec<f32> = q
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &x)| {
+                            let c = if p.scale.len() == 1 {
+                                0
+                            } else {
+                                (i / inner) % per_c
+                            };
+                            (x - p.zero_point[c]) as f32 * p.scale[c]
+                        })
+                        .collect();
+                    self.correct_bias(g, n, &t.dims, &w, &deq, cx);
+                }
                 let dt = onnx_dtype(p.dtype);
                 let name = fresh_base(taken, &g.value(v).name);
                 let qv = g.add_const(
@@ -443,5 +487,132 @@ impl ConvertQdq {
             g.value_mut(v).quant = None;
         }
         Ok(())
+    }
+}
+
+impl ConvertQdq {
+    /// Bias correction of layer `n` (see [`ConvertQdq::with_bias_correction`]): `w` its
+    /// float weight of shape `dims`, `deq` the same dequantized. Does nothing without the
+    /// input's channel means or where the layout is not one it knows.
+    fn correct_bias(
+        &self,
+        g: &mut Graph,
+        n: NodeId,
+        dims: &[i64],
+        w: &[f32],
+        deq: &[f32],
+        cx: &mut PassContext,
+    ) {
+        let Some((x, _)) = crate::calib::corrected_layer_input(g, n) else {
+            return;
+        };
+        let Some(mean) = self
+            .table
+            .channel_means
+            .get(&g.value(x).name)
+            .and_then(|m| m.mean())
+        else {
+            return;
+        };
+        if mean.iter().any(|m| !m.is_finite()) {
+            return;
+        }
+        let node = g.node(n);
+        let int_attr = |a: &str, d: i64| {
+            node.op()
+                .and_then(|op| op.attrs.get(a))
+                .and_then(|v| v.as_int())
+                .unwrap_or(d)
+        };
+        let float_attr = |a: &str| {
+            node.op()
+                .and_then(|op| op.attrs.get(a))
+                .and_then(|v| v.as_float())
+                .unwrap_or(1.0)
+        };
+        let d: Vec<usize> = dims.iter().map(|&x| x as usize).collect();
+        // shift[o] = Σ_k (w − deq)[o, k]·E[x_k], in the layer's output units.
+        let shift: Vec<f64> = if node.is_op("Conv") {
+            if d.len() < 3 || d[1] == 0 || mean.len() % d[1] != 0 {
+                return;
+            }
+            let (o_n, per_group) = (d[0], d[1]);
+            let groups = mean.len() / per_group;
+            if groups == 0 || o_n % groups != 0 {
+                return;
+            }
+            let taps: usize = d[2..].iter().product();
+            (0..o_n)
+                .map(|o| {
+                    let base = o / (o_n / groups) * per_group;
+                    (0..per_group)
+                        .map(|i| {
+                            let at = (o * per_group + i) * taps;
+                            let e: f64 = (at..at + taps).map(|j| w[j] as f64 - deq[j] as f64).sum();
+                            e * mean[base + i]
+                        })
+                        .sum()
+                })
+                .collect()
+        } else {
+            // Gemm: y = alpha·A·B + beta·C, B is [K, N] or, with transB, [N, K].
+            let (alpha, beta) = (float_attr("alpha") as f64, float_attr("beta") as f64);
+            if d.len() != 2 || beta == 0.0 {
+                return;
+            }
+            let trans_b = int_attr("transB", 0) != 0;
+            let (k_n, n_n) = if trans_b { (d[1], d[0]) } else { (d[0], d[1]) };
+            if mean.len() != k_n {
+                return;
+            }
+            (0..n_n)
+                .map(|o| {
+                    (0..k_n)
+                        .map(|k| {
+                            let j = if trans_b { o * k_n + k } else { k * n_n + o };
+                            (w[j] as f64 - deq[j] as f64) * mean[k]
+                        })
+                        .sum::<f64>()
+                        * alpha
+                        / beta
+                })
+                .collect()
+        };
+        let channels = shift.len();
+        let old = g.node(n).inputs.get(2).copied().flatten();
+        let bias: Vec<f32> = match old {
+            None => vec![0.0; channels],
+            Some(b) => match g.const_tensor(b).and_then(|t| t.to_f32_vec()) {
+                Some(v) if v.len() == channels => v,
+                Some(v) if v.len() == 1 => vec![v[0]; channels],
+                // A computed bias, or a Gemm C of shape [M, N]: left as it is.
+                _ => return,
+            },
+        };
+        let corrected: Vec<f32> = bias
+            .iter()
+            .zip(&shift)
+            .map(|(&b, &s)| (b as f64 + s) as f32)
+            .collect();
+        let name = match old {
+            Some(b) => g.value(b).name.clone(),
+            None => format!("{}_bias", g.display_node_name(n)),
+        };
+        let fresh = g.fresh_name(&format!("{name}_corrected"));
+        let nb = g.add_const(&fresh, Tensor::from_f32(vec![channels as i64], &corrected));
+        g.set_input(n, 2, Some(nb));
+        match old {
+            // The bias read by this layer only keeps its name.
+            Some(b) => {
+                if g.remove_if_unused_const(b) {
+                    g.rename_value(nb, &name);
+                }
+            }
+            None => {
+                let free = g.fresh_name(&name);
+                g.rename_value(nb, &free);
+            }
+        }
+        cx.count("bias corrections", 1);
     }
 }

@@ -351,8 +351,11 @@ def build(name, spec, cache, imgs, k, n, seed):
     if name.startswith("ddddocr_ocr"):
         return [{first: a} for a in line_samples(imgs, k, n, seed, h=64, w=160, gray=True, bgr=False, pad_value=1.0)]
     if name == "centerface":
-        faces = imgs.faces()
-        pool = faces[:150] if k == "calib" else faces[150:]
+        # lfw_subset is 100 faces, then 100 non-face patches: both pools take 3/4 and 1/4 of
+        # each half, so that the held-out set has the calibration set's mix.
+        lfw = imgs.faces()
+        halves = (lfw[:100], lfw[100:])
+        pool = np.concatenate([h[:75] if k == "calib" else h[75:] for h in halves])
         rng = np.random.default_rng(seed)
         out = []
         for _ in range(n):

@@ -499,7 +499,7 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("accuracy guard: output SQNR"), "{err}");
-    assert!(err.contains("below 25 dB"), "{err}");
+    assert!(err.contains("below 28 dB (25 dB + 3 dB"), "{err}");
     assert!(err.contains(CULPRIT), "{err}");
     let off = dir.join("off.onnx");
     let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "off"]);
@@ -536,10 +536,40 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("accuracy guard: output SQNR") && err.contains(">= 25 dB"),
+        err.contains("accuracy guard: output SQNR") && err.contains(">= 25 dB + 3 dB"),
         "{err}"
     );
     assert!(!dir.join("plain.onnx.qconfig.json").exists());
+    // The margin: a guard 1.5 dB under digits_cnn's figure is met, but not with its 3 dB
+    // margin, so the fallback runs and aims at guard + 3.
+    let figure: f64 = err
+        .split("accuracy guard: output SQNR ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .expect("the guard's figure");
+    let guard = (figure - 1.5).floor();
+    let margin = dir.join("margin.onnx");
+    let o = quantize_cli(
+        &model("digits_cnn"),
+        &margin,
+        &c,
+        &["--accuracy-guard", &guard.to_string()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("below {} dB ({guard} dB + 3 dB", guard + 3.0)),
+        "{err}"
+    );
+    let reached = onnxq::numeric::sensitivity::output_sqnr(
+        &onnxq::import::import_file(model("digits_cnn")).unwrap(),
+        &onnxq::import::import_file(&margin).unwrap(),
+        &c,
+        1,
+    )
+    .unwrap();
+    assert!(reached >= guard + 3.0, "{reached} dB\n{err}");
     // Not a number.
     let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "high"]);
     assert_eq!(o.status.code(), Some(2));

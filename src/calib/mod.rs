@@ -22,4 +22,7 @@ mod table;
 
 pub use runner::{CalibrationOptions, CalibrationStats, Calibrator, PLAN_CACHE_SIZE};
 pub use source::{model_inputs, Batch, CalibrationData, ModelInput, DEFAULT_BATCH_SIZE};
-pub use table::{begin, calibrate, constant_entries, CalibrationTable, Entry, Pending, Role};
+pub use table::{
+    begin, calibrate, constant_entries, corrected_layer_input, CalibrationTable, Entry, Pending,
+    Role,
+};

@@ -5,7 +5,7 @@
 use super::{CalibrationData, CalibrationOptions, CalibrationStats, Calibrator};
 use crate::error::{Error, Result};
 use crate::ir::{Graph, Model, NodeKind, QuantAnnotation, ValueId};
-use crate::observe::{Observer, ObserverState, QParams};
+use crate::observe::{ChannelMeanObserver, Observer, ObserverState, QParams};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -40,6 +40,12 @@ pub struct CalibrationTable {
     /// Samples seen by the activation observers.
     pub samples: usize,
     pub entries: BTreeMap<String, Entry>,
+    /// Per-channel means of the float inputs of Conv and Gemm layers with quantized
+    /// weights, by value name: bias correction's statistic (see
+    /// [`crate::observe::ChannelMeanObserver`]). Tables written before it have none, and
+    /// their models are converted without correction.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_means: BTreeMap<String, ChannelMeanObserver>,
 }
 
 const FORMAT_VERSION: u32 = 1;
@@ -92,6 +98,12 @@ impl CalibrationTable {
                     .map_err(|err| Error::invalid(format!("value `{name}`: {err}")))?;
             }
         }
+        for (name, m) in self.channel_means.iter_mut() {
+            if let Some(o) = other.channel_means.get(name) {
+                m.merge(o)
+                    .map_err(|err| Error::invalid(format!("value `{name}`: {err}")))?;
+            }
+        }
         self.samples += other.samples;
         Ok(())
     }
@@ -112,8 +124,11 @@ pub struct Pending {
     pub observed: Vec<ValueId>,
     /// Their names, in the same order.
     pub names: Vec<String>,
-    /// One observer per observed value, as configured by the prepared graph.
+    /// One observer per observed value, as configured by the prepared graph. The
+    /// entries from [`Pending::means_from`] on are channel means (the same value may
+    /// also be observed for its range before that).
     pub observers: Vec<ObserverState>,
+    pub means_from: usize,
     /// When values inside If branches are observed: the prepared model with
     /// them piped out to its main graph, which `observed` refers to.
     calibration_model: Option<Model>,
@@ -129,7 +144,16 @@ impl Pending {
     /// The table, with every activation's qparams from its observer.
     pub fn finish(mut self, samples: usize) -> Result<CalibrationTable> {
         self.table.samples = samples;
-        for (name, obs) in self.names.into_iter().zip(self.observers) {
+        for (k, (name, obs)) in self.names.into_iter().zip(self.observers).enumerate() {
+            if k >= self.means_from {
+                match obs {
+                    ObserverState::ChannelMean(m) if m.count > 0 => {
+                        self.table.channel_means.insert(name, m);
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             let qparams = obs
                 .qparams()
                 .map_err(|e| Error::invalid(format!("value `{name}`: {e}")))?;
@@ -176,8 +200,8 @@ pub fn constant_entries(model: &Model, pipeline: &str) -> Result<CalibrationTabl
         pipeline: pipeline.to_string(),
         ..Default::default()
     };
-    let mut wanted = vec![];
-    collect(&model.graph, &[], &mut table, &mut wanted)?;
+    let (mut wanted, mut means) = (vec![], vec![]);
+    collect(&model.graph, &[], &mut table, &mut wanted, &mut means)?;
     Ok(table)
 }
 
@@ -191,7 +215,8 @@ pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
         ..Default::default()
     };
     let mut wanted: Vec<(String, ObserverState)> = vec![];
-    collect(&model.graph, &[], &mut table, &mut wanted)?;
+    let mut means: Vec<(String, ObserverState)> = vec![];
+    collect(&model.graph, &[], &mut table, &mut wanted, &mut means)?;
     if wanted.is_empty() {
         return Err(Error::invalid(
             "nothing to calibrate: no activation is observed (is anything quantizable?)",
@@ -202,6 +227,8 @@ pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
         g.value_by_name(name)
             .filter(|&v| !matches!(g.node(g.producer(v)).kind, NodeKind::OuterRef))
     };
+    let means_from = wanted.len();
+    wanted.extend(means);
     let inner: BTreeSet<String> = wanted
         .iter()
         .filter(|(n, _)| in_main(n).is_none())
@@ -234,19 +261,34 @@ pub fn begin(model: &Model, pipeline: &str) -> Result<Pending> {
         observed,
         names,
         observers,
+        means_from,
         calibration_model,
     })
 }
 
 /// Adds the entries of graph `g` (with enclosing graphs `outer`, innermost
 /// last) and of its If branches: constants and fixed ranges to `table`,
-/// activations to observe to `wanted` (once per name).
+/// activations to observe to `wanted` (once per name), inputs whose channel
+/// means bias correction needs to `means`.
 fn collect(
     g: &Graph,
     outer: &[&Graph],
     table: &mut CalibrationTable,
     wanted: &mut Vec<(String, ObserverState)>,
+    means: &mut Vec<(String, ObserverState)>,
 ) -> Result<()> {
+    for n in g.node_ids() {
+        let Some((x, axis)) = corrected_layer_input(g, n) else {
+            continue;
+        };
+        let name = g.value(x).name.clone();
+        if !means.iter().any(|(m, _)| *m == name) {
+            means.push((
+                name,
+                ObserverState::ChannelMean(ChannelMeanObserver::new(axis)),
+            ));
+        }
+    }
     let value_err = |name: &str, e: crate::observe::ObserveError| {
         Error::invalid(format!("value `{name}`: {e}"))
     };
@@ -358,9 +400,51 @@ fn collect(
         }
         for a in g.node(n).op().expect("an op").attrs.values() {
             for sg in a.subgraphs() {
-                collect(sg, &scopes, table, wanted)?;
+                collect(sg, &scopes, table, wanted, means)?;
             }
         }
     }
     Ok(())
+}
+
+/// The float input of a layer that bias correction applies to, and its channel
+/// axis: a Conv or a Gemm whose weight (input 1) is quantized and whose input 0
+/// is computed (not a constant). Conv's channels are on axis 1; Gemm's on the K axis
+/// of A (1, or 0 with `transA`). MatMul has no bias input, ConvTranspose's output
+/// pixels see a varying number of taps: neither is corrected.
+pub fn corrected_layer_input(g: &Graph, n: crate::ir::NodeId) -> Option<(ValueId, usize)> {
+    let node = g.node(n);
+    let axis = if node.is_op("Conv") {
+        1
+    } else if node.is_op("Gemm") {
+        let trans_a = node
+            .op()
+            .and_then(|op| op.attrs.get("transA"))
+            .and_then(|a| a.as_int())
+            .unwrap_or(0);
+        if trans_a != 0 {
+            0
+        } else {
+            1
+        }
+    } else {
+        return None;
+    };
+    let x = node.inputs.first().copied().flatten()?;
+    let w = node.inputs.get(1).copied().flatten()?;
+    if !matches!(g.value(w).quant, Some(QuantAnnotation::Weight { .. })) {
+        return None;
+    }
+    if matches!(
+        g.node(g.producer(x)).kind,
+        NodeKind::Const(_) | NodeKind::SparseConst(_)
+    ) || g
+        .value(x)
+        .ty
+        .dtype()
+        .is_some_and(|d| d != crate::ir::DataType::F32)
+    {
+        return None;
+    }
+    Some((x, axis))
 }

@@ -1338,19 +1338,44 @@ fn output_index(g: &mut crate::ir::Graph, v: ValueId) -> usize {
 /// Marks in `cal` (the fully prepared model) every value `variant` observes that `cal`
 /// does not observe yet; returns how many.
 fn merge_observed(cal: &mut Model, variant: &Model) -> Result<usize> {
-    let vg = &variant.graph;
+    merge_observed_graph(&mut cal.graph, &variant.graph)
+}
+
+/// [`merge_observed`] on one graph, then on the If branches of its nodes (paired by node
+/// name and attribute: a variant's branches observe values the union must observe too).
+fn merge_observed_graph(cal: &mut crate::ir::Graph, vg: &crate::ir::Graph) -> Result<usize> {
     let mut added = 0;
     for v in vg.value_ids() {
         let Some(QuantAnnotation::Observe(cfg)) = &vg.value(v).quant else {
             continue;
         };
         let name = &vg.value(v).name;
-        let Some(fv) = cal.graph.value_by_name(name) else {
+        let Some(fv) = cal.value_by_name(name) else {
             bail!("value `{name}` of a variant is not in the fully prepared model (the fusion differs between variants)");
         };
-        if !matches!(cal.graph.value(fv).quant, Some(QuantAnnotation::Observe(_))) {
-            cal.graph.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
+        if !matches!(cal.value(fv).quant, Some(QuantAnnotation::Observe(_))) {
+            cal.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
             added += 1;
+        }
+    }
+    for n in vg.node_ids() {
+        let Some(op) = vg.node(n).op().filter(|op| op.has_subgraphs()) else {
+            continue;
+        };
+        let name = &vg.node(n).name;
+        let Some(cn) = cal.node_ids().find(|&c| cal.node(c).name == *name) else {
+            bail!("node `{name}` of a variant is not in the fully prepared model");
+        };
+        let Some(cal_op) = cal.node_mut(cn).op_mut() else {
+            continue;
+        };
+        for (attr, a) in &op.attrs {
+            let (Some(ca), subs) = (cal_op.attrs.get_mut(attr), a.subgraphs()) else {
+                continue;
+            };
+            for (cg, sg) in ca.subgraphs_mut().into_iter().zip(subs) {
+                added += merge_observed_graph(cg, sg)?;
+            }
         }
     }
     Ok(added)

@@ -32,6 +32,7 @@
 
 use std::fmt;
 
+mod channel_mean;
 mod histogram;
 mod minmax;
 mod mse;
@@ -39,6 +40,7 @@ mod ort;
 mod qparams;
 mod state;
 
+pub use channel_mean::ChannelMeanObserver;
 pub use histogram::{HistogramObserver, TorchHistogram, DEFAULT_BINS, DEFAULT_UPSAMPLE_RATE};
 pub use minmax::{
     MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,

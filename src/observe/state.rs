@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::channel_mean::ChannelMeanObserver;
 use super::histogram::HistogramObserver;
 use super::minmax::{
     MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
@@ -29,6 +30,8 @@ pub enum ObserverState {
     Percentile(PercentileObserver),
     Entropy(EntropyObserver),
     Mse(MseObserver),
+    /// Not a range observer: the per-channel mean bias correction needs.
+    ChannelMean(ChannelMeanObserver),
 }
 
 /// State file format version, written next to the state.
@@ -73,6 +76,7 @@ impl ObserverState {
             ObserverState::Percentile(_) => "percentile",
             ObserverState::Entropy(_) => "entropy",
             ObserverState::Mse(_) => "mse",
+            ObserverState::ChannelMean(_) => "channel_mean",
         }
     }
 }
@@ -88,6 +92,7 @@ macro_rules! dispatch {
             ObserverState::Percentile($o) => $e,
             ObserverState::Entropy($o) => $e,
             ObserverState::Mse($o) => $e,
+            ObserverState::ChannelMean($o) => $e,
         }
     };
 }
@@ -123,6 +128,7 @@ impl Observer for ObserverState {
             (S::Percentile(a), S::Percentile(b)) => a.merge(b),
             (S::Entropy(a), S::Entropy(b)) => a.merge(b),
             (S::Mse(a), S::Mse(b)) => a.merge(b),
+            (S::ChannelMean(a), S::ChannelMean(b)) => a.merge(b),
             (a, b) => Err(ObserveError::Merge(format!(
                 "different observer kinds: {} and {}",
                 a.kind(),

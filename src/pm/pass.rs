@@ -43,7 +43,7 @@ pub struct Diagnostic {
 
 /// What a pass run may read and record: options shared by the pipeline,
 /// statistics (named counters) and diagnostics.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct PassContext {
     /// Pipeline-wide settings, e.g. `backend=fbgemm`.
     pub settings: BTreeMap<String, String>,

@@ -21,6 +21,8 @@ pub struct Summary {
     pub activations: u64,
     pub weights: u64,
     pub biases: u64,
+    /// Conv/Gemm biases moved by bias correction (float ones of weight-only units included).
+    pub corrected_biases: u64,
     pub constants: u64,
     /// Ops rewritten per type by the mode's pass (dynamic, weight-only,
     /// QOperator), e.g. `("MatMul", 6)`.
@@ -52,6 +54,7 @@ impl Summary {
             activations: cx.stat("convert-qdq", "activations"),
             weights: cx.stat("convert-qdq", "weights"),
             biases: cx.stat("convert-qdq", "biases"),
+            corrected_biases: cx.stat("convert-qdq", "bias corrections"),
             constants: cx.stat("convert-qdq", "constants"),
             samples,
             stage_times,
@@ -113,9 +116,17 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pipeline: {}", self.pipeline)?;
         if self.activations + self.weights + self.biases + self.constants > 0 {
+            let corrected = if self.corrected_biases > 0 {
+                format!(
+                    "; {} layer biases corrected for their weights' rounding",
+                    self.corrected_biases
+                )
+            } else {
+                String::new()
+            };
             writeln!(
                 f,
-                "quantized: {} activations, {} weights, {} biases, {} constants",
+                "quantized: {} activations, {} weights, {} biases, {} constants{corrected}",
                 self.activations, self.weights, self.biases, self.constants
             )?;
         }

@@ -43,8 +43,11 @@ def quantized(onnxq_bin, tmp_path_factory):
         if (name, preset) not in cache:
             calib = next(p for p in (MODELS / f"{name}.calib.npy", MODELS / f"{name}.calib.npz") if p.exists())
             out = d / f"{name}.{preset}.onnx"
+            # All int8 (no accuracy guard): these tests compare integer kernels. A unit the
+            # guard keeps float runs on each engine's float kernels (ORT's fused NCHWc Conv
+            # rounds differently), and the 1-LSB flips after it reach the outputs.
             subprocess.run([onnxq_bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(out), "--data", str(calib),
-                            *PRESETS[preset]], check=True, capture_output=True)
+                            "--accuracy-guard", "off", *PRESETS[preset]], check=True, capture_output=True)
             cache[(name, preset)] = out
         return cache[(name, preset)]
 
