@@ -79,7 +79,14 @@ pub(crate) unsafe fn block<const T: usize>(
 ) -> Acc {
     let ones = _mm256_set1_epi16(1);
     let fours = _mm256_set1_epi16(4);
-    let mut acc: Acc = core::array::from_fn(|k| _mm256_loadu_si256(bias.add(8 * k).cast()));
+    // No closures (`array::from_fn`) in the SIMD code: a closure does not inherit the caller's
+    // `#[target_feature]`, and an outlined one turns every intrinsic into a call.
+    let mut acc: Acc = [
+        _mm256_loadu_si256(bias.cast()),
+        _mm256_loadu_si256(bias.add(8).cast()),
+        _mm256_loadu_si256(bias.add(16).cast()),
+        _mm256_loadu_si256(bias.add(24).cast()),
+    ];
     let split = w.cast::<u32>().read_unaligned();
     let mut lo = [_mm256_setzero_si256(); 4];
     let groups = T / 4;
@@ -185,12 +192,13 @@ unsafe fn store(out: &TileOutput, off: usize, c0: usize, acc: &Acc, n: usize) {
         TileOutput::F32 { c, scale, bias } => {
             let (s, b) = (scale.add(c0), bias.add(c0));
             // mul then add: two roundings, like the reference (no FMA).
-            let y: Acc = core::array::from_fn(|k| {
-                _mm256_castps_si256(_mm256_add_ps(
-                    _mm256_mul_ps(_mm256_cvtepi32_ps(acc[k]), _mm256_loadu_ps(s.add(8 * k))),
+            let mut y = *acc;
+            for (k, v) in y.iter_mut().enumerate() {
+                *v = _mm256_castps_si256(_mm256_add_ps(
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(*v), _mm256_loadu_ps(s.add(8 * k))),
                     _mm256_loadu_ps(b.add(8 * k)),
-                ))
-            });
+                ));
+            }
             store32(c.add(off), &to_channel_order(&y), n);
         }
     }
@@ -209,8 +217,10 @@ unsafe fn store_q<const SIGNED: bool>(
     let lo = _mm256_set1_ps((qmin - zp) as f32);
     let hi = _mm256_set1_ps((qmax - zp) as f32);
     let vzp = _mm256_set1_epi32(zp);
-    let q: Acc =
-        core::array::from_fn(|k| requant8(acc[k], _mm256_loadu_ps(mult.add(8 * k)), lo, hi, vzp));
+    let mut q = *acc;
+    for (k, v) in q.iter_mut().enumerate() {
+        *v = requant8(*v, _mm256_loadu_ps(mult.add(8 * k)), lo, hi, vzp);
+    }
     // Values are in [qmin, qmax] ⊂ the 8-bit range: the saturating packs only narrow. Per half
     // L: packs(q0, q1) = channels 16L + 0..8, packs(q2, q3) = 16L + 8..16, then the byte pack
     // gives 16L + 0..16: channel order.
@@ -242,7 +252,12 @@ pub(crate) unsafe fn tile<const T: usize>(t: &DwConvTile<'_>) {
     const { assert!(T % 4 == 1) };
     let block_len = super::dwconv::c32_block_bytes(T);
     debug_assert_eq!(DwLayout::C32Quads.block(), CB);
-    let masks: [__m256i; 4] = core::array::from_fn(|k| spread_mask(k as i8));
+    let masks = [
+        spread_mask(0),
+        spread_mask(1),
+        spread_mask(2),
+        spread_mask(3),
+    ];
     let ch = t.channels;
     let blocks = ch.div_ceil(CB);
     let w0 = t.weights.cast::<u8>();

@@ -265,7 +265,13 @@ pub(crate) unsafe fn dw_row_c32<const TAPS: usize>(r: &super::ukernel::Q8DwRow<'
     // c0 ≤ channels − 32 of each tap row; otherwise only `channels` bytes are copied; outputs
     // stay inside each pixel.
     unsafe {
-        let masks: [__m256i; 4] = core::array::from_fn(|k| spread_mask(k as i8));
+        // No closures around intrinsics (a closure does not inherit `#[target_feature]`).
+        let masks = [
+            spread_mask(0),
+            spread_mask(1),
+            spread_mask(2),
+            spread_mask(3),
+        ];
         let zp = _mm256_set1_epi16(i16::from(r.out.zp));
         let (qmin, qmax) = (
             _mm256_set1_epi8(r.out.qmin as i8),
@@ -275,7 +281,12 @@ pub(crate) unsafe fn dw_row_c32<const TAPS: usize>(r: &super::ukernel::Q8DwRow<'
         for blk in 0..ch.div_ceil(CR) {
             let h = r.w.add(blk * bb);
             let c0 = if ch >= CR { (blk * CR).min(ch - CR) } else { 0 };
-            let rq: [Rq8; 4] = core::array::from_fn(|k| rq8_load(h, CR, 8 * k, r.out.rounding));
+            let rq = [
+                rq8_load(h, CR, 0, r.out.rounding),
+                rq8_load(h, CR, 8, r.out.rounding),
+                rq8_load(h, CR, 16, r.out.rounding),
+                rq8_load(h, CR, 24, r.out.rounding),
+            ];
             let wq = h.add(16 * CR);
             for px in 0..r.width {
                 let a = r.a.add(px * r.a_step);
@@ -291,7 +302,12 @@ pub(crate) unsafe fn dw_row_c32<const TAPS: usize>(r: &super::ukernel::Q8DwRow<'
                     let taps: [*const u8; TAPS] = core::array::from_fn(|t| buf[t].as_ptr());
                     block::<TAPS>(&taps, 0, wq, h.cast(), &masks)
                 };
-                let q: [__m256i; 4] = core::array::from_fn(|k| rq8_apply(acc[k], &rq[k]));
+                let q = [
+                    rq8_apply(acc[0], &rq[0]),
+                    rq8_apply(acc[1], &rq[1]),
+                    rq8_apply(acc[2], &rq[2]),
+                    rq8_apply(acc[3], &rq[3]),
+                ];
                 // Per half L: packs(q0, q1) = channels 16L + 0..8, packs(q2, q3) = 16L + 8..16;
                 // the saturating zp add and byte pack keep the clamp (final range inside u8).
                 let w01 = _mm256_adds_epi16(_mm256_packs_epi32(q[0], q[1]), zp);
