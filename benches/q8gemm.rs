@@ -78,14 +78,21 @@ struct Dw {
 
 impl Dw {
     fn new(ch: usize) -> Dw {
+        Dw::with(ch, 3, 1, true)
+    }
+
+    /// `k×k` stride `s` pad `k/2` on 56×56; random per-channel weight zero points, or 128.
+    fn with(ch: usize, k: usize, s: usize, per_channel_zp: bool) -> Dw {
         let mut rng = XorShift::new(ch as u64);
-        let g = Window2d::square(56, 56, 3, 3, 1, 1);
+        let g = Window2d::square(56, 56, k, k, s, k / 2);
         Dw {
             g,
             ch,
             x: (0..56 * 56 * ch).map(|_| rng.u8()).collect(),
-            w: (0..9 * ch).map(|_| rng.u8()).collect(),
-            zps: (0..ch).map(|_| rng.u8()).collect(),
+            w: (0..k * k * ch).map(|_| rng.u8()).collect(),
+            zps: (0..ch)
+                .map(|_| if per_channel_zp { rng.u8() } else { 128 })
+                .collect(),
             bias: (0..ch).map(|_| rng.range_i32(-1000, 1000)).collect(),
             rq: (0..ch)
                 .map(|_| Requant::from_scale(1e-3 * (1.0 + rng.f32())).unwrap())
@@ -104,11 +111,12 @@ impl Dw {
     }
 
     fn macs(&self) -> f64 {
-        (self.g.out_pixels() * self.ch * 9) as f64
+        (self.g.out_pixels() * self.ch * self.g.taps()) as f64
     }
 
     fn gops_dw(&self, uk: &'static qnnpack::Q8DwUkernel) -> f64 {
-        let packed = PackedQ8Dw::new(uk, &self.weights(), 3, 3, 100);
+        let (kh, kw) = (self.g.kernel_h, self.g.kernel_w);
+        let packed = PackedQ8Dw::new(uk, &self.weights(), kh, kw, 100);
         let ind = DwIndirection::new(&self.g);
         let xv = Nhwc {
             data: &self.x,
@@ -341,6 +349,35 @@ fn main() {
         print!(" {:>8.1}x", r);
     }
     println!();
+    println!();
+    println!(
+        "depthwise kxk sS, 56x56, pad k/2, GOPS (useful MACs), per-tensor w_zp = 128 (pt) and \
+         random per-channel w_zp (pc), every depthwise kernel of the tap count"
+    );
+    for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)] {
+        print!("{:<32}", format!("dw{k}x{k} s{s}"));
+        for c in chans {
+            print!(" {:>9}", format!("C={c}"));
+        }
+        println!();
+        for per_channel in [false, true] {
+            let dws: Vec<Dw> = chans
+                .iter()
+                .map(|&c| Dw::with(c, k, s, per_channel))
+                .collect();
+            for uk in available_q8dwconv().filter(|u| usize::from(u.taps) == k * k && want(u.name))
+            {
+                print!(
+                    "{:<32}",
+                    format!("{} {}", uk.name, if per_channel { "pc" } else { "pt" })
+                );
+                for d in &dws {
+                    print!(" {:>9.1}", d.gops_dw(uk));
+                }
+                println!();
+            }
+        }
+    }
 }
 
 /// Micro-kernel alone on one full `mr×nr` tile, depth `k`, L1-resident: GOPS (best of 7).

@@ -47,8 +47,9 @@ fn out_kinds() -> Vec<Out> {
     ]
 }
 
-const DATA: [Data; 6] = [
+const DATA: [Data; 7] = [
     Data::Random,
+    Data::Extremes,
     Data::RandomSmallWeights,
     Data::MinWeights,
     Data::MaxWeights,
@@ -199,7 +200,12 @@ fn random_depthwise_sweep() {
         assert!(names.contains(want), "{want} never ran: {names:?}");
     }
     if available().iter().any(|k| k.isa == Isa::Avx2) {
-        for want in ["dwconv_u8s8_3x3_avx2", "dwconv_u8s8_5x5_avx2"] {
+        for want in [
+            "dwconv_u8s8_3x3_avx2",
+            "dwconv_u8s8_5x5_avx2",
+            "dwconv_u8s8_3x3c32_avx2",
+            "dwconv_u8s8_5x5c32_avx2",
+        ] {
             assert!(names.contains(want), "{want} never ran: {names:?}");
         }
     }
@@ -238,10 +244,104 @@ fn depthwise_channel_sweep() {
                     .seed(i);
                 for kset in available() {
                     assert!(t
-                        .test(kset, ConvAlgo::Depthwise)
-                        .starts_with("dwconv_u8s8_"));
+                        .test_dw_all(kset)
+                        .iter()
+                        .all(|n| n.starts_with("dwconv_u8s8_")));
                     if i.is_multiple_of(8) {
                         t.test(kset, ConvAlgo::Im2col);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The `c32` depthwise kernels, preferred for 3×3/5×5 on AVX2 whatever the weights: direct
+/// groups (small weights), split groups (full range, extremes next to each other at
+/// activations 0/1/254/255), mixed blocks (pair-boundary weights), weight zero points that
+/// push `w − w_zp` to ±255, awkward channel counts, strides, dilations, every output kind;
+/// every other depthwise kernel of the set on the same cases.
+#[test]
+fn depthwise_c32_variants() {
+    let outs = out_kinds();
+    let mut i = 0u64;
+    for k in [3, 5] {
+        for c in [1, 3, 17, 31, 32, 33, 64, 95, 144, 255] {
+            for data in [
+                Data::Extremes,
+                Data::RandomSmallWeights,
+                Data::PairBoundary,
+                Data::MinWeights,
+                Data::MaxWeights,
+                Data::Alternating,
+                Data::Random,
+            ] {
+                i += 1;
+                let w_zp = match i % 4 {
+                    0 => WZp::PerTensor(-128),
+                    1 => WZp::PerTensor(127),
+                    2 => WZp::PerChannel,
+                    _ => WZp::Zero,
+                };
+                let s = 1 + (i % 2) as usize;
+                let geom = ConvGeometry {
+                    c_in: c,
+                    c_out: c,
+                    group: c,
+                    kernel: [k, k],
+                    strides: [s, s],
+                    pads: [k / 2, (i % 3) as usize, 1, k / 2],
+                    dilations: if i.is_multiple_of(5) { [2, 1] } else { [1, 1] },
+                };
+                let t = ConvTester::new(geom, 1, 9 + (i % 3) as usize, 7)
+                    .a_zp(ZPS[(i % 5) as usize])
+                    .pack_a_zp(ZPS[((i / 5) % 5) as usize])
+                    .w_zp(w_zp)
+                    .bias(i.is_multiple_of(2))
+                    .out(outs[(i as usize) % outs.len()])
+                    .data(data)
+                    .seed(i);
+                for kset in available() {
+                    let names = t.test_dw_all(kset);
+                    if kset.isa == Isa::Avx2 {
+                        assert_eq!(names[0], format!("dwconv_u8s8_{k}x{k}c32_avx2"));
+                        assert!(names.contains(&format!("dwconv_u8s8_{k}x{k}_avx2").as_str()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One or two channels, random weights, weight zero points that put `w − w_zp` at 128 or
+/// −129 next to small partners: a block whose tap groups nearly all pass the `vpmaddubsw` pair
+/// bounds, so a lone out-of-s8 value must still force the split path.
+#[test]
+fn depthwise_c32_few_channels() {
+    let mut i = 0u64;
+    for k in [3, 5] {
+        for c in [1, 2] {
+            for zp in [-1, -3, 1, 2] {
+                for seed in 0..40 {
+                    i += 1;
+                    let geom = ConvGeometry {
+                        c_in: c,
+                        c_out: c,
+                        group: c,
+                        kernel: [k, k],
+                        strides: [1, 1],
+                        pads: [k / 2; 4],
+                        dilations: [1, 1],
+                    };
+                    let data = [Data::Random, Data::Extremes, Data::RandomSmallWeights][seed % 3];
+                    let t = ConvTester::new(geom, 1, 3, 4)
+                        .a_zp(ZPS[(i % 5) as usize])
+                        .w_zp(WZp::PerTensor(zp))
+                        .out(Out::I32)
+                        .data(data)
+                        .seed(i);
+                    for kset in available() {
+                        t.test_dw_all(kset);
                     }
                 }
             }

@@ -161,13 +161,14 @@ fn dwconv_strides_dilation_and_adversarial() {
             pad_bottom: 2,
             pad_right: 4,
         };
-        for ch in [5, 16, 19, 40] {
+        for ch in [5, 16, 19, 40, 97] {
             for data in [
                 Data::Random,
                 Data::Max255x0,
                 Data::Max255x255,
                 Data::Alternating,
                 Data::NearZeroPoints,
+                Data::Extremes,
             ] {
                 for &za in &ZPS {
                     i += 1;

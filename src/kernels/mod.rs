@@ -98,7 +98,8 @@ pub struct Kernels {
     /// weights is chosen at pack time (see [`fbgemm::PackedB::new`]).
     pub gemm_u8s8: &'static [&'static QGemmUkernel],
     // [fbconv]
-    /// Depthwise conv micro-kernels, one per supported kernel size (see
+    /// Depthwise conv micro-kernels, in preference order: packing takes the first one of the
+    /// conv's kernel size whose weight layout admits the weights (see
     /// [`fbgemm::conv::PackedConv`]).
     pub dwconv_u8s8: &'static [&'static DwConvUkernel],
     /// qnnpack-style u8×u8 kernels (GEMM/conv, depthwise, pooling, Add) of this tier.
@@ -121,7 +122,9 @@ static SCALAR: Kernels = Kernels {
 
 // [fbconv] AVX2 depthwise kernels, also used by the VNNI sets (no VNNI-specific ones yet).
 #[cfg(target_arch = "x86_64")]
-static DWCONV_AVX2: [&DwConvUkernel; 2] = [
+static DWCONV_AVX2: [&DwConvUkernel; 4] = [
+    &fbgemm::dwconv_u8s8_3x3c32_avx2::DWCONV_U8S8_3X3C32_AVX2,
+    &fbgemm::dwconv_u8s8_5x5c32_avx2::DWCONV_U8S8_5X5C32_AVX2,
     &fbgemm::dwconv_u8s8_3x3_avx2::DWCONV_U8S8_3X3_AVX2,
     &fbgemm::dwconv_u8s8_5x5_avx2::DWCONV_U8S8_5X5_AVX2,
 ];

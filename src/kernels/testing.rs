@@ -67,7 +67,16 @@ pub enum Data {
     /// A all 255, B k-pairs cycling through the `PairSum128` boundary: (127, 1), (−128, 0),
     /// (64, 64), (−64, −64), (1, 127), (0, −128).
     PairBoundary,
+    /// A random from the extremes {0, 1, 254, 255}, B random from
+    /// [`EXTREME_WEIGHTS`] (−128 next to 127, the ±64 split edges, ±1, 0).
+    Extremes,
 }
+
+/// Weight values of [`Data::Extremes`].
+pub const EXTREME_WEIGHTS: [i8; 13] = [-128, -127, -65, -64, -63, -1, 0, 1, 63, 64, 65, 126, 127];
+
+/// Activation values of [`Data::Extremes`].
+pub const EXTREME_ACTS: [u8; 4] = [0, 1, 254, 255];
 
 /// Weight zero point.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,6 +265,7 @@ impl GemmTester {
                 *v = match self.data {
                     Data::Random | Data::RandomSmallWeights => *v,
                     Data::MinWeights | Data::MaxWeights | Data::PairBoundary => 255,
+                    Data::Extremes => EXTREME_ACTS[usize::from(*v) % EXTREME_ACTS.len()],
                     Data::Alternating => {
                         if (i + kk) % 2 == 0 {
                             255
@@ -271,6 +281,9 @@ impl GemmTester {
                 let w = match self.data {
                     Data::Random => rng.i8(),
                     Data::RandomSmallWeights => rng.range_i32(-64, 64) as i8,
+                    Data::Extremes => {
+                        EXTREME_WEIGHTS[(rng.next_u64() % EXTREME_WEIGHTS.len() as u64) as usize]
+                    }
                     Data::MinWeights => -128,
                     Data::MaxWeights => 127,
                     Data::Alternating => {

@@ -25,7 +25,7 @@
 
 use std::marker::PhantomData;
 
-use super::dwconv::{dw_lane, DwConvTile, DwConvUkernel, PackedDw, DW_CB};
+use super::dwconv::{DwConvTile, DwConvUkernel, DwLayout, PackedDw};
 use super::gemm::{qgemm, QGemmOutput};
 use super::im2col::im2col_rows;
 use super::output::OutputStage;
@@ -110,7 +110,7 @@ impl PackedConv {
     /// [`ConvAlgo::Im2col`] always applies).
     pub fn algos(kernels: &Kernels, geom: &ConvGeometry) -> Vec<ConvAlgo> {
         let mut v = Vec::new();
-        if dw_ukernel(kernels, geom).is_some() {
+        if dw_ukernels(kernels, geom).next().is_some() {
             v.push(ConvAlgo::Depthwise);
         }
         if geom.kernel == [1, 1] && geom.strides == [1, 1] && geom.pads == [0; 4] {
@@ -124,6 +124,44 @@ impl PackedConv {
     pub fn with_algo(
         kernels: &Kernels,
         algo: ConvAlgo,
+        geom: &ConvGeometry,
+        w: &ConvWeights<'_>,
+        a_zp: u8,
+    ) -> Result<PackedConv, PackError> {
+        PackedConv::build(kernels, algo, None, geom, w, a_zp)
+    }
+
+    /// The depthwise micro-kernels of `kernels` that can run `geom`, preferred first (empty
+    /// unless [`ConvAlgo::Depthwise`] applies). [`PackedConv::with_algo`] takes the first.
+    pub fn dw_ukernels(kernels: &Kernels, geom: &ConvGeometry) -> Vec<&'static DwConvUkernel> {
+        let taps = geom.kernel[0] * geom.kernel[1];
+        dw_ukernels(kernels, geom)
+            .filter(|uk| uk.layout.admits(taps))
+            .collect()
+    }
+
+    /// Packs the depthwise algorithm for exactly `uk`, one of
+    /// [`PackedConv::dw_ukernels`]`(kernels, geom)` (tests and benches compare variants).
+    pub fn with_dw_ukernel(
+        kernels: &Kernels,
+        uk: &'static DwConvUkernel,
+        geom: &ConvGeometry,
+        w: &ConvWeights<'_>,
+        a_zp: u8,
+    ) -> Result<PackedConv, PackError> {
+        if !PackedConv::dw_ukernels(kernels, geom)
+            .iter()
+            .any(|k| core::ptr::eq(*k, uk))
+        {
+            return Err(PackError::Shape(format!("{} cannot run {geom:?}", uk.name)));
+        }
+        PackedConv::build(kernels, ConvAlgo::Depthwise, Some(uk), geom, w, a_zp)
+    }
+
+    fn build(
+        kernels: &Kernels,
+        algo: ConvAlgo,
+        dw_uk: Option<&'static DwConvUkernel>,
         geom: &ConvGeometry,
         w: &ConvWeights<'_>,
         a_zp: u8,
@@ -158,9 +196,9 @@ impl PackedConv {
             dw: None,
         };
         if algo == ConvAlgo::Depthwise {
-            let uk = dw_ukernel(kernels, geom).expect("checked by algos()");
             let taps = geom.kernel[0] * geom.kernel[1];
-            let pd = PackedDw::new(w.data, geom.c_in, taps, w.zp, w.bias, a_zp);
+            let uk = dw_uk.unwrap_or_else(|| PackedConv::dw_ukernels(kernels, geom)[0]);
+            let pd = PackedDw::new(uk.layout, w.data, geom.c_in, taps, w.zp, w.bias, a_zp);
             packed.dw = Some((uk, pd));
             return Ok(packed);
         }
@@ -348,9 +386,11 @@ impl PackedConv {
         let (oh, ow) = g.out_hw(h, w).expect("checked by run");
         let c = g.c_in;
         let cp = pd.padded_channels();
-        debug_assert_eq!(cp, c.div_ceil(DW_CB) * DW_CB);
+        let layout = pd.layout();
+        debug_assert_eq!(layout, uk.layout);
+        debug_assert_eq!(cp, c.div_ceil(layout.block()) * layout.block());
         let mut params = StageParams::new(&stage, &out, c, cp);
-        params.permute_to_lanes();
+        params.permute_to_lanes(layout, c);
         let refolded;
         let bias = if a_zp == pd.a_zp() {
             pd.col_bias()
@@ -418,7 +458,7 @@ impl PackedConv {
                 };
                 // SAFETY: the kernel's ISA is available (it came from an available kernel set);
                 // every tap pointer addresses `c` bytes of the input image or of the `a_zp`
-                // row; weights/bias/parameters are padded to whole 16-channel blocks; the output
+                // row; weights/bias/parameters are padded to whole blocks of the layout; the output
                 // holds `ow` pixels × `c` at `off` (asserted length N·OH·OW·M, M = C).
                 unsafe { (uk.run)(&tile) };
             }
@@ -426,17 +466,19 @@ impl PackedConv {
     }
 }
 
-/// The depthwise micro-kernel of `kernels` for `geom`, if it is a depthwise conv with a
-/// shipped kernel size.
-fn dw_ukernel(kernels: &Kernels, geom: &ConvGeometry) -> Option<&'static DwConvUkernel> {
-    if !(geom.group == geom.c_in && geom.c_out == geom.c_in) {
-        return None;
-    }
+/// The depthwise micro-kernels of `kernels` for `geom` in preference order (none unless it is
+/// a depthwise conv with a shipped kernel size).
+fn dw_ukernels<'k>(
+    kernels: &'k Kernels,
+    geom: &ConvGeometry,
+) -> impl Iterator<Item = &'static DwConvUkernel> + 'k {
+    let dw = geom.group == geom.c_in && geom.c_out == geom.c_in;
+    let kernel = geom.kernel;
     kernels
         .dwconv_u8s8
         .iter()
         .copied()
-        .find(|uk| [usize::from(uk.kernel[0]), usize::from(uk.kernel[1])] == geom.kernel)
+        .filter(move |uk| dw && [usize::from(uk.kernel[0]), usize::from(uk.kernel[1])] == kernel)
 }
 
 fn out_len(out: &QGemmOutput<'_>) -> usize {
@@ -500,7 +542,7 @@ enum Kind {
 }
 
 /// An output stage checked against the output type, with per-channel parameters padded to
-/// whole 16-channel blocks.
+/// whole blocks (GEMM panels or depthwise blocks).
 struct StageParams {
     kind: Kind,
     p1: Vec<f32>,
@@ -576,16 +618,14 @@ impl StageParams {
         s
     }
 
-    /// Permutes the per-channel parameters into the depthwise lane order
-    /// ([`super::dwconv::dw_lane`]).
-    fn permute_to_lanes(&mut self) {
+    /// Permutes the per-channel parameters of `channels` channels into the depthwise lane
+    /// order of `layout` ([`DwLayout::channel_at`]).
+    fn permute_to_lanes(&mut self, layout: DwLayout, channels: usize) {
         for v in [&mut self.p1, &mut self.p2] {
             if !v.is_empty() {
-                let mut p = vec![0f32; v.len()];
-                for (c, &x) in v.iter().enumerate() {
-                    p[dw_lane(c)] = x;
-                }
-                *v = p;
+                *v = (0..v.len())
+                    .map(|pos| layout.channel_at(pos, channels).map_or(0.0, |c| v[c]))
+                    .collect();
             }
         }
     }

@@ -26,14 +26,145 @@
 //! the odd ones), the `vpmaddwd` operand for the i16 pairs `(a[2p][c], a[2p+1][c])`. An odd
 //! last tap is paired with a zero weight. The folded bias and, per call, the output-stage
 //! parameters are stored in the same lane order; outputs are stored in channel order.
+//!
+//! # The `c32` layout ([`DwLayout::C32Quads`], kernels `dwconv_u8s8_{3x3,5x5}c32_avx2`)
+//! Blocks of 32 channels; the kernel byte-interleaves four taps of 32 channels with
+//! `vpunpck{l,h}{bw,wd}` into registers `q_k` (`k = 0..4`) whose i32 lane `(L, j)` (128-bit
+//! half `L`, dword `j`) holds the four tap bytes of channel `16L + 4k + j`, and multiplies with
+//! `vpmaddubsw` (u8 × s8 byte pairs → i16 pair sums) then `vpmaddwd` by 1 or 4 (→ i32 per
+//! channel). Exactness of `vpmaddubsw` (saturating i16 pair sums) is decided at pack time per
+//! block and 4-tap group:
+//! - *direct*: every pair `(w0, w1)` of the group (taps `4g, 4g+1` and `4g+2, 4g+3`) in every
+//!   channel of the block is s8 (`w' ≤ 127`; `≥ −128` follows from the next bound) and has
+//!   `Σ max(w,0) ≤ 128` and `Σ max(−w,0) ≤ 128`, so a pair sum lies in
+//!   `[−255·128, 255·128] = [−32640, 32640]`: exact. The i16 sums are
+//!   widened with `vpmaddwd(·, 1)`.
+//! - *split*: otherwise `w' = 4·hi + lo` with `hi = w' >> 2` ∈ [−64, 63] and `lo = w' & 3` ∈
+//!   [0, 3] (any `w'` in [−256, 255], so every weight zero point works); the `hi` pair sums lie
+//!   in `[−32640, 32130]` (exact), widened with `vpmaddwd(·, 4)`; the `lo` pair sums lie in
+//!   `[0, 1530]` and are accumulated in i16 over all split groups (at most 6: ≤ 9180) and
+//!   widened once per block with `vpmaddwd(·, 1)`.
+//!
+//! The last tap (`T = 4G + 1` for 3×3 and 5×5) is spread to one byte per i32 lane with
+//! `vpshufb` and multiplied with `vpmaddwd` against `(w', 0)` i16 pairs (one product, exact).
+//! Block bytes: a 32-byte header (u32 bit mask of the split groups), then per group 4×32 bytes
+//! `hi` (or `w'` if direct) and 4×32 bytes `lo` (zero if direct), then 4×32 bytes of `(w', 0)`
+//! i16 pairs for the last tap. Bias and output parameters use the lane order of the `q_k`
+//! registers ([`DwLayout::channel_at`]): position `8k + 4L + j` for channel `16L + 4k + j` of
+//! a block. With at least 32 channels the last block starts at `channels − 32` (overlapping
+//! the previous block, whose shared channels it recomputes identically) instead of being
+//! padded, so the kernel never copies taps; fewer than 32 channels make one padded block.
 
 use std::marker::PhantomData;
 
 use super::ukernel::TileOutput;
 use crate::kernels::{Isa, Numerics};
 
-/// Channels per packed block.
+/// Channels per packed block (of [`DwLayout::C16Pairs`]).
 pub const DW_CB: usize = 16;
+
+/// The packed weight layouts (module docs); each micro-kernel reads one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DwLayout {
+    /// 16-channel blocks of i16 tap pairs (any `w'` in [−255, 255]).
+    C16Pairs,
+    /// 32-channel blocks of byte-quad tap groups (any `w'`; `T = 4G + 1` only).
+    C32Quads,
+}
+
+impl DwLayout {
+    /// Channels per block.
+    pub fn block(self) -> usize {
+        match self {
+            DwLayout::C16Pairs => DW_CB,
+            DwLayout::C32Quads => 32,
+        }
+    }
+
+    /// First channel of block `b` of a conv with `channels` channels. C16Pairs: `16·b` (the
+    /// last block zero-padded). C32Quads: `32·b`, except that with at least 32 channels the
+    /// last block is `channels − 32 ..channels`, overlapping the previous block (its channels
+    /// are computed twice, identically), so no block reads past the channels; fewer than 32
+    /// channels make one zero-padded block.
+    pub fn block_start(self, b: usize, channels: usize) -> usize {
+        match self {
+            DwLayout::C16Pairs => b * DW_CB,
+            DwLayout::C32Quads if channels >= 32 => (b * 32).min(channels - 32),
+            DwLayout::C32Quads => 0,
+        }
+    }
+
+    /// The channel at position `pos` of the packed (per block, lane-ordered) bias and output
+    /// parameter arrays, `None` for padding. C32Quads: position `8k + 4L + j` of a block holds
+    /// its channel `16L + 4k + j`.
+    pub fn channel_at(self, pos: usize, channels: usize) -> Option<usize> {
+        let (b, q) = (pos / self.block(), pos % self.block());
+        let cc = match self {
+            DwLayout::C16Pairs => (q % 8) * 2 + q / 8,
+            DwLayout::C32Quads => {
+                let (k, l, j) = (q / 8, (q % 8) / 4, q % 4);
+                16 * l + 4 * k + j
+            }
+        };
+        let c = self.block_start(b, channels) + cc;
+        (c < channels).then_some(c)
+    }
+
+    /// Whether the layout can hold `taps` taps (any weights).
+    pub fn admits(self, taps: usize) -> bool {
+        match self {
+            DwLayout::C16Pairs => true,
+            DwLayout::C32Quads => taps % 4 == 1,
+        }
+    }
+}
+
+/// Bytes of one C32Quads block with `taps = 4G + 1`.
+pub(crate) const fn c32_block_bytes(taps: usize) -> usize {
+    32 + taps / 4 * 256 + 128
+}
+
+/// Packs one C32Quads block (module docs; also the weight part of the qnnpack `c32` blocks)
+/// from `wp(cc, t)` = `w'` of channel `cc < 32` of the block, tap `t` (0 for padding
+/// channels), each in [−256, 255].
+pub(crate) fn pack_c32_block(blk: &mut [u8], taps: usize, wp: impl Fn(usize, usize) -> i16) {
+    assert!(taps % 4 == 1 && blk.len() == c32_block_bytes(taps));
+    let groups = taps / 4;
+    let mut split_mask = 0u32;
+    for g in 0..groups {
+        let safe = (0..32).all(|cc| {
+            [0, 2].iter().all(|&o| {
+                let (w0, w1) = (wp(cc, 4 * g + o), wp(cc, 4 * g + o + 1));
+                // s8 (128 alone would pass the sums), and the vpmaddubsw pair bounds.
+                w0.max(w1) <= 127
+                    && w0.max(0) + w1.max(0) <= 128
+                    && (-w0).max(0) + (-w1).max(0) <= 128
+            })
+        });
+        if !safe {
+            split_mask |= 1 << g;
+        }
+        for cc in 0..32 {
+            // Channel 16L + 4k + j sits in register k, half L, dword j.
+            let (l, k, j) = (cc / 16, (cc % 16) / 4, cc % 4);
+            let base = 32 + g * 256 + k * 32 + l * 16 + j * 4;
+            for i in 0..4 {
+                let w = wp(cc, 4 * g + i);
+                debug_assert!((-256..=255).contains(&w));
+                // Direct: w' itself (s8 by the pair bounds); split: w' = 4·hi + lo.
+                let (hi, lo) = if safe { (w, 0) } else { (w >> 2, w & 3) };
+                blk[base + i] = hi as i8 as u8;
+                blk[base + 128 + i] = lo as u8;
+            }
+        }
+    }
+    blk[..4].copy_from_slice(&split_mask.to_le_bytes());
+    for cc in 0..32 {
+        let (l, k, j) = (cc / 16, (cc % 16) / 4, cc % 4);
+        let base = 32 + groups * 256 + k * 32 + l * 16 + j * 4;
+        blk[base..base + 2].copy_from_slice(&wp(cc, taps - 1).to_le_bytes());
+    }
+}
 
 /// Position of channel `c` in the packed lane order (module docs).
 #[inline]
@@ -51,12 +182,14 @@ pub struct DwConvTile<'a> {
     /// bytes.
     pub taps: *const *const u8,
     pub channels: usize,
-    /// Packed weights (module docs), `⌈channels/16⌉` blocks.
+    /// Packed weights (module docs), `⌈channels/block⌉` blocks of the kernel's layout.
     pub weights: *const i16,
-    /// Folded bias, padded to a multiple of 16 channels, in lane order.
+    /// Folded bias, padded to whole blocks, in the layout's lane order
+    /// ([`DwLayout::channel_at`]).
     pub bias: *const i32,
     /// Output of pixel 0, channel 0 (stored in channel order); parameter pointers address
-    /// per-channel values padded to a multiple of 16, in lane order ([`dw_lane`]).
+    /// per-channel values padded to whole blocks, in the layout's lane order
+    /// ([`DwLayout::channel_at`]).
     pub out: TileOutput,
     /// Elements between consecutive output pixels (≥ `channels`).
     pub out_stride: usize,
@@ -72,6 +205,9 @@ pub struct DwConvUkernel {
     /// `[KH, KW]` the kernel is specialised for.
     pub kernel: [u8; 2],
     pub numerics: Numerics,
+    /// The packed weight layout the kernel reads; packing takes the first kernel of the conv's
+    /// size whose layout admits the tap count ([`DwLayout::admits`]).
+    pub layout: DwLayout,
     /// Computes one tile.
     ///
     /// # Safety
@@ -90,10 +226,11 @@ impl DwConvUkernel {
 /// the bias for another activation zero point.
 #[derive(Clone, Debug)]
 pub struct PackedDw {
+    pub(crate) layout: DwLayout,
     pub(crate) taps: usize,
     pub(crate) channels: usize,
     pub(crate) weights: Vec<i16>,
-    /// `bias[c]` (0 when absent), padded, lane order.
+    /// `bias[c]` (0 when absent), padded, lane order ([`DwLayout::channel_at`]).
     raw_bias: Vec<i32>,
     /// `Σ_t w'[t][c]`, padded, lane order.
     wsum: Vec<i32>,
@@ -104,8 +241,10 @@ pub struct PackedDw {
 
 impl PackedDw {
     /// Packs ONNX depthwise weights `[C, 1, KH, KW]` (`taps = KH·KW` per channel), weight zero
-    /// points (1 or C values), optional bias (C values), folding `a_zp`.
+    /// points (1 or C values), optional bias (C values), folding `a_zp`, into `layout` (which
+    /// must admit them, [`DwLayout::admits`]).
     pub fn new(
+        layout: DwLayout,
         weights: &[i8],
         channels: usize,
         taps: usize,
@@ -115,6 +254,9 @@ impl PackedDw {
     ) -> PackedDw {
         assert_eq!(weights.len(), channels * taps);
         assert!(w_zp.len() == 1 || w_zp.len() == channels);
+        if layout == DwLayout::C32Quads {
+            return PackedDw::new_c32(weights, channels, taps, w_zp, bias, a_zp);
+        }
         let blocks = channels.div_ceil(DW_CB);
         let pairs = taps.div_ceil(2);
         let padded = blocks * DW_CB;
@@ -132,6 +274,63 @@ impl PackedDw {
             raw_bias[dw_lane(c)] = bias.map_or(0, |b| b[c]);
         }
         let mut p = PackedDw {
+            layout,
+            taps,
+            channels,
+            weights: packed,
+            raw_bias,
+            wsum,
+            a_zp,
+            col_bias: Vec::new(),
+        };
+        p.col_bias = p.col_bias_for(a_zp);
+        p
+    }
+
+    /// [`PackedDw::new`] for [`DwLayout::C32Quads`] (module docs).
+    fn new_c32(
+        weights: &[i8],
+        channels: usize,
+        taps: usize,
+        w_zp: &[i8],
+        bias: Option<&[i32]>,
+        a_zp: u8,
+    ) -> PackedDw {
+        let layout = DwLayout::C32Quads;
+        assert!(layout.admits(taps));
+        let cb = layout.block();
+        let blocks = channels.div_ceil(cb);
+        let padded = blocks * cb;
+        let bb = c32_block_bytes(taps);
+        let mut bytes = vec![0u8; blocks * bb];
+        let mut wsum = vec![0i32; padded];
+        let mut raw_bias = vec![0i32; padded];
+        // w'[c][t], zero for padding channels.
+        let wp = |c: usize, t: usize| -> i16 {
+            if c >= channels {
+                return 0;
+            }
+            let zw = i16::from(if w_zp.len() == 1 { w_zp[0] } else { w_zp[c] });
+            i16::from(weights[c * taps + t]) - zw
+        };
+        for pos in 0..padded {
+            if let Some(c) = layout.channel_at(pos, channels) {
+                wsum[pos] = (0..taps).map(|t| i32::from(wp(c, t))).sum();
+                raw_bias[pos] = bias.map_or(0, |b| b[c]);
+            }
+        }
+        for b in 0..blocks {
+            let start = layout.block_start(b, channels);
+            pack_c32_block(&mut bytes[b * bb..(b + 1) * bb], taps, |cc, t| {
+                wp(start + cc, t)
+            });
+        }
+        let packed: Vec<i16> = bytes
+            .chunks_exact(2)
+            .map(|p| i16::from_le_bytes([p[0], p[1]]))
+            .collect();
+        let mut p = PackedDw {
+            layout,
             taps,
             channels,
             weights: packed,
@@ -160,6 +359,10 @@ impl PackedDw {
 
     pub fn channels(&self) -> usize {
         self.channels
+    }
+
+    pub(crate) fn layout(&self) -> DwLayout {
+        self.layout
     }
 
     pub(crate) fn a_zp(&self) -> u8 {

@@ -1,7 +1,7 @@
 //! AVX2 depthwise 3×3 (9 taps), 16 channels per block, exact `vpmaddwd` tap pairs; body
 //! in [`super::dwconv_avx2`].
 
-use super::dwconv::{DwConvTile, DwConvUkernel};
+use super::dwconv::{DwConvTile, DwConvUkernel, DwLayout};
 use super::dwconv_avx2;
 use crate::kernels::{Isa, Numerics};
 
@@ -10,6 +10,7 @@ pub static DWCONV_U8S8_3X3_AVX2: DwConvUkernel = DwConvUkernel {
     isa: Isa::Avx2,
     kernel: [3, 3],
     numerics: Numerics::Exact,
+    layout: DwLayout::C16Pairs,
     run,
 };
 

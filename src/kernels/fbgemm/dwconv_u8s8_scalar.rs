@@ -1,7 +1,7 @@
 //! Portable depthwise kernels (3×3 and 5×5 instantiations of one tap-generic body): the same
 //! packed weights and indirection as the SIMD kernels, plain i32 loops. Exact.
 
-use super::dwconv::{dw_lane, DwConvTile, DwConvUkernel, DW_CB};
+use super::dwconv::{dw_lane, DwConvTile, DwConvUkernel, DwLayout, DW_CB};
 use super::ukernel::TileOutput;
 use crate::kernels::reference::requant::{dequantize_acc, requantize};
 use crate::kernels::{Isa, Numerics};
@@ -11,6 +11,7 @@ pub static DWCONV_U8S8_3X3_SCALAR: DwConvUkernel = DwConvUkernel {
     isa: Isa::Scalar,
     kernel: [3, 3],
     numerics: Numerics::Exact,
+    layout: DwLayout::C16Pairs,
     run: run::<9>,
 };
 
@@ -19,6 +20,7 @@ pub static DWCONV_U8S8_5X5_SCALAR: DwConvUkernel = DwConvUkernel {
     isa: Isa::Scalar,
     kernel: [5, 5],
     numerics: Numerics::Exact,
+    layout: DwLayout::C16Pairs,
     run: run::<25>,
 };
 

@@ -23,9 +23,15 @@ pub mod dwconv;
 #[cfg(target_arch = "x86_64")]
 mod dwconv_avx2;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod dwconv_c32_avx2; // its block body is shared with the qnnpack c32 kernels
+#[cfg(target_arch = "x86_64")]
 pub mod dwconv_u8s8_3x3_avx2;
 #[cfg(target_arch = "x86_64")]
+pub mod dwconv_u8s8_3x3c32_avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod dwconv_u8s8_5x5_avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod dwconv_u8s8_5x5c32_avx2;
 pub mod dwconv_u8s8_scalar;
 mod im2col;
 // [/fbconv]
@@ -50,7 +56,7 @@ mod zmm;
 
 // [fbconv]
 pub use conv::{ConvAlgo, ConvScratch, ConvWeights, PackedConv};
-pub use dwconv::{DwConvTile, DwConvUkernel, PackedDw};
+pub use dwconv::{DwConvTile, DwConvUkernel, DwLayout, PackedDw};
 pub use gemm::{qgemm, QGemmOutput};
 pub use output::OutputStage;
 pub use pack::{PackError, PackedB, QWeights};

@@ -245,3 +245,84 @@ pub(crate) unsafe fn widen_rows(
         }
     }
 }
+
+/// The `c32` depthwise row body ([`super::ukernel::Q8DwLayout::Quads`]): channel blocks of
+/// 32 outer (requant constants loaded once per block, in the fbgemm `c32` lane order),
+/// pixels inner; the block's dot products are the fbgemm `c32` body's
+/// ([`crate::kernels::fbgemm::dwconv_c32_avx2::block`], exact for every `w − w_zp`), whose
+/// accumulator order makes the i32 → u8 packs land in channel order. With ≥ 32 channels the
+/// last block overlaps the previous one (packed so, see `fbgemm::DwLayout::block_start`);
+/// fewer than 32 channels make one block through a zero-padded stack copy of the taps.
+///
+/// # Safety
+/// AVX2 and the `Q8DwUkernel::run` contract, packed with the quads layout (`TAPS = 4G + 1`).
+#[inline(always)]
+pub(crate) unsafe fn dw_row_c32<const TAPS: usize>(r: &super::ukernel::Q8DwRow<'_>) {
+    use crate::kernels::fbgemm::dwconv_c32_avx2::{block, spread_mask};
+    const CR: usize = 32;
+    let bb = super::pack::dw_quads_block_bytes(TAPS);
+    // SAFETY (fn contract): with ≥ 32 channels blocks read 32 bytes at channel offset
+    // c0 ≤ channels − 32 of each tap row; otherwise only `channels` bytes are copied; outputs
+    // stay inside each pixel.
+    unsafe {
+        // No closures around intrinsics (a closure does not inherit `#[target_feature]`).
+        let masks = [
+            spread_mask(0),
+            spread_mask(1),
+            spread_mask(2),
+            spread_mask(3),
+        ];
+        let zp = _mm256_set1_epi16(i16::from(r.out.zp));
+        let (qmin, qmax) = (
+            _mm256_set1_epi8(r.out.qmin as i8),
+            _mm256_set1_epi8(r.out.qmax as i8),
+        );
+        let ch = r.channels;
+        for blk in 0..ch.div_ceil(CR) {
+            let h = r.w.add(blk * bb);
+            let c0 = if ch >= CR { (blk * CR).min(ch - CR) } else { 0 };
+            let rq = [
+                rq8_load(h, CR, 0, r.out.rounding),
+                rq8_load(h, CR, 8, r.out.rounding),
+                rq8_load(h, CR, 16, r.out.rounding),
+                rq8_load(h, CR, 24, r.out.rounding),
+            ];
+            let wq = h.add(16 * CR);
+            for px in 0..r.width {
+                let a = r.a.add(px * r.a_step);
+                let dst = r.c.add(px * r.c_stride + c0);
+                let acc = if ch >= CR {
+                    let taps: [*const u8; TAPS] = core::array::from_fn(|t| *a.add(t));
+                    block::<TAPS>(&taps, c0, wq, h.cast(), &masks)
+                } else {
+                    let mut buf = [[0u8; CR]; TAPS];
+                    for (t, b) in buf.iter_mut().enumerate() {
+                        core::ptr::copy_nonoverlapping(*a.add(t), b.as_mut_ptr(), ch);
+                    }
+                    let taps: [*const u8; TAPS] = core::array::from_fn(|t| buf[t].as_ptr());
+                    block::<TAPS>(&taps, 0, wq, h.cast(), &masks)
+                };
+                let q = [
+                    rq8_apply(acc[0], &rq[0]),
+                    rq8_apply(acc[1], &rq[1]),
+                    rq8_apply(acc[2], &rq[2]),
+                    rq8_apply(acc[3], &rq[3]),
+                ];
+                // Per half L: packs(q0, q1) = channels 16L + 0..8, packs(q2, q3) = 16L + 8..16;
+                // the saturating zp add and byte pack keep the clamp (final range inside u8).
+                let w01 = _mm256_adds_epi16(_mm256_packs_epi32(q[0], q[1]), zp);
+                let w23 = _mm256_adds_epi16(_mm256_packs_epi32(q[2], q[3]), zp);
+                let v = _mm256_packus_epi16(w01, w23);
+                let v = _mm256_min_epu8(_mm256_max_epu8(v, qmin), qmax);
+                let n = ch.min(CR);
+                if n == CR {
+                    _mm256_storeu_si256(dst.cast(), v);
+                } else {
+                    let mut tmp = [0u8; CR];
+                    _mm256_storeu_si256(tmp.as_mut_ptr().cast(), v);
+                    core::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+                }
+            }
+        }
+    }
+}

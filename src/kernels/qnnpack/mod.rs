@@ -21,7 +21,8 @@
 //!   built once per input shape, feeds `ks × MR` row pointers per tile to the same GEMM
 //!   micro-kernel (a plain GEMM is `ks = 1`).
 //! - Depthwise 3×3 and 5×5 have dedicated kernels (tap-pair `pmaddwd`, channels in blocks of
-//!   `cr`), average pooling shares their row indirection, Add follows QNNPACK `q8vadd`, unary
+//!   `cr`; on AVX2 first the `c32` ones: byte quads of four taps and `vpmaddubsw`, exact by a
+//!   pack-time direct/split choice per tap group), average pooling shares their row indirection, Add follows QNNPACK `q8vadd`, unary
 //!   ops are 256-entry tables ([`ops::Q8Lut`]).
 //!
 //! Every micro-kernel has a scalar version and SSE2/AVX2 versions, one file each named by tile
@@ -51,9 +52,13 @@ pub mod q8dwconv_3x3_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8dwconv_3x3_sse2;
 #[cfg(target_arch = "x86_64")]
+pub mod q8dwconv_3x3c32_avx2;
+#[cfg(target_arch = "x86_64")]
 pub mod q8dwconv_5x5_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8dwconv_5x5_sse2;
+#[cfg(target_arch = "x86_64")]
+pub mod q8dwconv_5x5c32_avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod q8gemm_4x16c2_avx2;
 #[cfg(target_arch = "x86_64")]
@@ -121,10 +126,12 @@ pub static AVX2: QnnpackKernels = QnnpackKernels {
         &q8gemm_6x16c4_avx2::Q8GEMM_6X16C4_AVX2,
     ],
     q8dwconv_3x3: &[
+        &q8dwconv_3x3c32_avx2::Q8DWCONV_3X3C32_AVX2,
         &q8dwconv_3x3_avx2::Q8DWCONV_3X3_AVX2,
         &q8dwconv_3x3_sse2::Q8DWCONV_3X3_SSE2,
     ],
     q8dwconv_5x5: &[
+        &q8dwconv_5x5c32_avx2::Q8DWCONV_5X5C32_AVX2,
         &q8dwconv_5x5_avx2::Q8DWCONV_5X5_AVX2,
         &q8dwconv_5x5_sse2::Q8DWCONV_5X5_SSE2,
     ],

@@ -44,12 +44,18 @@
 //! Taps are in indirection order `t = kx·KH + ky`; an odd last pair has a zero second weight.
 //! The kernel interleaves the activations of the two taps of a pair to u16 pairs and uses one
 //! `pmaddwd` per pair (|2·255·255| < 2³¹: exact). bias' = bias − a_zp·Σ_t (w_t − w_zp).
+//!
+//! The [`Q8DwLayout::Quads`] kernels (`q8dwconv_{3x3,5x5}c32_avx2`, cr = 32) use the same
+//! 16·cr-byte header, its per-channel values in the lane order of the fbgemm `c32` kernels
+//! (position `8k + 4L + j` for channel `16L + 4k + j`), followed by the fbgemm `c32` weight
+//! block of the `w_t − w_zp` ∈ [−255, 255] (`crate::kernels::fbgemm::dwconv`, "The `c32`
+//! layout", which also gives the exactness argument).
 
 use crate::kernels::reference::q8dwconv::Q8DwWeights;
 use crate::kernels::reference::q8gemm::Q8Weights;
 use crate::kernels::reference::requant_fixedpoint::Requant;
 
-use super::ukernel::{Q8DwUkernel, Q8GemmLayout, Q8GemmUkernel};
+use super::ukernel::{Q8DwLayout, Q8DwUkernel, Q8GemmLayout, Q8GemmUkernel};
 
 /// Header bytes of a GEMM block of `nr` columns.
 pub const fn gemm_header_bytes(nr: usize) -> usize {
@@ -233,9 +239,36 @@ impl PackedQ8Gemm {
     }
 }
 
-/// Bytes of one depthwise channel block.
+/// Bytes of one depthwise channel block ([`Q8DwLayout::Pairs`]).
 pub const fn dw_block_bytes(cr: usize, taps: usize) -> usize {
     16 * cr + taps.div_ceil(2) * cr * 4
+}
+
+/// Bytes of one [`Q8DwLayout::Quads`] block (32 channels, `taps = 4G + 1`).
+pub const fn dw_quads_block_bytes(taps: usize) -> usize {
+    16 * 32 + crate::kernels::fbgemm::dwconv::c32_block_bytes(taps)
+}
+
+/// The channel at header position `j` of block `blk` (`None`: padding) and the first channel
+/// of the block: Quads blocks follow [`crate::kernels::fbgemm::DwLayout::C32Quads`] (lane
+/// order; with ≥ 32 channels the last block overlaps the previous one instead of padding).
+fn dw_header_channel(
+    layout: Q8DwLayout,
+    cr: usize,
+    blk: usize,
+    j: usize,
+    ch: usize,
+) -> (Option<usize>, usize) {
+    match layout {
+        Q8DwLayout::Pairs => {
+            let c = blk * cr + j;
+            ((c < ch).then_some(c), blk * cr)
+        }
+        Q8DwLayout::Quads => {
+            let l = crate::kernels::fbgemm::DwLayout::C32Quads;
+            (l.channel_at(blk * cr + j, ch), l.block_start(blk, ch))
+        }
+    }
 }
 
 /// Weights packed for one depthwise micro-kernel.
@@ -265,28 +298,46 @@ impl PackedQ8Dw {
         assert_eq!(taps, usize::from(uk.taps), "{}: tap count", uk.name);
         w.validate(taps);
         let (cr, ch) = (usize::from(uk.cr), w.channels);
-        let bb = dw_block_bytes(cr, taps);
+        let quads = uk.layout == Q8DwLayout::Quads;
+        assert!(
+            !quads || (cr == 32 && taps % 4 == 1),
+            "{}: quads layout",
+            uk.name
+        );
+        let bb = if quads {
+            dw_quads_block_bytes(taps)
+        } else {
+            dw_block_bytes(cr, taps)
+        };
         let blocks = ch.div_ceil(cr);
         let mut data = vec![0u8; blocks * bb];
         for blk in 0..blocks {
             let buf = &mut data[blk * bb..(blk + 1) * bb];
+            // w_t − w_zp of channel c, tap t = kx·KH + ky (indirection order) ↔ weight
+            // [ky][kx][c]; 0 past the taps or the channels.
+            let wt_of = |c: usize, t: usize| -> i32 {
+                if t >= taps || c >= ch {
+                    return 0;
+                }
+                let (kx, ky) = (t / kernel_h, t % kernel_h);
+                i32::from(w.data[(ky * kernel_w + kx) * ch + c]) - i32::from(w.zp_at(c))
+            };
+            if quads {
+                let start = dw_header_channel(uk.layout, cr, blk, 0, ch).1;
+                crate::kernels::fbgemm::dwconv::pack_c32_block(
+                    &mut buf[16 * cr..],
+                    taps,
+                    |j, t| wt_of(start + j, t) as i16,
+                );
+            }
             for j in 0..cr {
-                let c = blk * cr + j;
-                if c >= ch {
+                let Some(c) = dw_header_channel(uk.layout, cr, blk, j, ch).0 else {
                     put_i32(buf, 4 * cr + 4 * j, Requant::ZERO.multiplier as i32);
                     put_i32(buf, 8 * cr + 4 * j, Requant::ZERO.shift as i32);
                     put_i32(buf, 12 * cr + 4 * j, Requant::ZERO.limit);
                     continue;
-                }
-                let zw = i32::from(w.zp_at(c));
-                // Tap t = kx·KH + ky (indirection order) ↔ weight [ky][kx][c].
-                let wt = |t: usize| -> i32 {
-                    if t >= taps {
-                        return 0;
-                    }
-                    let (kx, ky) = (t / kernel_h, t % kernel_h);
-                    i32::from(w.data[(ky * kernel_w + kx) * ch + c]) - zw
                 };
+                let wt = |t: usize| wt_of(c, t);
                 let wsum: i32 = (0..taps).map(wt).sum();
                 let rq = w.requant_at(c);
                 put_i32(
@@ -298,6 +349,9 @@ impl PackedQ8Dw {
                 put_i32(buf, 4 * cr + 4 * j, rq.multiplier as i32);
                 put_i32(buf, 8 * cr + 4 * j, rq.shift as i32);
                 put_i32(buf, 12 * cr + 4 * j, rq.limit);
+                if quads {
+                    continue;
+                }
                 for q in 0..taps.div_ceil(2) {
                     let off = 16 * cr + q * cr * 4 + 4 * j;
                     buf[off..off + 2].copy_from_slice(&(wt(2 * q) as i16).to_le_bytes());

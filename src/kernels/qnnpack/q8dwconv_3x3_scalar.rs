@@ -11,6 +11,7 @@ pub static Q8DWCONV_3X3_SCALAR: Q8DwUkernel = Q8DwUkernel {
     taps: 9,
     cr: 8,
     numerics: Numerics::Exact,
+    layout: super::ukernel::Q8DwLayout::Pairs,
     run,
 };
 

@@ -14,6 +14,7 @@ pub static Q8DWCONV_3X3_SSE2: Q8DwUkernel = Q8DwUkernel {
     taps: 9,
     cr: super::sse2::DW_CR as u8,
     numerics: Numerics::Exact,
+    layout: super::ukernel::Q8DwLayout::Pairs,
     run,
 };
 

@@ -14,6 +14,7 @@ pub static Q8DWCONV_5X5_AVX2: Q8DwUkernel = Q8DwUkernel {
     taps: 25,
     cr: super::avx2::DW_CR as u8,
     numerics: Numerics::Exact,
+    layout: super::ukernel::Q8DwLayout::Pairs,
     run,
 };
 

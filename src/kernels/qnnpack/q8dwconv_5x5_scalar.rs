@@ -11,6 +11,7 @@ pub static Q8DWCONV_5X5_SCALAR: Q8DwUkernel = Q8DwUkernel {
     taps: 25,
     cr: 8,
     numerics: Numerics::Exact,
+    layout: super::ukernel::Q8DwLayout::Pairs,
     run,
 };
 

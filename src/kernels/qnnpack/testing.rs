@@ -32,6 +32,10 @@ pub enum Data {
     /// Random values within ±2 of the zero points (small accumulators; exposes off-by-one
     /// accumulator errors through scales near 1).
     NearZeroPoints,
+    /// Activations random from {0, 1, 254, 255}, weights random from {0, 1, 63, 64, 65, 127,
+    /// 128, 129, 191, 192, 193, 254, 255} (with zero point 128: the s8 extremes −128/127 next
+    /// to each other and the ±64 edges of the `vpmaddubsw` pair bounds).
+    Extremes,
 }
 
 /// Weight zero point.
@@ -230,6 +234,7 @@ impl Q8Tester {
             Data::NearZeroPoints => {
                 (i32::from(self.a_zp) + rng.range_i32(-2, 2)).clamp(0, 255) as u8
             }
+            Data::Extremes => [0, 1, 254, 255][(rng.next_u64() % 4) as usize],
         }
     }
 
@@ -246,6 +251,10 @@ impl Q8Tester {
                 }
             }
             Data::NearZeroPoints => (i32::from(zp) + rng.range_i32(-2, 2)).clamp(0, 255) as u8,
+            Data::Extremes => {
+                const W: [u8; 13] = [0, 1, 63, 64, 65, 127, 128, 129, 191, 192, 193, 254, 255];
+                W[(rng.next_u64() % W.len() as u64) as usize]
+            }
         }
     }
 

@@ -89,6 +89,15 @@ pub struct Q8DwRow<'a> {
     pub _lifetime: PhantomData<&'a ()>,
 }
 
+/// The packed block layout a depthwise micro-kernel reads ([`super::pack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Q8DwLayout {
+    /// `cr` channels of i16 tap pairs.
+    Pairs,
+    /// 32 channels of byte-quad tap groups (`taps = 4G + 1`), the fbgemm `c32` weight block.
+    Quads,
+}
+
 /// One depthwise micro-kernel for a fixed tap count.
 #[derive(Debug)]
 pub struct Q8DwUkernel {
@@ -100,6 +109,7 @@ pub struct Q8DwUkernel {
     /// Channels per packed block.
     pub cr: u8,
     pub numerics: Numerics,
+    pub layout: Q8DwLayout,
     /// # Safety
     /// The host supports `target`; pointers valid as documented on [`Q8DwRow`].
     pub run: unsafe fn(&Q8DwRow<'_>),

@@ -5,9 +5,9 @@
 //! dequantize). It also checks that nothing past the output tensor is written and that the
 //! same packed weights give the same result on a second call (scratch reuse).
 
-use super::{Data, Out, WZp, XorShift};
+use super::{Data, Out, WZp, XorShift, EXTREME_ACTS, EXTREME_WEIGHTS};
 use crate::kernels::fbgemm::{
-    ConvAlgo, ConvScratch, ConvWeights, OutputStage, PackedConv, QGemmOutput,
+    ConvAlgo, ConvScratch, ConvWeights, DwConvUkernel, OutputStage, PackedConv, QGemmOutput,
 };
 use crate::kernels::reference::{
     conv_u8s8_nhwc, dequantize_acc, requantize, ConvGeometry, ConvProblem,
@@ -32,6 +32,7 @@ pub struct ConvTester {
     out: Out,
     data: Data,
     seed: u64,
+    dw_ukernel: Option<&'static DwConvUkernel>,
 }
 
 impl ConvTester {
@@ -49,6 +50,7 @@ impl ConvTester {
             out: Out::I32,
             data: Data::Random,
             seed: 1,
+            dw_ukernel: None,
         }
     }
 
@@ -88,6 +90,25 @@ impl ConvTester {
         self
     }
 
+    /// Runs [`ConvAlgo::Depthwise`] with exactly `uk` instead of the preferred kernel.
+    pub fn dw_ukernel(mut self, uk: &'static DwConvUkernel) -> Self {
+        self.dw_ukernel = Some(uk);
+        self
+    }
+
+    /// Runs [`ConvAlgo::Depthwise`] with every depthwise kernel of `kernels` that can run
+    /// the geometry (the preferred one first); returns the kernel names run.
+    pub fn test_dw_all(&self, kernels: &Kernels) -> Vec<&'static str> {
+        PackedConv::dw_ukernels(kernels, &self.geom)
+            .into_iter()
+            .map(|uk| {
+                self.clone()
+                    .dw_ukernel(uk)
+                    .test(kernels, ConvAlgo::Depthwise)
+            })
+            .collect()
+    }
+
     /// Whether the padded input fits the dilated kernel.
     pub fn valid(&self) -> bool {
         self.geom.validate().is_ok() && self.geom.out_hw(self.h, self.w).is_some()
@@ -99,11 +120,15 @@ impl ConvTester {
         self.n * oh * ow * self.geom.c_out * self.geom.k_per_out()
     }
 
-    /// Runs every algorithm `kernels` offers for this geometry; returns the kernel names run.
+    /// Runs every algorithm `kernels` offers for this geometry, the depthwise one with every
+    /// applicable kernel; returns the kernel names run.
     pub fn test_all(&self, kernels: &Kernels) -> Vec<&'static str> {
         PackedConv::algos(kernels, &self.geom)
             .into_iter()
-            .map(|a| self.test(kernels, a))
+            .flat_map(|a| match a {
+                ConvAlgo::Depthwise => self.test_dw_all(kernels),
+                _ => vec![self.test(kernels, a)],
+            })
             .collect()
     }
 
@@ -119,6 +144,7 @@ impl ConvTester {
         let input: Vec<u8> = (0..n * h * w * c)
             .map(|i| match self.data {
                 Data::Random | Data::RandomSmallWeights => rng.u8(),
+                Data::Extremes => EXTREME_ACTS[usize::from(rng.u8()) % EXTREME_ACTS.len()],
                 Data::MinWeights | Data::MaxWeights | Data::PairBoundary => 255,
                 Data::Alternating => {
                     if i % 2 == 0 {
@@ -134,6 +160,9 @@ impl ConvTester {
             .map(|i| match self.data {
                 Data::Random => rng.i8(),
                 Data::RandomSmallWeights => rng.range_i32(-64, 64) as i8,
+                Data::Extremes => {
+                    EXTREME_WEIGHTS[(rng.next_u64() % EXTREME_WEIGHTS.len() as u64) as usize]
+                }
                 Data::MinWeights => -128,
                 Data::MaxWeights => 127,
                 Data::Alternating => {
@@ -177,9 +206,14 @@ impl ConvTester {
             zp: &w_zp,
             bias: bias.as_deref(),
         };
-        let packed =
-            PackedConv::with_algo(kernels, algo, &g, &cw, self.pack_a_zp.unwrap_or(self.a_zp))
-                .unwrap_or_else(|e| panic!("pack failed: {e}: {self:?}"));
+        let pack_zp = self.pack_a_zp.unwrap_or(self.a_zp);
+        let packed = match (algo, self.dw_ukernel) {
+            (ConvAlgo::Depthwise, Some(uk)) => {
+                PackedConv::with_dw_ukernel(kernels, uk, &g, &cw, pack_zp)
+            }
+            _ => PackedConv::with_algo(kernels, algo, &g, &cw, pack_zp),
+        }
+        .unwrap_or_else(|e| panic!("pack failed: {e}: {self:?}"));
         assert_eq!(packed.algo(), algo);
         let name = packed.ukernel_name();
         let ctx = |what: String| format!("{what}: {algo:?} {name} isa {}, {self:?}", kernels.isa);
