@@ -522,7 +522,10 @@ fn run(cli: Cli) -> Result<()> {
                                 sensitivity_samples,
                                 save_qconfig: save_qconfig.as_deref(),
                             };
-                            match guard_accuracy(&model, &output, &data, db, &search, &options) {
+                            let known = summary.calibration_sqnr;
+                            match guard_accuracy(
+                                &model, &output, &data, db, known, &search, &options,
+                            ) {
                                 Ok((sqnr, None)) => {
                                     let mut summary = summary;
                                     summary.notes.push((
@@ -742,12 +745,14 @@ fn parse_guard(s: &str) -> std::result::Result<Guard, String> {
 /// The accuracy guard of a plain static `quantize`: the written model's output SQNR on
 /// the calibration data; below `db` + [`GUARD_MARGIN_DB`], the accuracy fallback (as
 /// `--target-sqnr` with that figure) replaces it. Returns the SQNR, and the fallback's
-/// result when it ran.
+/// result when it ran. `known`: that SQNR when quantization already measured it.
+#[allow(clippy::too_many_arguments)]
 fn guard_accuracy(
     model: &Path,
     output: &Path,
     data: &Path,
     db: f64,
+    known: Option<f64>,
     search: &GuardSearch<'_>,
     options: &onnxq::quantize::QuantizeOptions,
 ) -> Result<(
@@ -757,11 +762,16 @@ fn guard_accuracy(
         onnxq::numeric::sensitivity::Fallback,
     )>,
 )> {
-    let float = onnxq::import::import_file(model)?;
-    let int8 = onnxq::import::import_file(output)?;
-    let threads = options.calibration.threads.max(1);
-    let sqnr = onnxq::numeric::sensitivity::output_sqnr(&float, &int8, data, threads)
-        .context("measuring the output SQNR on the calibration data")?;
+    let sqnr = match known {
+        Some(s) => s,
+        None => {
+            let float = onnxq::import::import_file(model)?;
+            let int8 = onnxq::import::import_file(output)?;
+            let threads = options.calibration.threads.max(1);
+            onnxq::numeric::sensitivity::output_sqnr(&float, &int8, data, threads)
+                .context("measuring the output SQNR on the calibration data")?
+        }
+    };
     let aim = db + GUARD_MARGIN_DB;
     if sqnr >= aim {
         return Ok((sqnr, None));

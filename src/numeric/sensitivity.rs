@@ -1467,8 +1467,21 @@ fn score_eval(
 /// The output SQNR (worst output, dB) of `quantized` against `float` on `data`, both run
 /// by the executor: the accuracy guard of `onnxq quantize`.
 pub fn output_sqnr(float: &Model, quantized: &Model, data: &Path, threads: usize) -> Result<f64> {
+    Ok(output_sqnrs(float, &[quantized], data, threads)?[0])
+}
+
+/// [`output_sqnr`] of several quantized versions of `float`, which runs once.
+pub fn output_sqnrs(
+    float: &Model,
+    quantized: &[&Model],
+    data: &Path,
+    threads: usize,
+) -> Result<Vec<f64>> {
     let eval = load_eval(float, data, None, threads.max(1))?;
-    Ok(score_eval(&eval, quantized, eval.batches.len(), threads.max(1))?.0)
+    quantized
+        .iter()
+        .map(|q| Ok(score_eval(&eval, q, eval.batches.len(), threads.max(1))?.0))
+        .collect()
 }
 
 /// Loads the evaluation data and runs the float model on it (batches on `threads`

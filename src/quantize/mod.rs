@@ -633,12 +633,20 @@ fn quantize_static(
             if with.summary.corrected_biases == 0 {
                 with
             } else {
+                let t_choose = Instant::now();
                 let threads = options.calibration.threads.max(1);
-                let sqnr = |m: &Model| {
-                    crate::numeric::sensitivity::output_sqnr(float, m, path, threads)
-                        .map_err(|e| Error::invalid(format!("choosing the bias correction: {e:#}")))
-                };
-                let (s_with, s_without) = (sqnr(&with.model)?, sqnr(&without.model)?);
+                let s = crate::numeric::sensitivity::output_sqnrs(
+                    float,
+                    &[&with.model, &without.model],
+                    path,
+                    threads,
+                )
+                .map_err(|e| Error::invalid(format!("choosing the bias correction: {e:#}")))?;
+                let (s_with, s_without) = (s[0], s[1]);
+                let chose = ("bias correction", t_choose.elapsed());
+                with.summary.stage_times.push(chose);
+                let mut without = without;
+                without.summary.stage_times.push(chose);
                 let note = format!(
                     "output SQNR on the calibration data {s_with:.1} dB with it, {s_without:.1} dB without"
                 );
@@ -646,13 +654,14 @@ fn quantize_static(
                     with.summary
                         .notes
                         .push(("bias correction".into(), format!("on: {note}")));
+                    with.summary.calibration_sqnr = Some(s_with);
                     with
                 } else {
-                    let mut without = without;
                     without.summary.notes.push((
                         "bias correction".into(),
                         format!("off (it lowered the output's accuracy here): {note}"),
                     ));
+                    without.summary.calibration_sqnr = Some(s_without);
                     without
                 }
             }

@@ -33,6 +33,9 @@ pub struct Summary {
     pub notes: Vec<(String, String)>,
     /// Calibration samples (None when a saved table was used).
     pub samples: Option<usize>,
+    /// The output SQNR (dB, worst output) on the calibration data, when quantization
+    /// measured it (bias correction `auto` does): the accuracy guard reuses it.
+    pub calibration_sqnr: Option<f64>,
     pub size_before: Option<u64>,
     pub size_after: Option<u64>,
     pub stage_times: Vec<(&'static str, Duration)>,
