@@ -284,32 +284,42 @@ impl ConvertQdq {
                     .product::<usize>()
                     .max(1);
                 let per_c = t.dims.get(axis).copied().unwrap_or(1) as usize;
+                // The quantization channel of element i.
+                let channel = |i: usize| {
+                    if p.scale.len() == 1 {
+                        0
+                    } else {
+                        (i / inner) % per_c
+                    }
+                };
                 let q: Vec<i64> = w
                     .iter()
                     .enumerate()
                     .map(|(i, &x)| {
-                        let c = if p.scale.len() == 1 {
-                            0
-                        } else {
-                            (i / inner) % per_c
-                        };
+                        let c = channel(i);
                         quantize_value(x, p.scale[c], p.zero_point[c], p.quant_min, p.quant_max)
                     })
                     .collect();
-                if self.bias_correction && slot == 1 {
+                if self.bias_correction {
+                    // What DequantizeLinear gives back: (q − zp)·scale.
                     let deq: Vec<f32> = q
                         .iter()
                         .enumerate()
                         .map(|(i, &x)| {
-                            let c = if p.scale.len() == 1 {
-                                0
-                            } else {
-                                (i / inner) % per_c
-                            };
+                            let c = channel(i);
                             (x - p.zero_point[c]) as f32 * p.scale[c]
                         })
                         .collect();
-                    self.correct_bias(g, n, &t.dims, &w, &deq, cx);
+                    // Every layer reading this weight (a shared weight is quantized once).
+                    let layers: Vec<NodeId> = g
+                        .consumers(v)
+                        .into_iter()
+                        .filter(|&(_, s)| s == Slot::Input(1))
+                        .map(|(c, _)| c)
+                        .collect();
+                    for layer in layers {
+                        self.correct_bias(g, layer, &t.dims, &w, &deq, cx);
+                    }
                 }
                 let dt = onnx_dtype(p.dtype);
                 let name = fresh_base(taken, &g.value(v).name);

@@ -125,12 +125,23 @@ fn dequantized_input(g: &Graph, node: &str, slot: usize) -> Vec<f32> {
         .map(|z| g.const_tensor(z).unwrap().to_i64_vec().unwrap())
         .unwrap_or_else(|| vec![0; scale.len()]);
     let qv = q.to_i64_vec().unwrap();
-    // Per-axis on axis 0 (Conv weights, transB weights, biases) or per tensor.
-    let per = qv.len() / scale.len();
+    // Per tensor, or per axis (ONNX's default axis is 1).
+    let axis = g
+        .node(dq)
+        .op()
+        .and_then(|op| op.attrs.get("axis"))
+        .and_then(|a| a.as_int())
+        .unwrap_or(1) as usize;
+    let dims: Vec<usize> = q.dims.iter().map(|&d| d as usize).collect();
+    let inner: usize = dims.get(axis + 1..).map_or(1, |d| d.iter().product());
     qv.iter()
         .enumerate()
         .map(|(i, &x)| {
-            let c = if scale.len() == 1 { 0 } else { i / per };
+            let c = if scale.len() == 1 {
+                0
+            } else {
+                (i / inner) % dims[axis]
+            };
             (x - zp[c]) as f32 * scale[c]
         })
         .collect()
@@ -291,4 +302,63 @@ fn digits_cnn_is_closer_to_float_and_tables_carry_the_means() {
         std::fs::read(&from_table).unwrap()
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two Gemms sharing one weight (quantized once): both biases absorb their own input's shift.
+#[test]
+fn a_shared_weight_corrects_every_layer_reading_it() {
+    let g1 = node_proto("Gemm", "g1", &["x1", "w"], "y1");
+    let g2 = node_proto("Gemm", "g2", &["x2", "w"], "y2");
+    let m = import(opset13_model(
+        vec![g1, g2],
+        vec![f32_tensor("w", &[2, 2], vec![0.3, -0.71, 0.05, 1.0])],
+        vec![f32_value_info("x1", &[1, 2]), f32_value_info("x2", &[1, 2])],
+        vec![f32_value_info("y1", &[1, 2]), f32_value_info("y2", &[1, 2])],
+    ));
+    let options = QuantizeOptions {
+        bias_correction: onnxq::quantize::BiasCorrection::On,
+        ..Default::default()
+    };
+    let mut prepared = m.clone();
+    let mut cx = onnxq::pm::PassContext::new();
+    let pipeline = onnxq::quantize::prepare(&mut prepared, &options, &mut cx).unwrap();
+    let mut pending = onnxq::calib::begin(&prepared, &pipeline).unwrap();
+    let from = pending.means_from;
+    let means: std::collections::BTreeMap<&str, [f32; 2]> =
+        [("x1", [1.0, 2.0]), ("x2", [-3.0, 0.5])].into();
+    for (k, (name, obs)) in pending
+        .names
+        .clone()
+        .iter()
+        .zip(pending.observers.iter_mut())
+        .enumerate()
+    {
+        if k >= from {
+            obs.observe(&means[name.as_str()], &[1, 2]).unwrap();
+        } else {
+            obs.observe(&[-4.0, 4.0], &[2]).unwrap();
+        }
+    }
+    let table = pending.finish(1).unwrap();
+    assert_eq!(table.channel_means.len(), 2);
+    let q = quantize(m, Some(Calibration::Table(table)), &options)
+        .unwrap()
+        .model;
+    let w = [0.3f32, -0.71, 0.05, 1.0];
+    for (node, mean) in [("g1", [1.0f64, 2.0]), ("g2", [-3.0, 0.5])] {
+        let wq = dequantized_input(&q.graph, node, 1);
+        let bias = dequantized_input(&q.graph, node, 2);
+        let step = bias_scale(&q.graph, node);
+        for o in 0..2 {
+            // B is [K, N]: element (k, o) at k·2 + o.
+            let want: f64 = (0..2)
+                .map(|k| (w[k * 2 + o] as f64 - wq[k * 2 + o] as f64) * mean[k])
+                .sum();
+            assert!(
+                (bias[o] as f64 - want).abs() <= 0.5 * step[o] as f64 + 1e-7,
+                "{node} channel {o}: bias {} want {want}",
+                bias[o]
+            );
+        }
+    }
 }

@@ -618,59 +618,76 @@ fn quantize_static(
     let mut q = match auto {
         None => convert_timed(prepared, table, samples, t1.elapsed(), options)?,
         Some((path, float)) => {
-            let off = BiasCorrection::Off;
             let without = convert_timed(
                 prepared.clone(),
                 table.clone(),
                 samples,
                 t1.elapsed(),
                 &QuantizeOptions {
-                    bias_correction: off,
+                    bias_correction: BiasCorrection::Off,
                     ..options.clone()
                 },
             )?;
-            let mut with = convert_timed(prepared, table, samples, t1.elapsed(), options)?;
-            if with.summary.corrected_biases == 0 {
-                with
-            } else {
-                let t_choose = Instant::now();
-                let threads = options.calibration.threads.max(1);
-                let s = crate::numeric::sensitivity::output_sqnrs(
-                    float,
-                    &[&with.model, &without.model],
-                    path,
-                    threads,
-                )
-                .map_err(|e| Error::invalid(format!("choosing the bias correction: {e:#}")))?;
-                let (s_with, s_without) = (s[0], s[1]);
-                let chose = ("bias correction", t_choose.elapsed());
-                with.summary.stage_times.push(chose);
-                let mut without = without;
-                without.summary.stage_times.push(chose);
-                let note = format!(
-                    "output SQNR on the calibration data {s_with:.1} dB with it, {s_without:.1} dB without"
-                );
-                if s_with >= s_without {
-                    with.summary
-                        .notes
-                        .push(("bias correction".into(), format!("on: {note}")));
-                    with.summary.calibration_sqnr = Some(s_with);
-                    with
-                } else {
-                    without.summary.notes.push((
-                        "bias correction".into(),
-                        format!("off (it lowered the output's accuracy here): {note}"),
-                    ));
-                    without.summary.calibration_sqnr = Some(s_without);
-                    without
-                }
-            }
+            let with = convert_timed(prepared, table, samples, t1.elapsed(), options)?;
+            let threads = options.calibration.threads.max(1);
+            choose_bias_correction(with, without, float, path, threads)
         }
     };
     if let Some(n) = engine_note {
         q.summary.notes.push(("calibration".into(), n));
     }
     Ok(q)
+}
+
+/// [`BiasCorrection::Auto`]: of the model converted `with` bias correction and `without`
+/// it, the one whose output is closer to `float`'s on the calibration data at `path`.
+fn choose_bias_correction(
+    mut with: Quantized,
+    without: Quantized,
+    float: &Model,
+    path: &Path,
+    threads: usize,
+) -> Quantized {
+    if with.summary.corrected_biases == 0 {
+        return with;
+    }
+    let t0 = Instant::now();
+    let measured = crate::numeric::sensitivity::output_sqnrs(
+        float,
+        &[&with.model, &without.model],
+        path,
+        threads,
+    );
+    let (s_with, s_without) = match measured {
+        Ok(s) => (s[0], s[1]),
+        // The native executor cannot run this model: no comparison, and the correction
+        // stays on (it lowers each layer's error).
+        Err(e) => {
+            with.summary.notes.push((
+                "bias correction".into(),
+                format!("on (not compared: {e:#})"),
+            ));
+            return with;
+        }
+    };
+    let note = format!(
+        "output SQNR on the calibration data {s_with:.1} dB with it, {s_without:.1} dB without"
+    );
+    let (mut kept, sqnr, what) = if s_with >= s_without {
+        (with, s_with, format!("on: {note}"))
+    } else {
+        (
+            without,
+            s_without,
+            format!("off (it lowered the output's accuracy here): {note}"),
+        )
+    };
+    kept.summary
+        .stage_times
+        .push(("bias correction", t0.elapsed()));
+    kept.summary.notes.push(("bias correction".into(), what));
+    kept.summary.calibration_sqnr = Some(sqnr);
+    kept
 }
 
 /// [`quantize`] from a file to a file, written atomically (a failure leaves
