@@ -3,13 +3,14 @@
 
 mod common;
 
+use common::write_npz;
+
 use onnxq::calib::{model_inputs, CalibrationData, CalibrationOptions, Calibrator, ModelInput};
 use onnxq::ir::{DataType, Model, Tensor, ValueId};
 use onnxq::observe::{
     HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, Observer, ObserverState,
     QDtype, QScheme, QuantSpec,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn model(name: &str) -> Model {
@@ -80,21 +81,6 @@ fn tmpdir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// Writes an uncompressed `.npz` as `np.savez` does.
-fn write_npz(path: &Path, arrays: &[(&str, &Tensor)]) {
-    use npyz::zip::{write::FileOptions, CompressionMethod, ZipWriter};
-    let mut z = ZipWriter::new(std::fs::File::create(path).unwrap());
-    for (name, t) in arrays {
-        z.start_file(
-            format!("{name}.npy"),
-            FileOptions::default().compression_method(CompressionMethod::Stored),
-        )
-        .unwrap();
-        z.write_all(&onnxq::data::npy_bytes(t).unwrap()).unwrap();
-    }
-    z.finish().unwrap();
 }
 
 fn digits_calib() -> Tensor {

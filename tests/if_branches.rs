@@ -216,3 +216,102 @@ fn sensitivity_sees_the_units_inside_branches() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
 }
+
+/// An If whose then branch is Conv → Relu → Reshape → Conv: in the fully int8 model the
+/// Reshape output shares the Relu's quantization, but the fallback's variant keeping the
+/// first Conv float observes it directly. The suite's union calibration must observe it
+/// too (it merged main-graph values only, and silero-VAD op18's `--target-sqnr` failed
+/// with "calibration table has no entry").
+#[test]
+fn fallback_variants_observe_what_they_need_inside_branches() {
+    use onnxq::onnx::pb;
+    use prost::Message;
+    let conv = |name: &str, x: &str, w: &str, y: &str| node_proto("Conv", name, &[x, w], y);
+    let w: Vec<f32> = (0..16).map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0).collect();
+    let then_g = pb::GraphProto {
+        name: "then".into(),
+        node: vec![
+            conv("t/c1", "x", "w1", "t1"),
+            node_proto("Relu", "t/relu", &["t1"], "t2"),
+            node_proto("Reshape", "t/reshape", &["t2", "shape"], "t3"),
+            conv("t/c2", "t3", "w2", "ty"),
+        ],
+        output: vec![f32_value_info("ty", &[1, 4, 4, 4])],
+        ..Default::default()
+    };
+    let else_g = pb::GraphProto {
+        name: "else".into(),
+        node: vec![conv("e/c3", "x", "w1", "ey")],
+        output: vec![f32_value_info("ey", &[1, 4, 4, 4])],
+        ..Default::default()
+    };
+    let graph_attr = |name: &str, g: pb::GraphProto| pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Graph as i32,
+        g: Some(g),
+        ..Default::default()
+    };
+    let mut if_node = node_proto("If", "branch", &["cond"], "y");
+    if_node.attribute = vec![
+        graph_attr("then_branch", then_g),
+        graph_attr("else_branch", else_g),
+    ];
+    let shape = pb::TensorProto {
+        name: "shape".into(),
+        data_type: 7,
+        dims: vec![4],
+        int64_data: vec![1, 4, 4, 4],
+        ..Default::default()
+    };
+    let zero = pb::TensorProto {
+        name: "zero".into(),
+        data_type: 7,
+        dims: vec![],
+        int64_data: vec![0],
+        ..Default::default()
+    };
+    let proto = opset13_model(
+        vec![
+            node_proto("Greater", "gt", &["flag", "zero"], "cond"),
+            if_node,
+        ],
+        vec![
+            f32_tensor("w1", &[4, 4, 1, 1], w.clone()),
+            f32_tensor("w2", &[4, 4, 1, 1], w.iter().rev().copied().collect()),
+            shape,
+            zero,
+        ],
+        vec![
+            f32_value_info("x", &[1, 4, 4, 4]),
+            value_info("flag", 7, &[]),
+        ],
+        vec![f32_value_info("y", &[1, 4, 4, 4])],
+    );
+    let model =
+        onnxq::import::import_bytes(&proto.encode_to_vec(), None, &Default::default()).unwrap();
+    let dir = std::env::temp_dir().join(format!("onnxq-if-fallback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for k in 0..4 {
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 13 + k * 5) % 17) as f32 / 4.0 - 2.0)
+            .collect();
+        write_npz(
+            &dir.join(format!("s{k}.npz")),
+            &[
+                ("x", &Tensor::from_f32(vec![1, 4, 4, 4], &x)),
+                ("flag", &Tensor::from_i64(vec![], &[1 - (k as i64 % 2)])),
+            ],
+        );
+    }
+    let suite = onnxq::numeric::sensitivity::Suite::new(
+        model,
+        &QuantizeOptions::default(),
+        &dir,
+        &dir,
+        None,
+    )
+    .unwrap();
+    let names: Vec<&str> = suite.units.iter().map(|u| u.name.as_str()).collect();
+    assert!(names.contains(&"t/c2"), "{names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

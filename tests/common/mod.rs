@@ -127,3 +127,19 @@ pub fn node_proto(
         ..Default::default()
     }
 }
+
+/// Writes an uncompressed `.npz` as `np.savez` does.
+pub fn write_npz(path: &Path, arrays: &[(&str, &Tensor)]) {
+    use npyz::zip::{write::FileOptions, CompressionMethod, ZipWriter};
+    use std::io::Write;
+    let mut z = ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (name, t) in arrays {
+        z.start_file(
+            format!("{name}.npy"),
+            FileOptions::default().compression_method(CompressionMethod::Stored),
+        )
+        .unwrap();
+        z.write_all(&onnxq::data::npy_bytes(t).unwrap()).unwrap();
+    }
+    z.finish().unwrap();
+}
