@@ -212,6 +212,17 @@ impl ConvertQdq {
                 .table
                 .qparams(name)
                 .ok_or_else(|| Error::invalid(format!("calibration table has no entry for `{name}` (calibrated with another pipeline?)")))?;
+            if self.never_reached(name) {
+                // An If branch the calibration data never took: its observers hold no
+                // range (their qparams are placeholders), so it stays float.
+                if cur == v {
+                    cx.note(
+                        name.clone(),
+                        "kept float: the calibration data never reached it (an If branch it did not take)",
+                    );
+                }
+                continue;
+            }
             qp.insert(v, p.clone());
         }
 
@@ -501,6 +512,15 @@ impl ConvertQdq {
 }
 
 impl ConvertQdq {
+    /// Whether the activation `name` was observed but saw no data.
+    fn never_reached(&self, name: &str) -> bool {
+        use crate::observe::Observer;
+        self.table.entries.get(name).is_some_and(|e| {
+            e.role == crate::calib::Role::Activation
+                && e.state.as_ref().is_some_and(|s| s.range().is_none())
+        })
+    }
+
     /// Bias correction of layer `n` (see [`ConvertQdq::with_bias_correction`]): `w` its
     /// float weight of shape `dims`, `deq` the same dequantized. Does nothing without the
     /// input's channel means or where the layout is not one it knows.

@@ -58,7 +58,7 @@ fn every_branch_is_quantized_and_names_stay_unique() {
     let mut ops = BTreeMap::new();
     let mut names = vec![];
     walk(&q.model.graph, &mut ops, &mut names);
-    for branch in ["net16k", "net8k", "last_a", "last_b"] {
+    for branch in ["net16k", "net8k", "last_a"] {
         let o = &ops[branch];
         assert!(
             o.get("QuantizeLinear").copied().unwrap_or(0) > 0
@@ -66,6 +66,22 @@ fn every_branch_is_quantized_and_names_stay_unique() {
             "{branch}: {o:?}"
         );
     }
+    // The nested If is on `sr > 0`: its else branch never runs on the calibration data,
+    // so its activations stay float (its weight stays int8), with the reason.
+    assert_eq!(
+        ops["last_b"].get("QuantizeLinear"),
+        None,
+        "{:?}",
+        ops["last_b"]
+    );
+    assert!(
+        q.summary
+            .float
+            .iter()
+            .any(|f| f.reason.contains("never reached")),
+        "{}",
+        q.summary
+    );
     // The then branch's weights were main-graph initializers: they moved into it
     // and are stored as int8 there; no float weight is left in the main graph.
     let g = &q.model.graph;
@@ -313,5 +329,68 @@ fn fallback_variants_observe_what_they_need_inside_branches() {
     .unwrap();
     let names: Vec<&str> = suite.units.iter().map(|u| u.name.as_str()).collect();
     assert!(names.contains(&"t/c2"), "{names:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Calibration data that takes only the 16 kHz branch: the other branch's observers see
+/// nothing, so its activations stay float (summary: "never reached") instead of getting
+/// placeholder qparams (scale 1, zero point 0), and it still computes what float does.
+/// (silero-VAD op18 calibrated at 16 kHz ran at 8 kHz at −4 dB before.)
+#[test]
+fn a_branch_the_calibration_never_takes_stays_float() {
+    let calib =
+        onnxq::data::read_npz(&models_dir().join("branches/digits_branches.calib.npz")).unwrap();
+    let get = |k: &str| calib.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    let (input, sr) = (get("input"), get("sr").to_i64_vec().unwrap());
+    let rows: Vec<usize> = (0..sr.len()).filter(|&i| sr[i] == 16000).collect();
+    let all = input.to_f32_vec().unwrap();
+    let x: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| all[r * 64..(r + 1) * 64].iter().copied())
+        .collect();
+    let dir = std::env::temp_dir().join(format!("onnxq-if-untaken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("calib16k.npz");
+    write_npz(
+        &path,
+        &[
+            ("input", &Tensor::from_f32(vec![rows.len() as i64, 64], &x)),
+            (
+                "sr",
+                &Tensor::from_i64(vec![rows.len() as i64], &vec![16000; rows.len()]),
+            ),
+        ],
+    );
+    let q = quantize(
+        branches_model(),
+        Some(Calibration::Data(&path)),
+        &QuantizeOptions::default(),
+    )
+    .unwrap();
+    let never = q
+        .summary
+        .float
+        .iter()
+        .find(|g| g.reason.contains("never reached"))
+        .unwrap_or_else(|| panic!("no `never reached` group:\n{}", q.summary));
+    assert!(!never.subjects.is_empty());
+    let float = branches_model();
+    let (ev, labels) = eval();
+    for sr in [16000, 8000] {
+        let want = run(&float, &ev, sr);
+        let got = run(&q.model, &ev, sr);
+        let signal: f64 = want.iter().map(|&a| (a as f64).powi(2)).sum();
+        let noise: f64 = want
+            .iter()
+            .zip(&got)
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum();
+        let sqnr = 10.0 * (signal / noise).log10();
+        let (f, i) = (top1(&want, &labels), top1(&got, &labels));
+        assert!(
+            sqnr > 30.0 && i >= f - 0.005,
+            "sr={sr}: SQNR {sqnr:.1} dB, top-1 {i} vs {f}"
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1353,7 +1353,12 @@ fn merge_observed_graph(cal: &mut crate::ir::Graph, vg: &crate::ir::Graph) -> Re
         let Some(fv) = cal.value_by_name(name) else {
             bail!("value `{name}` of a variant is not in the fully prepared model (the fusion differs between variants)");
         };
-        if !matches!(cal.value(fv).quant, Some(QuantAnnotation::Observe(_))) {
+        // A fixed range (Sigmoid, Tanh) stays: it is exact for every variant, and the
+        // all-int8 variant expects it.
+        if !matches!(
+            cal.value(fv).quant,
+            Some(QuantAnnotation::Observe(_) | QuantAnnotation::Fixed { .. })
+        ) {
             cal.value_mut(fv).quant = Some(QuantAnnotation::Observe(cfg.clone()));
             added += 1;
         }
