@@ -53,31 +53,23 @@ def model(op, m, k, n, rng):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def dw_model(c, rng, per_channel_zp):
-    w = rng.integers(0, 256, (c, 1, 3, 3), dtype=np.uint8)
-    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
-             numpy_helper.from_array(np.array(117, np.uint8), "x_zp"),
-             numpy_helper.from_array(np.full(c, 0.003, np.float32), "w_s"),
-             numpy_helper.from_array(rng.integers(0, 256, c, dtype=np.uint8) if per_channel_zp
-                                     else np.array(128, np.uint8), "w_zp"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
-    node = helper.make_node("QLinearConv", ["X", "x_s", "x_zp", "W", "w_s", "w_zp", "y_s", "y_zp"], ["Y"],
-                            group=c, pads=[1, 1, 1, 1], kernel_shape=[3, 3])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.UINT8, [1, c, 56, 56])],
-                          [helper.make_tensor_value_info("Y", TensorProto.UINT8, [1, c, 56, 56])], initializer=inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
-
-
-def dw_s8_model(c, k, s, rng, per_channel):
-    """QLinearConv depthwise, u8 x s8 symmetric weights (per-channel or per-tensor scale)."""
-    w = rng.integers(-128, 128, (c, 1, k, k), dtype=np.int8)
+def dw_model(c, k, s, rng, signed=False, per_channel=False):
+    """QLinearConv depthwise k x k, stride s, 56x56 (pad k // 2), u8 activations. `signed`: s8
+    symmetric weights, per-channel scales with `per_channel` (else per tensor); otherwise u8
+    weights with per-channel scales and zero point 128, or random per-channel zero points with
+    `per_channel` (ORT takes a much slower path for those, measured ~0.3 GOPS)."""
     o = (56 + 2 * (k // 2) - k) // s + 1
+    if signed:
+        w = rng.integers(-128, 128, (c, 1, k, k), dtype=np.int8)
+        w_s = np.full(c, 0.003, np.float32) if per_channel else np.array(0.003, np.float32)
+        w_zp = np.zeros(c, np.int8) if per_channel else np.array(0, np.int8)
+    else:
+        w = rng.integers(0, 256, (c, 1, k, k), dtype=np.uint8)
+        w_s = np.full(c, 0.003, np.float32)
+        w_zp = rng.integers(0, 256, c, dtype=np.uint8) if per_channel else np.array(128, np.uint8)
     inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
              numpy_helper.from_array(np.array(117, np.uint8), "x_zp"),
-             numpy_helper.from_array(np.full(c, 0.003, np.float32) if per_channel
-                                     else np.array(0.003, np.float32), "w_s"),
-             numpy_helper.from_array(np.zeros(c, np.int8) if per_channel else np.array(0, np.int8), "w_zp"),
+             numpy_helper.from_array(w_s, "w_s"), numpy_helper.from_array(w_zp, "w_zp"),
              numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
              numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
     node = helper.make_node("QLinearConv", ["X", "x_s", "x_zp", "W", "w_s", "w_zp", "y_s", "y_zp"], ["Y"],
@@ -87,53 +79,16 @@ def dw_s8_model(c, k, s, rng, per_channel):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), o
 
 
-def ort_dw_s8_gops(c, k, s, seconds, per_channel):
+def ort_dw_gops(c, k, s, seconds, signed=False, per_channel=False):
+    """GOPS (2·MACs / best time) of `dw_model` in ORT, single thread."""
     rng = np.random.default_rng(7)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    m, o = dw_s8_model(c, k, s, rng, per_channel)
+    m, o = dw_model(c, k, s, rng, signed, per_channel)
     sess = ort.InferenceSession(m, so, providers=["CPUExecutionProvider"])
     x = rng.integers(0, 256, (1, c, 56, 56), dtype=np.uint8)
     return 2 * o * o * k * k * c / best_seconds(lambda: sess.run(None, {"X": x}), seconds) / 1e9
-
-
-def dw_u8_model(c, k, s, rng):
-    """QLinearConv depthwise u8 x u8, per-tensor weight zero point 128 (ORT's fast u8u8 path)."""
-    w = rng.integers(0, 256, (c, 1, k, k), dtype=np.uint8)
-    o = (56 + 2 * (k // 2) - k) // s + 1
-    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array(0.02, np.float32), "x_s"),
-             numpy_helper.from_array(np.array(117, np.uint8), "x_zp"),
-             numpy_helper.from_array(np.full(c, 0.003, np.float32), "w_s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "w_zp"),
-             numpy_helper.from_array(np.array(0.5, np.float32), "y_s"),
-             numpy_helper.from_array(np.array(128, np.uint8), "y_zp")]
-    node = helper.make_node("QLinearConv", ["X", "x_s", "x_zp", "W", "w_s", "w_zp", "y_s", "y_zp"], ["Y"],
-                            group=c, pads=[k // 2] * 4, kernel_shape=[k, k], strides=[s, s])
-    g = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.UINT8, [1, c, 56, 56])],
-                          [helper.make_tensor_value_info("Y", TensorProto.UINT8, [1, c, o, o])], initializer=inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString(), o
-
-
-def ort_dw_u8_gops(c, k, s, seconds):
-    rng = np.random.default_rng(7)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    m, o = dw_u8_model(c, k, s, rng)
-    sess = ort.InferenceSession(m, so, providers=["CPUExecutionProvider"])
-    x = rng.integers(0, 256, (1, c, 56, 56), dtype=np.uint8)
-    return 2 * o * o * k * k * c / best_seconds(lambda: sess.run(None, {"X": x}), seconds) / 1e9
-
-
-def ort_dw_gops(c, seconds, per_channel_zp=False):
-    rng = np.random.default_rng(7)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    s = ort.InferenceSession(dw_model(c, rng, per_channel_zp), so, providers=["CPUExecutionProvider"])
-    x = rng.integers(0, 256, (1, c, 56, 56), dtype=np.uint8)
-    return 2 * 56 * 56 * 9 * c / best_seconds(lambda: s.run(None, {"X": x}), seconds) / 1e9
 
 
 def best_seconds(f, seconds):
@@ -171,22 +126,20 @@ def main():
         if op == "MatMulInteger":
             ort_mmi = g
         print(f"{'ORT ' + op + ' u8u8':28} {g[0]:8.1f} {g[1]:8.1f} {g[2]:12.1f}")
-    print(f"{'depthwise 3x3 56x56':28} " + " ".join(f"{'C=' + str(c):>8}" for c in (64, 96, 128, 144)))
     chans = (64, 96, 128, 144)
-    print(f"{'ORT QLinearConv dw u8u8':28} " + " ".join(f"{ort_dw_gops(c, args.seconds):8.1f}" for c in chans))
-    # Per-channel u8 weight zero points take a much slower ORT path (measured ~0.2 GOPS).
-    print(f"{'  same, per-channel w_zp':28} " + " ".join(f"{ort_dw_gops(c, args.seconds, True):8.1f}"
-                                                       for c in chans))
-    # u8 x s8 (fbgemm family's types), symmetric weights; keyed like the qconv bench's cases.
+    print(f"{'depthwise 3x3 s1 56x56':28} " + " ".join(f"{'C=' + str(c):>8}" for c in chans))
+    print(f"{'ORT QLinearConv dw u8u8 pc zp':28} "
+          + " ".join(f"{ort_dw_gops(c, 3, 1, args.seconds, per_channel=True):8.1f}" for c in chans))
+    # u8 x u8 with per-tensor zero point 128 ("pt"), and u8 x s8 (fbgemm family's types), symmetric weights; keyed like the qconv bench's cases.
     ort_s8 = {}
     ort_u8 = {}
     for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2)]:
         print(f"{f'depthwise {k}x{k} s{s} 56x56':28} " + " ".join(f"{'C=' + str(c):>8}" for c in chans))
-        g = [ort_dw_u8_gops(c, k, s, args.seconds) for c in chans]
+        g = [ort_dw_gops(c, k, s, args.seconds) for c in chans]
         ort_u8.update({(k, s, c): v for c, v in zip(chans, g)})
         print(f"{'ORT QLinearConv dw u8u8 pt':28} " + " ".join(f"{v:8.1f}" for v in g))
         for per_channel in (True, False):
-            g = [ort_dw_s8_gops(c, k, s, args.seconds, per_channel) for c in chans]
+            g = [ort_dw_gops(c, k, s, args.seconds, signed=True, per_channel=per_channel) for c in chans]
             for c, v in zip(chans, g):
                 ort_s8[(k, s, c)] = max(ort_s8.get((k, s, c), 0.0), v)
             label = "ORT QLinearConv dw u8s8 " + ("pc" if per_channel else "pt")

@@ -120,8 +120,8 @@ enum Command {
         #[arg(long, value_name = "DB", conflicts_with = "max_accuracy_drop")]
         target_sqnr: Option<f64>,
         /// Static mode with --data and no target: the output SQNR vs the float model is
-        /// measured on the calibration data after quantizing; below DB, the accuracy
-        /// fallback runs as with --target-sqnr DB+3 (a margin for unseen data): the most
+        /// measured on the calibration data after quantizing; below DB + 3 (a margin for
+        /// unseen data), the accuracy fallback runs as with --target-sqnr DB+3: the most
         /// sensitive units keep float activations, and int8 weights where that suffices.
         /// `off`: no check.
         #[arg(long, value_name = "DB|off", default_value = "25", value_parser = parse_guard)]

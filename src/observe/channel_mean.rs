@@ -52,19 +52,15 @@ impl Observer for ChannelMeanObserver {
                 self.sum.len()
             )));
         }
-        if channels == 0 {
+        let inner: usize = shape[self.axis + 1..].iter().product();
+        if x.is_empty() {
             return Ok(());
         }
-        let inner: usize = shape[self.axis + 1..].iter().product();
-        let outer = x.len() / (channels * inner).max(1);
-        for (i, run) in x.chunks_exact(inner.max(1)).enumerate() {
-            if inner == 0 {
-                break;
-            }
-            let s: f64 = run.iter().map(|&v| v as f64).sum();
-            self.sum[i % channels] += s;
+        // x is [outer, channels, inner]: run i of `inner` elements is channel i % channels.
+        for (i, run) in x.chunks_exact(inner).enumerate() {
+            self.sum[i % channels] += run.iter().map(|&v| v as f64).sum::<f64>();
         }
-        self.count += (outer * inner) as u64;
+        self.count += (x.len() / channels) as u64;
         Ok(())
     }
 

@@ -536,11 +536,11 @@ fn quantize_static(
     calibration: Calibration<'_>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    let original = options.noise_rule.then(|| model.clone());
-    // The float reference of the bias-correction choice (see [`BiasCorrection::Auto`]).
-    let float_for_auto = (options.bias_correction == BiasCorrection::Auto
-        && matches!(calibration, Calibration::Data(_)))
-    .then(|| model.clone());
+    // The float model, kept for the noise rules (prepared again) and as the reference of
+    // the bias-correction choice (see [`BiasCorrection::Auto`]).
+    let choose_correction = options.bias_correction == BiasCorrection::Auto
+        && matches!(calibration, Calibration::Data(_));
+    let original = (options.noise_rule || choose_correction).then(|| model.clone());
     let mut prepared = prepare_static(model, options)?;
     if !prepared.observes_anything() {
         let s = Summary::from_context(prepared.pipeline.clone(), &prepared.cx, None, vec![]);
@@ -580,7 +580,7 @@ fn quantize_static(
     // preparation unless keeping them float exposes a value not observed
     // before; then it is calibrated again.
     let mut table = table;
-    if let Some(original) = original {
+    if let Some(original) = original.as_ref().filter(|_| options.noise_rule) {
         let float_units =
             crate::backend::noise::noisy_units_with_branches(&prepared.model.graph, &table);
         if !float_units.is_empty() {
@@ -609,8 +609,8 @@ fn quantize_static(
             }
         }
     }
-    let auto = match (options.bias_correction, data_path, &float_for_auto) {
-        (BiasCorrection::Auto, Some(path), Some(float)) if !table.channel_means.is_empty() => {
+    let auto = match (data_path, &original) {
+        (Some(path), Some(float)) if choose_correction && !table.channel_means.is_empty() => {
             Some((path, float))
         }
         _ => None,
@@ -618,19 +618,29 @@ fn quantize_static(
     let mut q = match auto {
         None => convert_timed(prepared, table, samples, t1.elapsed(), options)?,
         Some((path, float)) => {
-            let without = convert_timed(
+            let with = convert_timed(
                 prepared.clone(),
                 table.clone(),
                 samples,
                 t1.elapsed(),
-                &QuantizeOptions {
-                    bias_correction: BiasCorrection::Off,
-                    ..options.clone()
-                },
+                options,
             )?;
-            let with = convert_timed(prepared, table, samples, t1.elapsed(), options)?;
-            let threads = options.calibration.threads.max(1);
-            choose_bias_correction(with, without, float, path, threads)
+            if with.summary.corrected_biases == 0 {
+                with
+            } else {
+                let without = convert_timed(
+                    prepared,
+                    table,
+                    samples,
+                    t1.elapsed(),
+                    &QuantizeOptions {
+                        bias_correction: BiasCorrection::Off,
+                        ..options.clone()
+                    },
+                )?;
+                let threads = options.calibration.threads.max(1);
+                choose_bias_correction(with, without, float, path, threads)
+            }
         }
     };
     if let Some(n) = engine_note {
@@ -648,9 +658,6 @@ fn choose_bias_correction(
     path: &Path,
     threads: usize,
 ) -> Quantized {
-    if with.summary.corrected_biases == 0 {
-        return with;
-    }
     let t0 = Instant::now();
     let measured = crate::numeric::sensitivity::output_sqnrs(
         float,

@@ -273,18 +273,7 @@ impl PackedDw {
             }
             raw_bias[dw_lane(c)] = bias.map_or(0, |b| b[c]);
         }
-        let mut p = PackedDw {
-            layout,
-            taps,
-            channels,
-            weights: packed,
-            raw_bias,
-            wsum,
-            a_zp,
-            col_bias: Vec::new(),
-        };
-        p.col_bias = p.col_bias_for(a_zp);
-        p
+        PackedDw::assemble(layout, taps, channels, packed, raw_bias, wsum, a_zp)
     }
 
     /// [`PackedDw::new`] for [`DwLayout::C32Quads`] (module docs).
@@ -329,11 +318,24 @@ impl PackedDw {
             .chunks_exact(2)
             .map(|p| i16::from_le_bytes([p[0], p[1]]))
             .collect();
+        PackedDw::assemble(layout, taps, channels, packed, raw_bias, wsum, a_zp)
+    }
+
+    /// The packed form with the bias folded for `a_zp`.
+    fn assemble(
+        layout: DwLayout,
+        taps: usize,
+        channels: usize,
+        weights: Vec<i16>,
+        raw_bias: Vec<i32>,
+        wsum: Vec<i32>,
+        a_zp: u8,
+    ) -> PackedDw {
         let mut p = PackedDw {
             layout,
             taps,
             channels,
-            weights: packed,
+            weights,
             raw_bias,
             wsum,
             a_zp,
