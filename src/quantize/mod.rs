@@ -390,9 +390,59 @@ fn quantize_without_data(
             ))
         }
     };
+    let pipeline = format!(
+        "{pipeline}{}",
+        quantize_embeddings(&mut model, options, &mut cx)?
+    );
     let mut summary = Summary::from_context(pipeline, &cx, None, vec![("quantize", t0.elapsed())]);
     summary.by_op = op_counts(&cx, pass);
     Ok(Quantized { model, summary })
+}
+
+/// Every mode's last step when the model looks up an embedding table: its rows become
+/// int8 (`quantize-embeddings`), unless `--exclude-op Gather`; `--exclude` names of
+/// lookups keep theirs float.
+fn embeddings_pass(
+    model: &Model,
+    options: &QuantizeOptions,
+) -> Option<crate::passes::QuantizeEmbeddings> {
+    if options.exclude_op.iter().any(|t| t == "Gather") {
+        return None;
+    }
+    let mut any = false;
+    crate::ir::rewrite::visit_graphs(&model.graph, &mut |g| {
+        any |= g
+            .node_ids()
+            .any(|n| crate::passes::is_embedding_lookup(g, n));
+    });
+    if !any {
+        return None;
+    }
+    let mut names = std::collections::BTreeSet::new();
+    crate::ir::rewrite::all_node_names(&model.graph, &mut names);
+    let exclude = options
+        .exclude
+        .iter()
+        .filter(|n| names.contains(n.as_str()))
+        .cloned()
+        .collect();
+    Some(crate::passes::QuantizeEmbeddings { exclude })
+}
+
+/// [`embeddings_pass`] for the modes without data, after their own pipeline: the
+/// pipeline text that ran, with a leading comma, or nothing.
+fn quantize_embeddings(
+    model: &mut Model,
+    options: &QuantizeOptions,
+    cx: &mut PassContext,
+) -> Result<String> {
+    let Some(pass) = embeddings_pass(model, options) else {
+        return Ok(String::new());
+    };
+    let mut pm = PassManager::new();
+    pm.add(pass).add(crate::passes::EliminateDeadCode);
+    pm.run(model, cx)?;
+    Ok(format!(",{}", pm.pipeline_text()))
 }
 
 /// The per-op-type counters a pass recorded.
@@ -496,12 +546,14 @@ fn convert_timed(
     } = prepared;
     let t2 = Instant::now();
     let mut convert = PassManager::new();
-    convert
-        .add(
-            crate::passes::ConvertQdq::new(table)
-                .with_bias_correction(options.bias_correction.converts_with()),
-        )
-        .add(crate::passes::EliminateDeadCode);
+    convert.add(
+        crate::passes::ConvertQdq::new(table)
+            .with_bias_correction(options.bias_correction.converts_with()),
+    );
+    if let Some(pass) = embeddings_pass(&model, options) {
+        convert.add(pass);
+    }
+    convert.add(crate::passes::EliminateDeadCode);
     convert.run(&mut model, &mut cx)?;
     let mut pipeline = format!("{pipeline},{}", convert.pipeline_text());
     if options.format == Format::QOperator {

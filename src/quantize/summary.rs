@@ -24,6 +24,8 @@ pub struct Summary {
     /// Conv/Gemm biases moved by bias correction (float ones of weight-only units included).
     pub corrected_biases: u64,
     pub constants: u64,
+    /// Embedding tables stored as int8 rows (`quantize-embeddings`).
+    pub embedding_tables: u64,
     /// Ops rewritten per type by the mode's pass (dynamic, weight-only,
     /// QOperator), e.g. `("MatMul", 6)`.
     pub by_op: Vec<(String, u64)>,
@@ -59,6 +61,7 @@ impl Summary {
             biases: cx.stat("convert-qdq", "biases"),
             corrected_biases: cx.stat("convert-qdq", "bias corrections"),
             constants: cx.stat("convert-qdq", "constants"),
+            embedding_tables: cx.stat("quantize-embeddings", "embedding tables"),
             samples,
             stage_times,
             ..Default::default()
@@ -77,6 +80,7 @@ impl Summary {
                             | "convert-qoperator"
                             | "quantize-dynamic"
                             | "quantize-weight-only"
+                            | "quantize-embeddings"
                     ) =>
                 {
                     s.notes.push((d.subject.clone(), d.message.clone()))
@@ -131,6 +135,13 @@ impl fmt::Display for Summary {
                 f,
                 "quantized: {} activations, {} weights, {} biases, {} constants{corrected}",
                 self.activations, self.weights, self.biases, self.constants
+            )?;
+        }
+        if self.embedding_tables > 0 {
+            writeln!(
+                f,
+                "embedding tables: {} stored as int8 rows, dequantized after the lookup",
+                self.embedding_tables
             )?;
         }
         if !self.by_op.is_empty() {

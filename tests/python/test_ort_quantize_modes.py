@@ -177,3 +177,53 @@ def test_quantize_cli_modes(onnxq_bin, tmp_path, args, expect):
     m, db = check_and_sqnr("transformer_layer", out)
     assert expect in op_types(m)
     assert db >= (15.0 if "4" in args else 20.0), f"{args}: SQNR {db:.1f} dB"
+
+
+def token_model(path, vocab=300, dim=16):
+    """ids [2, 5] int64 → Gather(table [vocab, dim]) → MatMul → y, rows of very different norms."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = (rng.normal(0, 1, (vocab, dim)) * rng.uniform(0.01, 0.4, (vocab, 1))).astype(np.float32)
+    w = rng.normal(0, 0.5, (dim, 8)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+         helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")],
+        "tokens",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 8])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic", "weight-only"])
+def test_embedding_table_int8_rows_in_ort_and_executor(mode, onnxq_bin, tmp_path):
+    src, out = tmp_path / "tokens.onnx", tmp_path / f"tokens.{mode}.onnx"
+    token_model(src)
+    rng = np.random.default_rng(1)
+    args = [onnxq_bin, "quantize", str(src), "-o", str(out), "--mode", mode]
+    if mode == "static":
+        (tmp_path / "calib").mkdir()
+        for k in range(8):
+            np.savez(tmp_path / "calib" / f"s{k}.npz", ids=rng.integers(0, 300, (2, 5)).astype(np.int64))
+        args += ["--data", str(tmp_path / "calib")]
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "embedding tables: 1 stored as int8 rows" in r.stderr
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)
+    inits = {i.name: i for i in m.graph.initializer}
+    assert not any(i.data_type == onnx.TensorProto.FLOAT and list(i.dims) == [300, 16] for i in inits.values())
+    assert any(i.data_type == onnx.TensorProto.INT8 and list(i.dims) == [300, 16] for i in inits.values())
+    ids = rng.integers(0, 300, (2, 5)).astype(np.int64)
+    want = run_ort(src, {"ids": ids})[0]
+    got = run_ort(out, {"ids": ids})[0]
+    assert sqnr(want, got) > (25 if mode == "static" else 35), sqnr(want, got)
+    # onnxq's executor on the same model gives ONNX Runtime's outputs.
+    np.save(tmp_path / "ids.npy", ids)
+    r = subprocess.run([onnxq_bin, "run", str(out), "--input", f"ids={tmp_path / 'ids.npy'}", "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    mine = np.load(tmp_path / "o" / "y.npy")
+    step = np.abs(want).max() / 127
+    assert np.abs(mine - got).max() <= step, np.abs(mine - got).max()
