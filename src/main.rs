@@ -880,6 +880,9 @@ fn quantize_to_target(
         let informs = full.would_need.is_some() && fb.would_need.is_none();
         if full.reached || informs || full.score.sqnr_db > fb.score.sqnr_db {
             fb = full;
+            // The float weights of some units were needed: the others get int8 weights
+            // back, one evaluation each, largest first.
+            suite.restore_int8_weights(&mut fb)?;
         } else {
             suite.set_weight_only_fallback(true);
         }

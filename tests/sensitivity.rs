@@ -378,6 +378,8 @@ fn cli_target_sqnr_writes_model_and_qconfig_and_exit_code() {
     // the target, so the second search keeps the unit fully float.
     assert!(err.contains("searching again with float weights"), "{err}");
     assert!(err.contains("weights too"), "{err}");
+    // Its int8 weights are the noise: they stay float when the others are tried.
+    assert!(!err.contains("int8 weights back"), "{err}");
     assert!(mapping.name.get(CULPRIT).is_some_and(|q| q.is_none()));
     assert!(mapping.weight_only.is_empty());
     // Reused with --qconfig.
@@ -432,6 +434,48 @@ fn cli_sensitivity_json() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("540 labels"), "{err}");
+}
+
+/// After a fully float search (weights too), the float units whose float weights the
+/// target does not need get int8 weights back: on the ill-conditioned model at a target
+/// that needs several float units, the culprit keeps float weights (its int8 weights
+/// are the noise) and the others are restored; the model still meets the target, and
+/// the qconfig reproduces the mix.
+#[test]
+fn restoring_int8_weights_keeps_float_only_the_weights_the_target_needs() {
+    let mut s = suite("digits_cnn_illcond", &QuantizeOptions::default());
+    let sens = s.sensitivity(false).unwrap();
+    let target = Target::SqnrDb(40.0);
+    let mut fb = s.fallback(&sens.ranking(), target, None).unwrap();
+    assert!(fb.reached && !fb.weights_int8, "{}", fb.text());
+    assert!(fb.float_units.len() >= 2, "{}", fb.text());
+    s.restore_int8_weights(&mut fb).unwrap();
+    eprintln!("{}", fb.text());
+    let w = fb.float_weights.clone().expect("restoration ran");
+    assert!(w.contains(&CULPRIT.to_string()), "{}", fb.text());
+    assert!(!fb.weights_restored.is_empty(), "{}", fb.text());
+    assert!(fb.text().contains("int8 weights back"), "{}", fb.text());
+    // What the suite converts now is that mix, and it meets the target.
+    let q = s.quantize(&fb.float_units).unwrap().unwrap();
+    let score = s.score(&q.model).unwrap();
+    assert!(score.sqnr_db >= 40.0, "{}", score.sqnr_db);
+    assert_eq!(score.sqnr_db, fb.score.sqnr_db);
+    let g = &q.model.graph;
+    let weight_is_int8 = |name: &str| {
+        let n = g.node_ids().find(|&n| g.node(n).name == name).unwrap();
+        let wv = g.node(n).inputs[1].unwrap();
+        g.node(g.producer(wv)).is_op("DequantizeLinear")
+    };
+    assert!(!weight_is_int8(CULPRIT));
+    for u in &fb.weights_restored {
+        assert!(weight_is_int8(u), "{u}");
+    }
+    // The qconfig: the culprit fully float, the restored ones weight-only.
+    let m = fb.qconfig(&onnxq::qconfig::QConfigMapping::default());
+    assert!(m.name.get(CULPRIT).is_some_and(|q| q.is_none()));
+    for u in &fb.weights_restored {
+        assert!(m.weight_only.contains(u), "{u}");
+    }
 }
 
 /// The accuracy fallback keeps the chosen units' activations float but their weights

@@ -133,6 +133,9 @@ pub struct Suite {
     /// do: the fallback's choice ([`Suite::set_weight_only_fallback`]). Off, a float unit
     /// is fully float (what `onnxq sensitivity` measures).
     weight_only_fallback: bool,
+    /// With `weight_only_fallback` on: float units (and noise-rule units) whose weights
+    /// stay float too, what [`Suite::restore_int8_weights`] narrows down.
+    float_weights: std::collections::BTreeSet<String>,
 }
 
 /// Why the fallback keeps a unit float, in the summary.
@@ -402,6 +405,7 @@ impl Suite {
             unit_outputs,
             ruled: BTreeMap::new(),
             weight_only_fallback: false,
+            float_weights: Default::default(),
         };
         if suite.options.noise_rule {
             suite.apply_noise_rules(&cal_model, calib_data)?;
@@ -475,13 +479,26 @@ impl Suite {
     ) -> QuantizeOptions {
         let mut opts = self.options.clone();
         if self.weight_only_fallback {
-            opts.float_units = self.ruled.clone();
-            for u in float_units {
-                opts.float_units
-                    .entry(u.clone())
-                    .or_insert_with(|| FALLBACK_REASON.to_string());
+            // Weight-only, except the units whose weights stay float too: excluded.
+            let mut full: Vec<String> = vec![];
+            opts.float_units = BTreeMap::new();
+            for (u, why) in &self.ruled {
+                if self.float_weights.contains(u) {
+                    full.push(u.clone());
+                } else {
+                    opts.float_units.insert(u.clone(), why.clone());
+                }
             }
-            opts
+            for u in float_units {
+                if self.float_weights.contains(u) {
+                    full.push(u.clone());
+                } else {
+                    opts.float_units
+                        .entry(u.clone())
+                        .or_insert_with(|| FALLBACK_REASON.to_string());
+                }
+            }
+            with_exclusions(&opts, &full)
         } else {
             // Fully float: the noise rules' units too.
             let names: Vec<String> = self
@@ -497,6 +514,73 @@ impl Suite {
     /// Units the fallback keeps float keep int8 weights (see the field's documentation).
     pub fn set_weight_only_fallback(&mut self, on: bool) {
         self.weight_only_fallback = on;
+        self.float_weights.clear();
+    }
+
+    /// After a search with fully float units met the target (weight-only fallback off):
+    /// gives int8 weights back to the float units (noise-rule units included) whose float
+    /// weights the target does not need, largest weights first, one evaluation each on
+    /// the whole evaluation set (at most [`PRUNE_MAX_EVALS`] when an evaluation takes
+    /// over a second). The units stay float as activations; the suite then converts
+    /// with the mix ([`Suite::quantize`]), and `fb` says which units keep float weights.
+    pub fn restore_int8_weights(&mut self, fb: &mut Fallback) -> Result<()> {
+        if self.weight_only_fallback || !fb.reached {
+            return Ok(());
+        }
+        let all: Vec<String> = fb
+            .float_units
+            .iter()
+            .chain(&fb.ruled_float)
+            .cloned()
+            .collect();
+        let mut candidates: Vec<(usize, String)> = all
+            .iter()
+            .map(|u| (unit_weight_elements(&self.prepared, u), u.clone()))
+            .filter(|(n, _)| *n > 0)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        self.weight_only_fallback = true;
+        // Units without weights are the same either way: weight-only.
+        self.float_weights = candidates.iter().map(|(_, u)| u.clone()).collect();
+        let batches = self.eval.batches.len();
+        let cap = if self.eval_cost(batches) <= 1.0 {
+            usize::MAX
+        } else {
+            PRUNE_MAX_EVALS
+        };
+        let pb = progress_bar(candidates.len() as u64, "int8 weights back");
+        let mut restored = vec![];
+        let mut untried = 0;
+        for (i, (_, u)) in candidates.iter().enumerate() {
+            if i == cap {
+                untried = candidates.len() - i;
+                break;
+            }
+            self.float_weights.remove(u);
+            let s = self.evaluate_on(&fb.float_units, batches)?;
+            fb.evaluations += 1;
+            pb.set_position(i as u64 + 1);
+            let met = fb.target.met(&s, self.float_accuracy);
+            log::info!(
+                "int8 weights back for {u}: {} dB ({})",
+                s.sqnr_db,
+                if met { "kept" } else { "missed" }
+            );
+            if met {
+                restored.push(u.clone());
+                fb.score = s;
+            } else {
+                self.float_weights.insert(u.clone());
+            }
+        }
+        pb.finish_and_clear();
+        fb.float_weights = Some(self.float_weights.iter().cloned().collect());
+        fb.weights_restored = restored;
+        fb.weights_untried = untried;
+        Ok(())
     }
 
     /// The calibration-time noise rules, applied once on the shared table: their units
@@ -1057,6 +1141,9 @@ impl Suite {
             } else {
                 self.ruled.keys().cloned().collect()
             },
+            float_weights: None,
+            weights_restored: vec![],
+            weights_untried: 0,
         })
     }
 }
@@ -1387,6 +1474,27 @@ fn merge_observed_graph(cal: &mut crate::ir::Graph, vg: &crate::ir::Graph) -> Re
 }
 
 /// The options with more node exclusions.
+/// Elements of the constant weights (rank ≥ 2) read by the node named `name` of `m`
+/// (If branches included): what keeping that unit's weights float costs.
+fn unit_weight_elements(m: &Model, name: &str) -> usize {
+    let mut n = 0;
+    crate::ir::rewrite::visit_graphs(&m.graph, &mut |g| {
+        for id in g.node_ids() {
+            if g.node(id).name != name {
+                continue;
+            }
+            for v in g.node(id).inputs.iter().flatten() {
+                if let Some(t) = g.const_tensor(*v) {
+                    if t.dims.len() >= 2 && t.dtype.is_float() {
+                        n += t.len();
+                    }
+                }
+            }
+        }
+    });
+    n
+}
+
 fn with_exclusions<'a>(
     options: &QuantizeOptions,
     names: impl IntoIterator<Item = &'a String>,
@@ -1750,6 +1858,13 @@ pub struct Fallback {
     /// Units the noise rules keep float, fully float in this search (without int8
     /// weights, they are part of the result's exclusions).
     pub ruled_float: Vec<String>,
+    /// After [`Suite::restore_int8_weights`]: the units (float and noise-rule ones) whose
+    /// weights stay float; every other float unit has int8 weights.
+    pub float_weights: Option<Vec<String>>,
+    /// Units that got their int8 weights back.
+    pub weights_restored: Vec<String>,
+    /// Units [`Suite::restore_int8_weights`] did not get to try (bounded evaluations).
+    pub weights_untried: usize,
 }
 
 impl Fallback {
@@ -1775,16 +1890,37 @@ impl Fallback {
         } else if self.float_units.is_empty() {
             s += "  kept in float: none\n";
         } else {
+            let weights = match &self.float_weights {
+                Some(w) if !self.weights_restored.is_empty() => {
+                    let n = self.float_units.iter().filter(|u| w.contains(u)).count();
+                    format!(", weights int8 but for {n}")
+                }
+                None if self.weights_int8 => ", weights int8".to_string(),
+                _ => ", weights too".to_string(),
+            };
             s += &format!(
-                "  kept in float ({}{}): {}\n",
+                "  kept in float ({}{weights}): {}\n",
                 self.float_units.len(),
-                if self.weights_int8 {
-                    ", weights int8"
-                } else {
-                    ", weights too"
-                },
                 self.float_units.join(", ")
             );
+        }
+        if let Some(w) = &self.float_weights {
+            if !self.weights_restored.is_empty() {
+                s += &format!(
+                    "  int8 weights back without missing the target ({}): {}\n",
+                    self.weights_restored.len(),
+                    self.weights_restored.join(", ")
+                );
+            }
+            if !w.is_empty() && !self.weights_restored.is_empty() {
+                s += &format!("  float weights needed ({}): {}\n", w.len(), w.join(", "));
+            }
+            if self.weights_untried > 0 {
+                s += &format!(
+                    "  stopped after {PRUNE_MAX_EVALS} evaluations: {} unit(s) were not tried with int8 weights\n",
+                    self.weights_untried
+                );
+            }
         }
         if !self.pruned.is_empty() {
             s += &format!(
@@ -1830,6 +1966,19 @@ impl Fallback {
     /// `weight_only` entry (or a `None` one when the units are fully float).
     pub fn qconfig(&self, base: &crate::qconfig::QConfigMapping) -> crate::qconfig::QConfigMapping {
         let mut m = base.clone();
+        if let Some(w) = &self.float_weights {
+            // Mixed: float weights where needed, int8 weights elsewhere (noise-rule units
+            // are weight-only by default).
+            for u in &self.float_units {
+                if !w.contains(u) {
+                    m.weight_only.insert(u.clone());
+                }
+            }
+            for u in w {
+                m.set_name(u, None);
+            }
+            return m;
+        }
         for u in &self.float_units {
             if self.weights_int8 {
                 m.weight_only.insert(u.clone());
