@@ -478,6 +478,32 @@ fn restoring_int8_weights_keeps_float_only_the_weights_the_target_needs() {
     }
 }
 
+/// The CLI's mixed result (some float units with int8 weights, the culprit without) is
+/// written, and its saved qconfig reproduces it byte for byte.
+#[test]
+fn cli_mixed_float_weights_round_trip_through_the_qconfig() {
+    let dir = temp_dir("mixed");
+    let out = dir.join("ill.int8.onnx");
+    let m = model("digits_cnn_illcond");
+    let c = calib("digits_cnn");
+    let o = quantize_cli(&m, &out, &c, &["--target-sqnr", "40"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("int8 weights back"), "{err}");
+    assert!(
+        err.contains(&format!("float weights needed (1): {CULPRIT}")),
+        "{err}"
+    );
+    let qc = dir.join("ill.int8.onnx.qconfig.json");
+    let mapping = onnxq::qconfig::QConfigMapping::from_file(&qc).unwrap();
+    assert!(mapping.name.get(CULPRIT).is_some_and(|q| q.is_none()));
+    assert!(!mapping.weight_only.is_empty());
+    let out2 = dir.join("again.onnx");
+    let o = quantize_cli(&m, &out2, &c, &["--qconfig", qc.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
 /// The accuracy fallback keeps the chosen units' activations float but their weights
 /// int8 (weight-only), so the model stays small; a unit kept float that way still meets
 /// the target, and its weights are a DequantizeLinear of an int8 initializer.

@@ -542,9 +542,10 @@ impl Suite {
             return Ok(());
         }
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        // Start from the model the search returned (every unit fully float, so that its
+        // figures still hold), then try the units with weights.
         self.weight_only_fallback = true;
-        // Units without weights are the same either way: weight-only.
-        self.float_weights = candidates.iter().map(|(_, u)| u.clone()).collect();
+        self.float_weights = all.iter().cloned().collect();
         let batches = self.eval.batches.len();
         let cap = if self.eval_cost(batches) <= 1.0 {
             usize::MAX
@@ -578,6 +579,11 @@ impl Suite {
         }
         pb.finish_and_clear();
         fb.float_weights = Some(self.float_weights.iter().cloned().collect());
+        fb.weights_needed = candidates
+            .iter()
+            .filter(|(_, u)| self.float_weights.contains(u))
+            .map(|(_, u)| u.clone())
+            .collect();
         fb.weights_restored = restored;
         fb.weights_untried = untried;
         Ok(())
@@ -1142,6 +1148,7 @@ impl Suite {
                 self.ruled.keys().cloned().collect()
             },
             float_weights: None,
+            weights_needed: vec![],
             weights_restored: vec![],
             weights_untried: 0,
         })
@@ -1473,7 +1480,6 @@ fn merge_observed_graph(cal: &mut crate::ir::Graph, vg: &crate::ir::Graph) -> Re
     Ok(added)
 }
 
-/// The options with more node exclusions.
 /// Elements of the constant weights (rank ≥ 2) read by the node named `name` of `m`
 /// (If branches included): what keeping that unit's weights float costs.
 fn unit_weight_elements(m: &Model, name: &str) -> usize {
@@ -1495,6 +1501,7 @@ fn unit_weight_elements(m: &Model, name: &str) -> usize {
     n
 }
 
+/// The options with more node exclusions.
 fn with_exclusions<'a>(
     options: &QuantizeOptions,
     names: impl IntoIterator<Item = &'a String>,
@@ -1858,9 +1865,11 @@ pub struct Fallback {
     /// Units the noise rules keep float, fully float in this search (without int8
     /// weights, they are part of the result's exclusions).
     pub ruled_float: Vec<String>,
-    /// After [`Suite::restore_int8_weights`]: the units (float and noise-rule ones) whose
-    /// weights stay float; every other float unit has int8 weights.
+    /// After [`Suite::restore_int8_weights`]: the units (float and noise-rule ones) still
+    /// fully float (weightless ones included); every other float unit has int8 weights.
     pub float_weights: Option<Vec<String>>,
+    /// Of those, the units with weights: the ones whose float weights the target needed.
+    pub weights_needed: Vec<String>,
     /// Units that got their int8 weights back.
     pub weights_restored: Vec<String>,
     /// Units [`Suite::restore_int8_weights`] did not get to try (bounded evaluations).
@@ -1891,7 +1900,8 @@ impl Fallback {
             s += "  kept in float: none\n";
         } else {
             let weights = match &self.float_weights {
-                Some(w) if !self.weights_restored.is_empty() => {
+                Some(_) if !self.weights_restored.is_empty() => {
+                    let w = &self.weights_needed;
                     let n = self.float_units.iter().filter(|u| w.contains(u)).count();
                     format!(", weights int8 but for {n}")
                 }
@@ -1904,7 +1914,8 @@ impl Fallback {
                 self.float_units.join(", ")
             );
         }
-        if let Some(w) = &self.float_weights {
+        if self.float_weights.is_some() {
+            let w = &self.weights_needed;
             if !self.weights_restored.is_empty() {
                 s += &format!(
                     "  int8 weights back without missing the target ({}): {}\n",

@@ -316,6 +316,7 @@ impl QConfigMapping {
         m.object_type.extend(f.mapping.object_type);
         m.name_regex.extend(f.mapping.name_regex);
         m.name.extend(f.mapping.name);
+        m.weight_only.extend(f.mapping.weight_only);
         m.compile()?;
         Ok(m)
     }
