@@ -429,6 +429,44 @@ fn embeddings_pass(
     Some(crate::passes::QuantizeEmbeddings { exclude })
 }
 
+/// Static mode's recurrent layers: no standard int8 LSTM/GRU/RNN op exists, so their
+/// weights (W and R, often most of an OCR recogniser's or a VAD's file) are stored int8 per
+/// gate row behind a DequantizeLinear, as dynamic mode does (`quantize-dynamic` restricted
+/// to those ops), and the cell computes in float. Only when the model has such a layer;
+/// `--exclude` names and `--exclude-op` types keep theirs float.
+fn recurrent_weights_pass(
+    model: &Model,
+    options: &QuantizeOptions,
+) -> Result<Option<crate::passes::QuantizeDynamic>> {
+    let ops: std::collections::BTreeSet<String> = ["GRU", "LSTM", "RNN"]
+        .iter()
+        .filter(|t| !options.exclude_op.iter().any(|e| e == *t))
+        .map(|t| t.to_string())
+        .collect();
+    let mut any = false;
+    crate::ir::rewrite::visit_graphs(&model.graph, &mut |g| {
+        any |= g.node_ids().any(|n| ops.contains(g.node(n).op_type()));
+    });
+    if !any || model.onnx_opset() < 11 {
+        return Ok(None);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    crate::ir::rewrite::all_node_names(&model.graph, &mut names);
+    let o = crate::passes::DynamicOptions {
+        per_channel: !options.per_tensor,
+        unsigned_weights: false,
+        op_types: ops,
+        exclude: options
+            .exclude
+            .iter()
+            .filter(|n| names.contains(n.as_str()))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    Ok(Some(crate::passes::QuantizeDynamic::new(o)?))
+}
+
 /// [`embeddings_pass`] for the modes without data, after their own pipeline: the
 /// pipeline text that ran, with a leading comma, or nothing.
 fn quantize_embeddings(
@@ -550,6 +588,9 @@ fn convert_timed(
         crate::passes::ConvertQdq::new(table)
             .with_bias_correction(options.bias_correction.converts_with()),
     );
+    if let Some(pass) = recurrent_weights_pass(&model, options)? {
+        convert.add(pass);
+    }
     if let Some(pass) = embeddings_pass(&model, options) {
         convert.add(pass);
     }
@@ -570,6 +611,7 @@ fn convert_timed(
             ("convert", t2.elapsed()),
         ],
     );
+    summary.recurrent_weights = op_counts(&cx, "quantize-dynamic");
     if options.format == Format::QOperator {
         summary.by_op = op_counts(&cx, "convert-qoperator");
     }

@@ -26,6 +26,9 @@ pub struct Summary {
     pub constants: u64,
     /// Embedding tables stored as int8 rows (`quantize-embeddings`).
     pub embedding_tables: u64,
+    /// Static mode: recurrent layers whose weights became int8 behind a DequantizeLinear,
+    /// per op type.
+    pub recurrent_weights: Vec<(String, u64)>,
     /// Ops rewritten per type by the mode's pass (dynamic, weight-only,
     /// QOperator), e.g. `("MatMul", 6)`.
     pub by_op: Vec<(String, u64)>,
@@ -142,6 +145,18 @@ impl fmt::Display for Summary {
                 f,
                 "embedding tables: {} stored as int8 rows, dequantized after the lookup",
                 self.embedding_tables
+            )?;
+        }
+        if !self.recurrent_weights.is_empty() {
+            let ops: Vec<String> = self
+                .recurrent_weights
+                .iter()
+                .map(|(t, n)| format!("{t} {n}"))
+                .collect();
+            writeln!(
+                f,
+                "recurrent weights: {} int8 per gate row behind DequantizeLinear (the cells compute in float)",
+                ops.join(", ")
             )?;
         }
         if !self.by_op.is_empty() {
