@@ -158,7 +158,7 @@ def check_quantize_real(bin_, src, m, d, data, extra, ort_ref=False):
     # The float fallback's lines (--target-sqnr / --max-accuracy-drop): units kept in
     # float, the result on the data it searched on, and how it ranked.
     keep = ("kept in float", "met with every unit", "result:", "ranking", "searched on", "pruning stopped",
-            "TARGET NOT REACHED", "missed the target")
+            "TARGET NOT REACHED", "missed the target", "int8 weights back", "float weights needed")
     fallback = [l.strip() for l in summary.splitlines() if any(k in l for k in keep)]
     fallback = [l if len(l) < 160 else l[:157] + "..." for l in fallback]
     if fallback:
