@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{f32_tensor, node_proto, opset13_model, value_info, write_npz};
+use common::{f32_tensor, node_proto, opset13_model, sqnr_db, value_info, write_npz};
 use onnxq::executor::{Executor, ExecutorOptions};
 use onnxq::ir::{Model, Tensor};
 use onnxq::onnx::pb;
@@ -111,16 +111,6 @@ fn tract_output(m: &Model, x: &Tensor) -> Vec<f32> {
     let bytes = onnxq::emit::to_bytes(m);
     let out = onnxq::tract_runner::run_once(&bytes, None, std::slice::from_ref(x)).unwrap();
     out[0].to_f32_vec().unwrap()
-}
-
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    let s: f64 = want.iter().map(|&x| (x as f64).powi(2)).sum();
-    let n: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (s / n.max(1e-30)).log10()
 }
 
 #[test]

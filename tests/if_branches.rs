@@ -132,17 +132,6 @@ fn suite_units(model: Model, data: &std::path::Path) -> Vec<String> {
     suite.units.iter().map(|u| u.name.clone()).collect()
 }
 
-/// 10·log10(Σ want² / Σ (want − got)²).
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    let signal: f64 = want.iter().map(|&a| (a as f64).powi(2)).sum();
-    let noise: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (signal / noise).log10()
-}
-
 fn top1(logits: &[f32], labels: &[i64]) -> f64 {
     let hits = logits
         .chunks(10)

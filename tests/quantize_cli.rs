@@ -26,16 +26,6 @@ fn quantize(model: &str, out: &std::path::Path, extra: &[&str]) -> std::process:
         .unwrap()
 }
 
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    let s: f64 = want.iter().map(|&x| (x as f64).powi(2)).sum();
-    let n: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (s / n.max(1e-30)).log10()
-}
-
 #[test]
 fn every_model_quantizes_and_keeps_its_outputs_in_tract() {
     // SQNR floors, a few dB under what this version reaches (int8 vs fp32).

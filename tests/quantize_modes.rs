@@ -17,17 +17,6 @@ fn load(name: &str) -> (PathBuf, Model) {
     (path, m)
 }
 
-fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
-    assert_eq!(want.len(), got.len());
-    let s: f64 = want.iter().map(|&x| (x as f64).powi(2)).sum();
-    let n: f64 = want
-        .iter()
-        .zip(got)
-        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
-        .sum();
-    10.0 * (s / n.max(1e-30)).log10()
-}
-
 /// Runs the float model and `q` in tract on the sample; SQNR of output 0.
 fn tract_sqnr(path: &std::path::Path, q: &Model) -> Result<f64> {
     let float = onnxq::import::import_file(path).unwrap();

@@ -143,3 +143,15 @@ pub fn write_npz(path: &Path, arrays: &[(&str, &Tensor)]) {
     }
     z.finish().unwrap();
 }
+
+/// Output SQNR in dB: 10·log10(Σ want² / Σ (want − got)²).
+pub fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
+    assert_eq!(want.len(), got.len());
+    let s: f64 = want.iter().map(|&x| (x as f64).powi(2)).sum();
+    let n: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    10.0 * (s / n.max(1e-30)).log10()
+}
