@@ -13,8 +13,8 @@
 //! standard ops that every engine runs and that read only the looked-up rows.
 //!
 //! A lookup qualifies when `Gather` (axis 0) reads a 2-D f32 constant of at least
-//! [`MIN_TABLE`] elements, with finite values, through indices that are not constant
-//! (constant lookups were folded already). Its output keeps its meaning and type, so
+//! [`MIN_TABLE`] elements through indices that are not constant (constant lookups were
+//! folded already); a table with non-finite values stays float, and the summary says so. Its output keeps its meaning and type, so
 //! what reads it (a float Add, or a Q/DQ pair `convert-qdq` put there) is unchanged.
 //! `insert-observers` leaves such lookups to this pass ([`is_embedding_lookup`]).
 
@@ -53,12 +53,7 @@ pub fn is_embedding_lookup(g: &Graph, n: NodeId) -> bool {
     let Some(out) = node.outputs.first().copied().flatten() else {
         return false;
     };
-    t.dtype == DataType::F32
-        && t.dims.len() == 2
-        && t.len() >= MIN_TABLE
-        && !g.is_graph_output(out)
-        && t.to_f32_vec()
-            .is_some_and(|v| v.iter().all(|x| x.is_finite()))
+    t.dtype == DataType::F32 && t.dims.len() == 2 && t.len() >= MIN_TABLE && !g.is_graph_output(out)
 }
 
 #[derive(Default)]
@@ -108,8 +103,12 @@ struct RowQuantized {
     scales: Tensor,
 }
 
-fn quantize_rows(t: &Tensor) -> RowQuantized {
+/// `None` when the table holds a NaN or an infinity.
+fn quantize_rows(t: &Tensor) -> Option<RowQuantized> {
     let v = t.to_f32_vec().expect("checked f32");
+    if v.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
     let (rows, cols) = (t.dims[0] as usize, t.dims[1] as usize);
     let mut q = vec![0i64; v.len()];
     let mut scales = vec![1.0f32; rows];
@@ -124,17 +123,17 @@ fn quantize_rows(t: &Tensor) -> RowQuantized {
             q[r * cols + c] = qdq::quantize_value(x, scales[r], 0, -127, 127);
         }
     }
-    RowQuantized {
+    Some(RowQuantized {
         values: qdq::int_tensor(DataType::I8, t.dims.clone(), &q),
         scales: Tensor::from_f32(vec![rows as i64, 1], &scales),
-    }
+    })
 }
 
 impl QuantizeEmbeddings {
     fn rewrite_graph(&self, g: &mut Graph, cx: &mut PassContext) {
         let Ok(order) = g.topo_order() else { return };
         // A table read by several lookups is stored once.
-        let mut stored: HashMap<ValueId, (ValueId, ValueId)> = HashMap::new();
+        let mut stored: HashMap<ValueId, Option<(ValueId, ValueId)>> = HashMap::new();
         for n in order {
             if !is_embedding_lookup(g, n) {
                 continue;
@@ -150,14 +149,20 @@ impl QuantizeEmbeddings {
             let out = node.outputs[0].expect("checked");
             let ty = g.value(out).ty.clone();
             let oname = g.value(out).name.clone();
-            let (qv, sv) = *stored.entry(table).or_insert_with(|| {
-                let t = g.const_tensor(table).expect("checked").clone();
-                let rq = quantize_rows(&t);
+            let entry = *stored.entry(table).or_insert_with(|| {
+                let rq = quantize_rows(g.const_tensor(table).expect("checked"))?;
                 let tname = g.value(table).name.clone();
                 let qv = g.add_const(&format!("{tname}_quantized"), rq.values);
                 let sv = g.add_const(&format!("{tname}_row_scale"), rq.scales);
-                (qv, sv)
+                Some((qv, sv))
             });
+            let Some((qv, sv)) = entry else {
+                cx.note(
+                    name,
+                    "stays float: its embedding table has non-finite values",
+                );
+                continue;
+            };
             let rows = g.add_op(
                 &format!("{name}_int8"),
                 Op::new("Gather").with_attr("axis", 0i64),
