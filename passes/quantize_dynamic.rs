@@ -179,6 +179,20 @@ impl Pass for QuantizeDynamic {
         }
         check_exclusions("quantize-dynamic", &model.graph, &self.options.exclude)?;
         let spec = qdq::symmetric_weight_spec(self.options.per_channel, self.options.reduce_range);
+        // Recurrent weights that branches compute from an enclosing graph's constant.
+        let recurrent: BTreeSet<String> = self
+            .options
+            .op_types
+            .iter()
+            .filter(|t| RECURRENT_OPS.contains(&t.as_str()))
+            .cloned()
+            .collect();
+        if !recurrent.is_empty() {
+            for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
+                outer_recurrent_weights(g, &recurrent, &self.options.exclude, &spec, opset, cx);
+                Ok(())
+            })?;
+        }
         // Every graph on its own, If branches included (innermost first).
         for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
             let mut rw = Rewriter {
@@ -226,6 +240,118 @@ impl Pass for QuantizeDynamic {
         // under the same derived name.
         unshadow_names(model);
         Ok(())
+    }
+}
+
+const RECURRENT_OPS: &[&str] = &["GRU", "LSTM", "RNN"];
+
+/// Ops that only move or select elements of a weight on its way to a recurrent layer
+/// (PyTorch's export reorders the gates with Slice + Concat, then Unsqueeze).
+const WEIGHT_PLUMBING: &[&str] = &[
+    "Concat",
+    "Gather",
+    "Identity",
+    "Reshape",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// Whether every use of `v` in `g` leads, through [`WEIGHT_PLUMBING`] only, to the W or R
+/// input of a recurrent op of `ops` not excluded; and at least one does.
+fn feeds_only_recurrent_weights(
+    g: &Graph,
+    v: ValueId,
+    ops: &BTreeSet<String>,
+    exclude: &BTreeSet<String>,
+) -> bool {
+    let mut stack = vec![v];
+    let mut reached = false;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(x) = stack.pop() {
+        if !seen.insert(x) || g.is_graph_output(x) {
+            if g.is_graph_output(x) {
+                return false;
+            }
+            continue;
+        }
+        for (n, slot) in g.consumers(x) {
+            let node = g.node(n);
+            let op_type = node.op_type();
+            match slot {
+                Slot::Input(i) if ops.contains(op_type) && (i == 1 || i == 2) => {
+                    if exclude.contains(&node.name) {
+                        return false;
+                    }
+                    reached = true;
+                }
+                // The data input of a plumbing op (not its indices or shape).
+                Slot::Input(0) if WEIGHT_PLUMBING.contains(&op_type) => {
+                    stack.extend(node.outputs.iter().flatten().copied())
+                }
+                Slot::Input(_) if op_type == "Concat" => {
+                    stack.extend(node.outputs.iter().flatten().copied())
+                }
+                _ => return false,
+            }
+        }
+    }
+    reached
+}
+
+/// A constant of `g` that subgraphs read (captured) and that every reading subgraph only
+/// slices, reorders and reshapes into the W or R input of its LSTM/GRU/RNN (silero-VAD's
+/// export: both branches of an If build their LSTM weights from the same initializers) is
+/// stored int8, one scale per row (axis 0: the gate rows of PyTorch's `[gates × hidden,
+/// ·]` layout), behind a DequantizeLinear in `g` whose output keeps the branches' view.
+fn outer_recurrent_weights(
+    g: &mut Graph,
+    ops: &BTreeSet<String>,
+    exclude: &BTreeSet<String>,
+    spec: &QuantSpec,
+    opset: i64,
+    cx: &mut PassContext,
+) {
+    let candidates: Vec<ValueId> = g
+        .value_ids()
+        .filter(|&v| {
+            g.const_tensor(v)
+                .is_some_and(|t| t.dtype == DataType::F32 && t.dims.len() == 2)
+                && !g.is_graph_output(v)
+                && !g.inputs.contains(&v)
+        })
+        .collect();
+    for v in candidates {
+        let readers = g.consumers(v);
+        if readers.is_empty() || readers.iter().any(|(_, s)| *s != Slot::Capture) {
+            continue;
+        }
+        let name = g.value(v).name.clone();
+        let all_recurrent = readers.iter().all(|(n, _)| {
+            g.node(*n).op().is_some_and(|op| {
+                op.attrs
+                    .values()
+                    .flat_map(|a| a.subgraphs())
+                    .filter_map(|sg| sg.value_by_name(&name).map(|x| (sg, x)))
+                    .all(|(sg, x)| feeds_only_recurrent_weights(sg, x, ops, exclude))
+            })
+        });
+        if !all_recurrent {
+            continue;
+        }
+        let t = g.const_tensor(v).expect("a constant").clone();
+        let Some(wq) = qdq::quantize_tensor(&t, spec, Some(0)) else {
+            continue;
+        };
+        let dq = qdq::weight_dequantized(g, v, &wq, opset);
+        g.replace_all_uses(v, dq);
+        g.remove_if_unused_const(v);
+        cx.note(
+            name,
+            "recurrent weight built inside subgraphs: stored int8 per row behind a DequantizeLinear",
+        );
     }
 }
 

@@ -549,12 +549,30 @@ impl Graph {
     /// Renames the outer reference `old` to `new` in this subgraph and its
     /// nested subgraphs.
     pub fn rename_outer_ref(&mut self, old: &str, new: &str) {
+        if old == new {
+            return;
+        }
         let ids: Vec<NodeId> = self.dag.node_indices().collect();
         for n in ids {
+            if !self.dag.contains_node(n) {
+                continue;
+            }
             if matches!(self.dag[n].kind, NodeKind::OuterRef) {
                 if let Some(v) = self.dag[n].outputs[0] {
                     if self.value(v).name == old {
-                        self.rename_value(v, new);
+                        // The graph may read `new` already (two identical outer constants
+                        // merged into one): its readers of `old` read that one.
+                        let existing = self.by_name.get(new).copied().filter(|&e| {
+                            e != v && matches!(self.dag[self.producer(e)].kind, NodeKind::OuterRef)
+                        });
+                        match existing {
+                            Some(e) => {
+                                self.replace_all_uses(v, e);
+                                self.remove_node(n);
+                                continue;
+                            }
+                            None => self.rename_value(v, new),
+                        }
                     }
                 }
             }
