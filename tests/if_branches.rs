@@ -263,12 +263,6 @@ fn fallback_variants_observe_what_they_need_inside_branches() {
         output: vec![f32_value_info("ey", &[1, 4, 4, 4])],
         ..Default::default()
     };
-    let graph_attr = |name: &str, g: pb::GraphProto| pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Graph as i32,
-        g: Some(g),
-        ..Default::default()
-    };
     let mut if_node = node_proto("If", "branch", &["cond"], "y");
     if_node.attribute = vec![
         graph_attr("then_branch", then_g),

@@ -744,12 +744,6 @@ fn recurrent_weights_built_inside_branches_are_stored_int8() {
         int64_data: v,
         ..Default::default()
     };
-    let graph_attr = |name: &str, g: pb::GraphProto| pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Graph as i32,
-        g: Some(g),
-        ..Default::default()
-    };
     let lstm = |p: &str, w: &str, r: &str| {
         let mut n = node_proto("LSTM", &format!("{p}/LSTM"), &["x", w, r], "");
         n.output = vec![format!("{p}_y"), format!("{p}_yh")];

@@ -155,3 +155,14 @@ pub fn sqnr_db(want: &[f32], got: &[f32]) -> f64 {
         .sum();
     10.0 * (s / n.max(1e-30)).log10()
 }
+
+/// A graph-valued attribute (an If's `then_branch` / `else_branch`).
+pub fn graph_attr(name: &str, g: onnxq::onnx::pb::GraphProto) -> onnxq::onnx::pb::AttributeProto {
+    use onnxq::onnx::pb;
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Graph as i32,
+        g: Some(g),
+        ..Default::default()
+    }
+}
