@@ -271,10 +271,10 @@ fn feeds_only_recurrent_weights(
     let mut reached = false;
     let mut seen = std::collections::HashSet::new();
     while let Some(x) = stack.pop() {
-        if !seen.insert(x) || g.is_graph_output(x) {
-            if g.is_graph_output(x) {
-                return false;
-            }
+        if g.is_graph_output(x) {
+            return false;
+        }
+        if !seen.insert(x) {
             continue;
         }
         for (n, slot) in g.consumers(x) {

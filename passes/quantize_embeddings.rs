@@ -30,10 +30,9 @@ pub const MIN_TABLE: usize = 4096;
 /// Whether node `n` of `g` is a lookup in a float embedding table this pass rewrites.
 pub fn is_embedding_lookup(g: &Graph, n: NodeId) -> bool {
     let node = g.node(n);
-    let Some(op) = node.op() else { return false };
-    if op.op_type != "Gather" || !node.is_op("Gather") {
+    let Some(op) = node.op().filter(|_| node.is_op("Gather")) else {
         return false;
-    }
+    };
     let axis = op.attr("axis").and_then(|a| a.as_int()).unwrap_or(0);
     if axis != 0 && axis != -2 {
         return false;

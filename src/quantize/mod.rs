@@ -418,15 +418,25 @@ fn embeddings_pass(
     if !any {
         return None;
     }
+    Some(crate::passes::QuantizeEmbeddings {
+        exclude: existing_exclusions(model, options),
+    })
+}
+
+/// The `--exclude` names still in `model` (fusion may have absorbed some), for the passes
+/// that run after conversion and refuse unknown names.
+fn existing_exclusions(
+    model: &Model,
+    options: &QuantizeOptions,
+) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
     crate::ir::rewrite::all_node_names(&model.graph, &mut names);
-    let exclude = options
+    options
         .exclude
         .iter()
         .filter(|n| names.contains(n.as_str()))
         .cloned()
-        .collect();
-    Some(crate::passes::QuantizeEmbeddings { exclude })
+        .collect()
 }
 
 /// Static mode's recurrent layers: no standard int8 LSTM/GRU/RNN op exists, so their
@@ -450,18 +460,11 @@ fn recurrent_weights_pass(
     if !any || model.onnx_opset() < 11 {
         return Ok(None);
     }
-    let mut names = std::collections::BTreeSet::new();
-    crate::ir::rewrite::all_node_names(&model.graph, &mut names);
     let o = crate::passes::DynamicOptions {
         per_channel: !options.per_tensor,
         unsigned_weights: false,
         op_types: ops,
-        exclude: options
-            .exclude
-            .iter()
-            .filter(|n| names.contains(n.as_str()))
-            .cloned()
-            .collect(),
+        exclude: existing_exclusions(model, options),
         ..Default::default()
     };
     Ok(Some(crate::passes::QuantizeDynamic::new(o)?))
