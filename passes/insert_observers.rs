@@ -23,6 +23,7 @@
 
 use crate::backend::composite::{find_composites, Composite};
 use crate::backend::fragile::fragile_nodes;
+use crate::backend::slow_int8;
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
 use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
@@ -264,7 +265,18 @@ impl InsertObservers {
             if nodes.iter().all(|n| handled.contains(n)) {
                 continue;
             }
-            let rule = self.float_units.get(&g.node(nodes[0]).name);
+            let first = g.node(nodes[0]);
+            let named = self
+                .mapping
+                .resolve(first.op_type(), &first.name)
+                .rule
+                .starts_with("name ");
+            let rule = self.float_units.get(&first.name).cloned().or_else(|| {
+                slow_int8::float_is_faster(g, nodes[0])
+                    .filter(|_| !named)
+                    .map(str::to_string)
+            });
+            let rule = rule.as_ref();
             if let Some(w) = rule.and_then(|_| self.weight_only(g, nodes[0])) {
                 weight_only.push(w);
             }
@@ -553,9 +565,10 @@ const COMPUTE_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 /// Elementwise and data-movement units whose output no int8 unit reads
 /// (a residual Add before a float LayerNorm, a Mul feeding a graph output)
 /// stay float: their int8 form would be dequantized at once, so it only adds
-/// rounding, and runs no faster. Dropping one can isolate its producers, so
-/// this runs to a fixed point; then observers that no remaining unit needs
-/// are removed.
+/// rounding, and runs no faster. So do those fed only by float ops, whose
+/// int8 readers are better served by a Q after them. Dropping one can
+/// isolate its neighbours, so this runs to a fixed point; then observers
+/// that no remaining unit needs are removed.
 fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: &mut PassContext) {
     loop {
         let member: BTreeMap<NodeId, usize> = quantized
@@ -563,12 +576,12 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
             .enumerate()
             .flat_map(|(i, (nodes, _))| nodes.iter().map(move |&n| (n, i)))
             .collect();
-        let isolated = quantized.iter().position(|(nodes, _)| {
+        let isolated = quantized.iter().enumerate().find_map(|(i, (nodes, _))| {
             if nodes
                 .iter()
                 .any(|&n| COMPUTE_OPS.contains(&g.node(n).op_type()))
             {
-                return false;
+                return None;
             }
             // A lookup in a large constant table (an embedding Gather) keeps
             // its int8 table: a quarter of the size, and no runtime
@@ -580,22 +593,41 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
                 })
             };
             if nodes.iter().any(big_table) {
-                return false;
+                return None;
             }
-            let last = *nodes.last().expect("non-empty unit");
-            g.node(last).outputs.iter().flatten().all(|&out| {
-                g.consumers(out)
+            // Whether no int8 unit but this one reads `v`.
+            let only_here = |v: ValueId| {
+                g.consumers(v)
                     .iter()
                     .all(|(c, _)| nodes.contains(c) || !member.contains_key(c))
-            })
+            };
+            let last = *nodes.last().expect("non-empty unit");
+            let feeds_no_int8 = g.node(last).outputs.iter().flatten().all(|&v| only_here(v));
+            // The mirror case: every real-valued input comes from float ops
+            // (or the graph inputs) and no other int8 unit reads it, so the
+            // Q would exist for this unit alone; after it, the same Q serves
+            // its int8 readers with one rounding fewer (a float pool →
+            // Flatten → Gemm quantizes after the Flatten).
+            let signal = |&v: &ValueId| {
+                g.const_tensor(v).is_none() && g.value(v).ty.dtype() == Some(DataType::F32)
+            };
+            let inputs: Vec<ValueId> = g.node(nodes[0]).inputs.iter().flatten().copied().filter(signal).collect();
+            let fed_by_float = !inputs.is_empty()
+                && inputs
+                    .iter()
+                    .all(|&v| !member.contains_key(&g.producer(v)) && only_here(v));
+            if feeds_no_int8 {
+                Some((i, "stays float: its output feeds no int8 op, so int8 here would only add rounding"))
+            } else if fed_by_float {
+                Some((i, "stays float: its inputs come from float ops only, so the Q its int8 readers need goes after it (one rounding fewer)"))
+            } else {
+                None
+            }
         });
-        let Some(i) = isolated else { break };
+        let Some((i, why)) = isolated else { break };
         let (nodes, _) = quantized.remove(i);
         for &n in &nodes {
-            cx.note(
-                g.display_node_name(n),
-                "stays float: its output feeds no int8 op, so int8 here would only add rounding",
-            );
+            cx.note(g.display_node_name(n), why);
         }
     }
     // Keep an observer only where a quantized unit produces or reads the value.
@@ -607,6 +639,22 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
         .value_ids()
         .filter(|&v| g.value(v).quant.is_some())
         .collect();
+    // The output of a dropped share-input unit (a float Flatten before a
+    // Gemm) is observed on its own now, as its source was.
+    for &v in &annotated {
+        if member.contains(&g.producer(v)) {
+            continue;
+        }
+        let mut seen = 0;
+        while let Some(QuantAnnotation::ShareWith(src)) = g.value(v).quant.clone() {
+            let inherited = g.value(src).quant.clone();
+            g.value_mut(v).quant = inherited;
+            seen += 1;
+            if seen > annotated.len() {
+                break; // a cycle cannot occur in a DAG; never loop on a bad one
+            }
+        }
+    }
     for v in annotated {
         let producer = g.producer(v);
         let needed =

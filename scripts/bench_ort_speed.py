@@ -3,12 +3,13 @@ thread, same inputs, measured in the same run: the float model, onnxq's
 static QDQ model and (with --ort-quant) ONNX Runtime's own quantize_static
 QDQ model, as median latency and the speedup over float.
 
-    .venv/bin/python scripts/bench_ort_speed.py [--bin target/release/onnxq] [--third-party] [--runs 50]
+    .venv/bin/python scripts/bench_ort_speed.py [--bin target/release/onnxq] [--third-party] [--runs 50] [--batch N]
 
 The bundled models are tiny (tens of microseconds), where Q/DQ overhead can
 outweigh int8 arithmetic; --third-party adds the cached real models
 (scripts/third_party_models.py), calibrated on seeded samples of their
-input spec.
+input spec. --batch N times the bundled models on N calibration rows instead
+of their sample inputs (batch 1 to 4), where per-op overhead weighs less.
 """
 
 import argparse
@@ -62,11 +63,15 @@ def ort_quantize(src, calib_files, out):
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
 
 
-def cases(third_party):
+def cases(third_party, batch=0):
     models = ROOT / "models"
     for name in ("digits_cnn", "residual_block", "inverted_residual", "mlp", "transformer_layer", "lstm"):
         calib = next(p for p in (models / f"{name}.calib.npy", models / f"{name}.calib.npz") if p.exists())
-        yield name, models / f"{name}.onnx", calib, dict(np.load(models / f"{name}.sample.npz"))
+        feeds = dict(np.load(models / f"{name}.sample.npz"))
+        if batch:
+            feeds = ({next(iter(feeds)): np.load(calib)[:batch]} if calib.suffix == ".npy"
+                     else {k: v[:batch] for k, v in np.load(calib).items()})
+        yield name, models / f"{name}.onnx", calib, feeds
     if not third_party:
         return
     from third_party_models import make_inputs
@@ -87,11 +92,12 @@ def main():
     ap.add_argument("--bin", default=str(ROOT / "target/release/onnxq"))
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--third-party", action="store_true")
+    ap.add_argument("--batch", type=int, default=0, help="bundled models: N calibration rows as the input")
     ap.add_argument("--ort-quant", action="store_true", help="also time ORT's quantize_static QDQ model")
     a = ap.parse_args()
     print(f"{'model':<22} {'fp32 ms':>9} {'onnxq int8 ms':>14} {'speedup':>8}" +
           (f" {'ORT-q int8 ms':>14} {'speedup':>8}" if a.ort_quant else ""))
-    for name, src, calib, feeds in cases(a.third_party):
+    for name, src, calib, feeds in cases(a.third_party, a.batch):
         with tempfile.TemporaryDirectory() as d:
             out = pathlib.Path(d) / "q.onnx"
             r = subprocess.run([a.bin, "quantize", str(src), "-o", str(out), "--data", str(calib)],

@@ -285,7 +285,9 @@ fn digits_cnn_is_closer_to_float_and_tables_carry_the_means() {
         .unwrap()
     };
     let (s_on, s_off) = (sqnr(&on), sqnr(&off));
-    assert!(s_on > s_off + 0.5, "corrected {s_on} dB, plain {s_off} dB");
+    // (The single-channel first Conv stays float for speed, so less is left to correct than
+    // with every Conv int8: +0.5 dB then, +0.49 now.)
+    assert!(s_on > s_off + 0.3, "corrected {s_on} dB, plain {s_off} dB");
     run(&["calibrate", m, "--data", c, "-o", &table]);
     let text = std::fs::read_to_string(&table).unwrap();
     assert!(

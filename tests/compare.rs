@@ -155,8 +155,12 @@ fn check_model(model: &str, dir: &Path, min_activations: usize, min_weights: usi
             )
         })
         .collect();
+    // The graph input is there when it is quantized (digits_cnn's first Conv reads it in
+    // float); the graph output always is.
+    let fm = onnxq::import::import_file(&float).unwrap();
+    let out_name = fm.graph.value(fm.graph.outputs[0]).name.clone();
     assert!(
-        pairs.iter().any(|(f, _)| f == "input"),
+        pairs.iter().any(|(f, _)| f == "input" || *f == out_name),
         "{model}: {pairs:?}"
     );
     let dumped = dump(&float, &quant, &data, &pairs);
@@ -261,7 +265,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[test]
 fn digits_cnn_figures_match_a_direct_computation() {
     let dir = temp_dir("digits");
-    check_model("digits_cnn", &dir, 8, 4);
+    check_model("digits_cnn", &dir, 6, 4);
     // The BatchNorm-folded conv weights are compared with the folded float weights (checked
     // against an independent fold above), and the table prints.
     let float = models_dir().join("digits_cnn.onnx");

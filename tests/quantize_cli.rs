@@ -96,7 +96,7 @@ fn digits_cnn_keeps_its_accuracy_in_tract() {
     );
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(
-        stderr.contains("quantized: 8 activations, 4 weights, 4 biases"),
+        stderr.contains("quantized: 6 activations, 4 weights, 3 biases"),
         "{stderr}"
     );
 }
@@ -254,4 +254,40 @@ fn report_is_refused_up_front_where_it_cannot_be_made() {
         "nothing is written when the options conflict"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Static mode on a model whose only quantizable layer is an LSTM (the Gemm excluded): no
+/// activation is calibrated, but the LSTM weights are still stored int8 (they are most of
+/// the file), and the summary says why nothing else is.
+#[test]
+fn static_mode_stores_recurrent_weights_when_no_activation_is_quantized() {
+    let dir = std::env::temp_dir().join(format!("onnxq-lstm-only-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("lstm.onnx");
+    let r = quantize("lstm", &out, &["--exclude-op", "Gemm"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("recurrent weights: LSTM 1"), "{err}");
+    assert!(
+        err.contains("static mode found no activation to quantize"),
+        "{err}"
+    );
+    let m = onnxq::import::import_file(&out).unwrap();
+    let g = &m.graph;
+    let int8_rows: usize = g
+        .value_ids()
+        .filter_map(|v| g.const_tensor(v))
+        .filter(|t| t.dtype == onnxq::ir::DataType::I8 && t.dims.len() == 3)
+        .map(|t| t.len())
+        .sum();
+    // W [1,128,8] and R [1,128,32] (their per-row zero points are 1-D).
+    assert_eq!(int8_rows, 128 * 8 + 128 * 32, "{err}");
+    assert!(
+        std::fs::metadata(&out).unwrap().len()
+            < std::fs::metadata(models_dir().join("lstm.onnx"))
+                .unwrap()
+                .len()
+                / 2
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

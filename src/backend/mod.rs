@@ -12,6 +12,7 @@ mod qnnpack;
 pub mod composite;
 pub mod fragile;
 pub mod noise;
+pub mod slow_int8;
 
 use crate::ir::{Graph, NodeId};
 

@@ -640,6 +640,24 @@ fn quantize_static(
     let original = (options.noise_rule || choose_correction).then(|| model.clone());
     let mut prepared = prepare_static(model, options)?;
     if !prepared.observes_anything() {
+        // No activation to calibrate, but recurrent weights or an embedding table to store
+        // int8 (an LSTM-only model): those steps need no data.
+        let weights_only = recurrent_weights_pass(&prepared.model, options)?.is_some()
+            || embeddings_pass(&prepared.model, options).is_some();
+        if weights_only {
+            let mut q = convert_timed(
+                prepared,
+                CalibrationTable::default(),
+                None,
+                std::time::Duration::ZERO,
+                options,
+            )?;
+            q.summary.notes.push((
+                "model".into(),
+                "static mode found no activation to quantize; only recurrent weights or embedding tables are int8 (no calibration ran)".into(),
+            ));
+            return Ok(q);
+        }
         let s = Summary::from_context(prepared.pipeline.clone(), &prepared.cx, None, vec![]);
         let reasons: Vec<String> = s
             .float

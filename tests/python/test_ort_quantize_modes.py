@@ -134,7 +134,7 @@ def test_weight_only_runs_in_ort(name, opts, onnxq_bin, tmp_path):
 
 
 # Static QDQ (onnxq quantize) -> convert-qoperator. Floors as the static QDQ tests.
-QOPERATOR = {"digits_cnn": (30.0, 4, 0), "residual_block": (26.0, 2, 0), "inverted_residual": (20.0, 6, 0),
+QOPERATOR = {"digits_cnn": (30.0, 3, 0), "residual_block": (26.0, 2, 0), "inverted_residual": (20.0, 6, 0),
              "mlp": (30.0, 3, 0), "transformer_layer": (18.0, 0, 8)}
 
 
