@@ -565,10 +565,9 @@ const COMPUTE_OPS: &[&str] = &["Conv", "ConvTranspose", "Gemm", "MatMul"];
 /// Elementwise and data-movement units whose output no int8 unit reads
 /// (a residual Add before a float LayerNorm, a Mul feeding a graph output)
 /// stay float: their int8 form would be dequantized at once, so it only adds
-/// rounding, and runs no faster. So do those fed only by float ops, whose
-/// int8 readers are better served by a Q after them. Dropping one can
-/// isolate its neighbours, so this runs to a fixed point; then observers
-/// that no remaining unit needs are removed.
+/// rounding, and runs no faster. Dropping one can isolate its producers, so
+/// this runs to a fixed point; then observers that no remaining unit needs
+/// are removed.
 fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: &mut PassContext) {
     loop {
         let member: BTreeMap<NodeId, usize> = quantized
@@ -576,12 +575,12 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
             .enumerate()
             .flat_map(|(i, (nodes, _))| nodes.iter().map(move |&n| (n, i)))
             .collect();
-        let isolated = quantized.iter().enumerate().find_map(|(i, (nodes, _))| {
+        let isolated = quantized.iter().position(|(nodes, _)| {
             if nodes
                 .iter()
                 .any(|&n| COMPUTE_OPS.contains(&g.node(n).op_type()))
             {
-                return None;
+                return false;
             }
             // A lookup in a large constant table (an embedding Gather) keeps
             // its int8 table: a quarter of the size, and no runtime
@@ -593,41 +592,22 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
                 })
             };
             if nodes.iter().any(big_table) {
-                return None;
+                return false;
             }
-            // Whether no int8 unit but this one reads `v`.
-            let only_here = |v: ValueId| {
-                g.consumers(v)
+            let last = *nodes.last().expect("non-empty unit");
+            g.node(last).outputs.iter().flatten().all(|&out| {
+                g.consumers(out)
                     .iter()
                     .all(|(c, _)| nodes.contains(c) || !member.contains_key(c))
-            };
-            let last = *nodes.last().expect("non-empty unit");
-            let feeds_no_int8 = g.node(last).outputs.iter().flatten().all(|&v| only_here(v));
-            // The mirror case: every real-valued input comes from float ops
-            // (or the graph inputs) and no other int8 unit reads it, so the
-            // Q would exist for this unit alone; after it, the same Q serves
-            // its int8 readers with one rounding fewer (a float pool →
-            // Flatten → Gemm quantizes after the Flatten).
-            let signal = |&v: &ValueId| {
-                g.const_tensor(v).is_none() && g.value(v).ty.dtype() == Some(DataType::F32)
-            };
-            let inputs: Vec<ValueId> = g.node(nodes[0]).inputs.iter().flatten().copied().filter(signal).collect();
-            let fed_by_float = !inputs.is_empty()
-                && inputs
-                    .iter()
-                    .all(|&v| !member.contains_key(&g.producer(v)) && only_here(v));
-            if feeds_no_int8 {
-                Some((i, "stays float: its output feeds no int8 op, so int8 here would only add rounding"))
-            } else if fed_by_float {
-                Some((i, "stays float: its inputs come from float ops only, so the Q its int8 readers need goes after it (one rounding fewer)"))
-            } else {
-                None
-            }
+            })
         });
-        let Some((i, why)) = isolated else { break };
+        let Some(i) = isolated else { break };
         let (nodes, _) = quantized.remove(i);
         for &n in &nodes {
-            cx.note(g.display_node_name(n), why);
+            cx.note(
+                g.display_node_name(n),
+                "stays float: its output feeds no int8 op, so int8 here would only add rounding",
+            );
         }
     }
     // Keep an observer only where a quantized unit produces or reads the value.
@@ -639,22 +619,6 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
         .value_ids()
         .filter(|&v| g.value(v).quant.is_some())
         .collect();
-    // The output of a dropped share-input unit (a float Flatten before a
-    // Gemm) is observed on its own now, as its source was.
-    for &v in &annotated {
-        if member.contains(&g.producer(v)) {
-            continue;
-        }
-        let mut seen = 0;
-        while let Some(QuantAnnotation::ShareWith(src)) = g.value(v).quant.clone() {
-            let inherited = g.value(src).quant.clone();
-            g.value_mut(v).quant = inherited;
-            seen += 1;
-            if seen > annotated.len() {
-                break; // a cycle cannot occur in a DAG; never loop on a bad one
-            }
-        }
-    }
     for v in annotated {
         let producer = g.producer(v);
         let needed =
