@@ -53,14 +53,17 @@ fn sgemm_fma(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) 
     sgemm_body(m, n, k, a, b, c);
 }
 
-/// One depthwise-conv plane: `o[oy, ox] = Σ_{ky, kx} w[ky, kx] · x[iy, ix]` (taps outside
-/// the input are 0), accumulated by fused multiply-adds in `(ky, kx)` order from 0 — the same
-/// arithmetic as an im2col + [`sgemm`] convolution, without the copy.
+/// One depthwise-conv plane: `o[oy, ox] = Σ_{ky, kx} w[ky, kx] · x[iy, ix]`. The plane is
+/// first copied into `scratch` with its zero padding, so that a tap is a plain load (no
+/// bounds logic), and each output accumulates its taps in a register (eight outputs of a row
+/// per AVX2 register at stride 1). Per output value the arithmetic is the im2col + [`sgemm`]
+/// convolution's: fused multiply-adds over all taps in `(ky, kx)` order from 0, padding taps
+/// adding `w·0`.
 ///
 /// # Panics
 /// If a slice is shorter than its shape.
 #[allow(clippy::too_many_arguments)]
-pub fn depthwise_plane(
+pub fn depthwise_plane_padded(
     x: &[f32],
     w: &[f32],
     h: usize,
@@ -69,12 +72,20 @@ pub fn depthwise_plane(
     ow: usize,
     g: &crate::kernels::reference::ConvGeometry,
     o: &mut [f32],
+    scratch: &mut Vec<f32>,
 ) {
     let [kh, kw] = g.kernel;
     assert!(
         x.len() >= h * wd && w.len() >= kh * kw && o.len() >= oh * ow,
         "depthwise: short slice"
     );
+    let [pt, pl, pb, pr] = g.pads;
+    let (hp, wp) = (h + pt + pb, wd + pl + pr);
+    scratch.clear();
+    scratch.resize(hp * wp, 0.0);
+    for y in 0..h {
+        scratch[(y + pt) * wp + pl..][..wd].copy_from_slice(&x[y * wd..][..wd]);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
@@ -82,91 +93,96 @@ pub fn depthwise_plane(
         if *FMA.get_or_init(|| is_x86_feature_detected!("fma") && is_x86_feature_detected!("avx2"))
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked above).
-            unsafe { depthwise_fma(x, w, h, wd, oh, ow, g, o) };
+            unsafe { depthwise_padded_fma(scratch, w, wp, oh, ow, g, o) };
             return;
         }
     }
-    depthwise_body(x, w, h, wd, oh, ow, g, o);
+    depthwise_padded_body(scratch, w, wp, oh, ow, g, o);
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn depthwise_body(
-    x: &[f32],
+/// The portable body: one output at a time, its taps accumulated in a register.
+fn depthwise_padded_body(
+    xp: &[f32],
     w: &[f32],
-    h: usize,
-    wd: usize,
+    wp: usize,
     oh: usize,
     ow: usize,
     g: &crate::kernels::reference::ConvGeometry,
     o: &mut [f32],
 ) {
     let [kh, kw] = g.kernel;
-    let o = &mut o[..oh * ow];
-    o.fill(0.0);
-    // Taps outermost, each applied to the span of output columns it reaches inside the input:
-    // every output still receives its taps in (ky, kx) order, and a skipped padding tap would
-    // have added `w·0 = ±0` to a sum that is never −0, so the result is the same as the plain
-    // per-output loop, but the inner loop is a contiguous (vectorisable) multiply-add.
-    let sw = g.strides[1] as isize;
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let wv = w[ky * kw + kx];
-            let off = (kx * g.dilations[1]) as isize - g.pads[1] as isize;
-            let lo = if off >= 0 {
-                0
-            } else {
-                ((-off + sw - 1) / sw) as usize
-            }
-            .min(ow);
-            let hi = if (wd as isize) <= off {
-                0
-            } else {
-                (((wd as isize - off + sw - 1) / sw) as usize).min(ow)
-            }
-            .max(lo);
-            if hi == lo {
-                // This tap reads only padding for every output column (an input
-                // narrower than the kernel's reach): nothing to add.
-                continue;
-            }
-            for oy in 0..oh {
-                let iy = (oy * g.strides[0] + ky * g.dilations[0]) as isize - g.pads[0] as isize;
-                if iy < 0 || iy as usize >= h {
-                    continue;
-                }
-                let src = &x[iy as usize * wd..(iy as usize + 1) * wd];
-                let dst = &mut o[oy * ow + lo..oy * ow + hi];
-                if sw == 1 {
-                    let s0 = (lo as isize + off) as usize;
-                    for (d, &v) in dst.iter_mut().zip(&src[s0..s0 + (hi - lo)]) {
-                        *d = wv.mul_add(v, *d);
-                    }
-                } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let v = src[((lo + j) as isize * sw + off) as usize];
-                        *d = wv.mul_add(v, *d);
-                    }
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    for oy in 0..oh {
+        for ox in 0..ow {
+            let mut acc = 0f32;
+            for ky in 0..kh {
+                let row = &xp[(oy * sh + ky * dh) * wp..][..wp];
+                for kx in 0..kw {
+                    acc = w[ky * kw + kx].mul_add(row[ox * sw + kx * dw], acc);
                 }
             }
+            o[oy * ow + ox] = acc;
         }
     }
 }
 
+/// AVX2: eight outputs of a row per register (stride 1), the taps accumulated in it; the
+/// rest of the row, and strided rows, by the portable body's per-output loop.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-fn depthwise_fma(
-    x: &[f32],
+fn depthwise_padded_fma(
+    xp: &[f32],
     w: &[f32],
-    h: usize,
-    wd: usize,
+    wp: usize,
     oh: usize,
     ow: usize,
     g: &crate::kernels::reference::ConvGeometry,
     o: &mut [f32],
 ) {
-    depthwise_body(x, w, h, wd, oh, ow, g, o);
+    use std::arch::x86_64::*;
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    let vec_end = if sw == 1 { ow / 8 * 8 } else { 0 };
+    // The furthest vector load ends at the last row's last tap, x0 + 8 ≤ vec_end.
+    assert!(
+        vec_end == 0
+            || oh == 0
+            || (oh - 1) * sh * wp + (kh - 1) * dh * wp + (kw - 1) * dw + vec_end <= xp.len(),
+        "depthwise: padded plane too short"
+    );
+    assert!(o.len() >= oh * ow, "depthwise: short output");
+    for oy in 0..oh {
+        let base = oy * sh * wp;
+        for x0 in (0..vec_end).step_by(8) {
+            // SAFETY: every load reads xp[base + ky·dh·wp + kx·dw + x0 ..][..8], in bounds
+            // by the assertion above; AVX2 and FMA are enabled on this function.
+            let acc = unsafe {
+                let mut acc = _mm256_setzero_ps();
+                for ky in 0..kh {
+                    let row = xp.as_ptr().add(base + ky * dh * wp + x0);
+                    for kx in 0..kw {
+                        let v = _mm256_loadu_ps(row.add(kx * dw));
+                        acc = _mm256_fmadd_ps(_mm256_set1_ps(w[ky * kw + kx]), v, acc);
+                    }
+                }
+                acc
+            };
+            // SAFETY: o[oy·ow + x0 .. + 8] is in bounds (x0 + 8 ≤ ow, o holds oh·ow).
+            unsafe { _mm256_storeu_ps(o[oy * ow + x0..][..8].as_mut_ptr(), acc) };
+        }
+        for ox in vec_end..ow {
+            let mut acc = 0f32;
+            for ky in 0..kh {
+                let row = &xp[base + ky * dh * wp..][..wp];
+                for kx in 0..kw {
+                    acc = w[ky * kw + kx].mul_add(row[ox * sw + kx * dw], acc);
+                }
+            }
+            o[oy * ow + ox] = acc;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -202,14 +218,17 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 7.0
         };
-        for case in 0..60 {
+        let mut scratch = vec![];
+        for case in 0..72 {
             let (k, s, d, p) = (
                 [1, 3, 5][case % 3],
                 1 + case % 2,
                 1 + (case / 2) % 2,
                 case % 3,
             );
-            let (h, wd) = ((k - 1) * d + 1 + case % 5, (k - 1) * d + 2 + case % 4);
+            // Widths giving output rows of 1 to 255 (the AVX2 path takes 8 at a time).
+            let extra = [0, 1, 2, 7, 16, 30, 254][case % 7];
+            let (h, wd) = ((k - 1) * d + 1 + case % 5, (k - 1) * d + 1 + extra);
             let g = ConvGeometry {
                 c_in: 1,
                 c_out: 1,
@@ -223,7 +242,17 @@ mod tests {
             let x: Vec<f32> = (0..h * wd).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..k * k).map(|_| rnd()).collect();
             let mut o = vec![0f32; oh * ow];
-            depthwise_plane(&x, &w, h, wd, oh, ow, &g, &mut o);
+            depthwise_plane_padded(&x, &w, h, wd, oh, ow, &g, &mut o, &mut scratch);
+            // The portable body on the same padded plane.
+            let mut portable = vec![0f32; oh * ow];
+            let wp = wd + 2 * p;
+            depthwise_padded_body(&scratch, &w, wp, oh, ow, &g, &mut portable);
+            assert!(
+                o.iter()
+                    .zip(&portable)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "case {case}: the portable body differs"
+            );
             for oy in 0..oh {
                 for ox in 0..ow {
                     let mut acc = 0f32;

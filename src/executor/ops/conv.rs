@@ -189,12 +189,23 @@ fn conv2d_f32(
     if cg == 1 && mg == 1 {
         // Depthwise: a direct loop, same arithmetic as the im2col path below (fused
         // multiply-adds over the taps in (ky, kx) order from 0, then the bias).
+        let mut scratch = vec![];
         for img in 0..n {
             for ch in 0..c {
                 let plane = &x[(img * c + ch) * h * wd..][..h * wd];
                 let wk = &w[ch * kh * kw..(ch + 1) * kh * kw];
                 let o = &mut out[(img * m + ch) * pix..][..pix];
-                crate::kernels::sgemm::depthwise_plane(plane, wk, h, wd, oh, ow, g, o);
+                crate::kernels::sgemm::depthwise_plane_padded(
+                    plane,
+                    wk,
+                    h,
+                    wd,
+                    oh,
+                    ow,
+                    g,
+                    o,
+                    &mut scratch,
+                );
                 if let Some(b) = bias {
                     o.iter_mut().for_each(|v| *v += b[ch]);
                 }
