@@ -265,15 +265,18 @@ impl InsertObservers {
             if nodes.iter().all(|n| handled.contains(n)) {
                 continue;
             }
+            // A calibration-time rule, else a speed rule unless the QConfigMapping names
+            // the node (then it is quantized as asked).
             let first = g.node(nodes[0]);
-            let named = self
-                .mapping
-                .resolve(first.op_type(), &first.name)
-                .rule
-                .starts_with("name ");
+            let named = || {
+                self.mapping
+                    .resolve(first.op_type(), &first.name)
+                    .rule
+                    .starts_with("name ")
+            };
             let rule = self.float_units.get(&first.name).cloned().or_else(|| {
                 slow_int8::float_is_faster(g, nodes[0])
-                    .filter(|_| !named)
+                    .filter(|_| !named())
                     .map(str::to_string)
             });
             let rule = rule.as_ref();

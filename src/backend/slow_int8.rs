@@ -65,6 +65,7 @@ const RESHAPES: &[&str] = &["Flatten", "Reshape", "Squeeze", "Unsqueeze", "Trans
 /// Whether `n`'s data input is an AveragePool's output, directly or through reshapes.
 fn after_average_pool(g: &Graph, n: NodeId) -> bool {
     let mut n = n;
+    // Exporters write one or two reshapes between a pool and its reader; 16 bounds the walk.
     for _ in 0..16 {
         let Some(Some(x)) = g.node(n).inputs.first().copied() else {
             return false;
