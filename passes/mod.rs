@@ -16,6 +16,7 @@ mod quantize_embeddings;
 mod quantize_weight_only;
 mod remove_identity;
 mod sink_constants;
+mod strip_metadata;
 mod upgrade_opset;
 
 pub use batchnorm_to_mul_add::BatchNormToMulAdd;
@@ -33,6 +34,7 @@ pub use quantize_embeddings::{is_embedding_lookup, QuantizeEmbeddings};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use sink_constants::SinkConstants;
+pub use strip_metadata::StripMetadata;
 pub use upgrade_opset::UpgradeOpset;
 
 use crate::prelude::PassRegistry;
@@ -67,6 +69,10 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "move constants that only one subgraph reads into that subgraph (If-branch weights)",
     );
     r.register_simple::<DedupConstants>("dedup-constants", "share identical constant tensors");
+    r.register_simple::<StripMetadata>(
+        "strip-metadata",
+        "drop per-node doc strings and metadata_props (exporters' stack traces)",
+    );
     r.register_simple::<EliminateDeadCode>(
         "eliminate-dead-code",
         "remove nodes and constants nobody reads",

@@ -246,6 +246,10 @@ struct QuantFlags {
     /// ways and keeps the model closer to float on the calibration data.
     #[arg(long, value_parser = ["auto", "on", "off"], default_value = "auto")]
     bias_correction: String,
+    /// Drop the exporter's per-node doc strings and metadata_props (PyTorch's dynamo export
+    /// writes a stack trace per node, often more bytes than the int8 weights).
+    #[arg(long)]
+    strip_metadata: bool,
 }
 
 impl QuantFlags {
@@ -261,6 +265,7 @@ impl QuantFlags {
             qconfig: self.qconfig.clone(),
             quantize_isolated: self.quantize_isolated,
             noise_rule: !self.no_noise_rule,
+            strip_metadata: self.strip_metadata,
             bias_correction: match self.bias_correction.as_str() {
                 "on" => onnxq::quantize::BiasCorrection::On,
                 "off" => onnxq::quantize::BiasCorrection::Off,
@@ -573,6 +578,19 @@ fn run(cli: Cli) -> Result<()> {
                     summary
                 }
             };
+            let mut summary = summary;
+            if options.strip_metadata
+                && !summary
+                    .notes
+                    .iter()
+                    .any(|(_, t)| t.starts_with("strip-metadata"))
+            {
+                // The fallback's summary comes from its own conversion.
+                summary.notes.push((
+                    "model".into(),
+                    "strip-metadata: per-node doc strings and metadata_props dropped".into(),
+                ));
+            }
             eprint!("{summary}");
             if let Some(t) = &fallback_text {
                 eprint!("{t}");

@@ -291,3 +291,65 @@ fn static_mode_stores_recurrent_weights_when_no_activation_is_quantized() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--strip-metadata` drops the per-node debug metadata an exporter wrote (PyTorch's dynamo
+/// export: a stack trace per node); without it, onnxq keeps it as it keeps everything else.
+#[test]
+fn strip_metadata_drops_per_node_debug_information() {
+    let dir = std::env::temp_dir().join(format!("onnxq-strip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut m = onnxq::import::import_file(models_dir().join("mlp.onnx")).unwrap();
+    let trace = "File \"model.py\", line 42, in forward\n".repeat(20);
+    let ids: Vec<_> = m.graph.node_ids().collect();
+    for n in ids {
+        if let Some(op) = m.graph.node_mut(n).op_mut() {
+            op.metadata_props
+                .push(("pkg.torch.onnx.stack_trace".into(), trace.clone()));
+            op.doc_string = "exported".into();
+        }
+    }
+    let src = dir.join("traced.onnx");
+    onnxq::emit::write_file(&m, &src).unwrap();
+    let calib = models_dir().join("mlp.calib.npy");
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let r = Command::new(env!("CARGO_BIN_EXE_onnxq"))
+            .args([
+                "quantize",
+                src.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .args(["--data", calib.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        String::from_utf8_lossy(&r.stderr).to_string()
+    };
+    let (kept, stripped) = (dir.join("kept.onnx"), dir.join("stripped.onnx"));
+    run(&kept, &[]);
+    let err = run(&stripped, &["--strip-metadata"]);
+    assert!(err.contains("strip-metadata: "), "{err}");
+    let traced = |p: &std::path::Path| {
+        let m = onnxq::import::import_file(p).unwrap();
+        m.graph
+            .node_ids()
+            .filter(|&n| {
+                m.graph
+                    .node(n)
+                    .op()
+                    .is_some_and(|o| !o.metadata_props.is_empty() || !o.doc_string.is_empty())
+            })
+            .count()
+    };
+    assert!(traced(&kept) > 0);
+    assert_eq!(traced(&stripped), 0);
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&stripped) + 2000 < size(&kept),
+        "{} vs {}",
+        size(&stripped),
+        size(&kept)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

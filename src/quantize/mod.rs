@@ -80,6 +80,9 @@ pub struct QuantizeOptions {
     pub bias_correction: BiasCorrection,
     /// Units (by first node name) kept float by those rules, with the reason.
     pub float_units: std::collections::BTreeMap<String, String>,
+    /// Drop the exporter's per-node doc strings and metadata_props first
+    /// (`strip-metadata`; PyTorch's dynamo export writes a stack trace per node).
+    pub strip_metadata: bool,
 }
 
 impl Default for QuantizeOptions {
@@ -101,6 +104,7 @@ impl Default for QuantizeOptions {
             noise_rule: true,
             bias_correction: BiasCorrection::Auto,
             float_units: Default::default(),
+            strip_metadata: false,
         }
     }
 }
@@ -259,9 +263,35 @@ pub fn quantize(
     calibration: Option<Calibration<'_>>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
-        return quantize_static(model, c, options);
+    let mut model = model;
+    let stripped = strip_metadata(&mut model, options)?;
+    let mut q = if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
+        quantize_static(model, c, options)?
+    } else {
+        quantize_no_calibration(model, options)?
+    };
+    if stripped > 0 {
+        q.summary.notes.push((
+            "model".into(),
+            format!("strip-metadata: {stripped} nodes' doc strings and metadata_props dropped"),
+        ));
     }
+    Ok(q)
+}
+
+/// `--strip-metadata`: runs `strip-metadata`; returns how many nodes lost theirs.
+fn strip_metadata(model: &mut Model, options: &QuantizeOptions) -> Result<u64> {
+    if !options.strip_metadata {
+        return Ok(0);
+    }
+    let mut cx = PassContext::new();
+    let mut pm = PassManager::new();
+    pm.add(crate::passes::StripMetadata);
+    pm.run(model, &mut cx)?;
+    Ok(cx.stat("strip-metadata", "nodes"))
+}
+
+fn quantize_no_calibration(model: Model, options: &QuantizeOptions) -> Result<Quantized> {
     refuse_quantized(&model)?;
     let mut model = model;
     name_unnamed_nodes(&mut model);
@@ -546,6 +576,7 @@ impl Prepared {
 pub fn prepare_static(model: Model, options: &QuantizeOptions) -> Result<Prepared> {
     refuse_quantized(&model)?;
     let mut model = model;
+    strip_metadata(&mut model, options)?;
     name_unnamed_nodes(&mut model);
     let freed = initializers_as_constants(&mut model);
     let mut cx = PassContext::new();
