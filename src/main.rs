@@ -29,7 +29,8 @@ enum Command {
     },
     /// Run graph passes (canonicalization, BatchNorm folding, fusion) and write the result.
     Optimize {
-        model: PathBuf,
+        #[arg(required_unless_present = "list_passes")]
+        model: Option<PathBuf>,
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// Pipeline text, e.g. `fold-constants,fold-batchnorm`; default: the optimize preset.
@@ -318,8 +319,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 return write_stdout(&text);
             }
-            let Some(output) = output else {
-                bail!("optimize needs -o OUT (or --list-passes)")
+            let (Some(model), Some(output)) = (model, output) else {
+                bail!("optimize needs MODEL and -o OUT (or --list-passes)")
             };
             refuse_overwrite(&model, &output)?;
             let mut m = onnxq::import::import_file(&model)?;

@@ -262,3 +262,32 @@ fn cli_convert_refuses_to_overwrite_its_input_and_leaves_no_partial_file() {
         "{stderr}"
     );
 }
+
+/// `optimize --list-passes` needs no model (the README's command); `optimize` without a model
+/// or without `-o` says what it needs.
+#[test]
+fn optimize_list_passes_needs_no_model() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onnxq"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["optimize", "--list-passes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for pass in ["fold-batchnorm", "insert-observers", "strip-metadata"] {
+        assert!(text.contains(pass), "{text}");
+    }
+    let out = run(&["optimize"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MODEL"));
+    let mlp = common::models_dir().join("mlp.onnx");
+    let out = run(&["optimize", mlp.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-o OUT"));
+}
