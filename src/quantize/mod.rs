@@ -291,6 +291,7 @@ fn strip_metadata(model: &mut Model, options: &QuantizeOptions) -> Result<u64> {
     Ok(cx.stat("strip-metadata", "nodes"))
 }
 
+/// Dynamic and weight-only modes, and the errors of static mode without data.
 fn quantize_no_calibration(model: Model, options: &QuantizeOptions) -> Result<Quantized> {
     refuse_quantized(&model)?;
     let mut model = model;
