@@ -207,7 +207,6 @@ fn max_pool_codes<T: Copy + Ord>(
     let [sh, sw] = g.strides;
     let [dh, dw] = g.dilations;
     let (pt, pl) = (g.pads[0], g.pads[1]);
-    let mut out = Vec::with_capacity(planes * oh * ow);
     if pt == 0
         && pl == 0
         && oh > 0
@@ -216,10 +215,15 @@ fn max_pool_codes<T: Copy + Ord>(
         && (ow - 1) * sw + (kw - 1) * dw < w
     {
         // Every window inside the image: per output row, the vertical max of its KH input
-        // rows (a vectorisable pass over whole rows), then the KW horizontal taps.
+        // rows (a vectorisable pass over whole rows), then the KW horizontal taps, written
+        // in place (the common 2×2 / stride 2 as pairwise maxima).
+        let mut out = vec![lowest; planes * oh * ow];
         let mut tmp = vec![lowest; w];
-        for p in v[..planes * h * w].chunks_exact(h * w) {
-            for oy in 0..oh {
+        for (p, o) in v[..planes * h * w]
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(oh * ow))
+        {
+            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
                 tmp.copy_from_slice(&p[oy * sh * w..][..w]);
                 for ky in 1..kh {
                     let row = &p[(oy * sh + ky * dh) * w..][..w];
@@ -227,14 +231,20 @@ fn max_pool_codes<T: Copy + Ord>(
                         *t = (*t).max(r);
                     }
                 }
-                for ox in 0..ow {
-                    let m = (1..kw).fold(tmp[ox * sw], |m, kx| m.max(tmp[ox * sw + kx * dw]));
-                    out.push(m);
+                if kw == 2 && sw == 2 && dw == 1 {
+                    for (m, pair) in orow.iter_mut().zip(tmp.chunks_exact(2)) {
+                        *m = pair[0].max(pair[1]);
+                    }
+                } else {
+                    for (ox, m) in orow.iter_mut().enumerate() {
+                        *m = (1..kw).fold(tmp[ox * sw], |m, kx| m.max(tmp[ox * sw + kx * dw]));
+                    }
                 }
             }
         }
         return out;
     }
+    let mut out = Vec::with_capacity(planes * oh * ow);
     // Per output coordinate, the input taps inside the image (same for every plane).
     let taps = |o: usize, k: usize, s: usize, d: usize, p: usize, len: usize| -> Vec<usize> {
         (0..k)
@@ -408,7 +418,13 @@ mod tests {
     /// `max_pool_codes` (both its paths) against a direct window scan.
     #[test]
     fn max_pool_codes_equals_a_window_scan() {
-        let (h, w, planes) = (7usize, 9usize, 3usize);
+        for (h, w) in [(7usize, 9usize), (8, 8), (5, 32), (9, 17)] {
+            max_pool_codes_equals_a_window_scan_on(h, w);
+        }
+    }
+
+    fn max_pool_codes_equals_a_window_scan_on(h: usize, w: usize) {
+        let planes = 3usize;
         let v: Vec<u8> = (0..planes * h * w).map(|i| (i * 97 % 251) as u8).collect();
         for (k, s, d, pads) in [
             ([2, 2], [2, 2], [1, 1], [0, 0, 0, 0]),
@@ -449,7 +465,7 @@ mod tests {
             }
             assert_eq!(
                 got, want,
-                "kernel {k:?} strides {s:?} dil {d:?} pads {pads:?}"
+                "{h}x{w}: kernel {k:?} strides {s:?} dil {d:?} pads {pads:?}"
             );
         }
     }
