@@ -14,6 +14,7 @@ impl Pass for StripMetadata {
     }
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
+        let mut stripped = 0;
         for_each_graph_mut(model, &mut |g: &mut Graph| -> Result<()> {
             let ids: Vec<NodeId> = g.node_ids().collect();
             for n in ids {
@@ -21,11 +22,19 @@ impl Pass for StripMetadata {
                     if !op.doc_string.is_empty() || !op.metadata_props.is_empty() {
                         op.doc_string.clear();
                         op.metadata_props.clear();
-                        cx.count("nodes", 1);
+                        stripped += 1;
                     }
                 }
             }
             Ok(())
-        })
+        })?;
+        cx.count("nodes", stripped);
+        if stripped > 0 {
+            cx.note(
+                "strip-metadata",
+                format!("{stripped} nodes' doc strings and metadata_props dropped"),
+            );
+        }
+        Ok(())
     }
 }

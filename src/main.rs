@@ -579,19 +579,6 @@ fn run(cli: Cli) -> Result<()> {
                     summary
                 }
             };
-            let mut summary = summary;
-            if options.strip_metadata
-                && !summary
-                    .notes
-                    .iter()
-                    .any(|(_, t)| t.starts_with("strip-metadata"))
-            {
-                // The fallback's summary comes from its own conversion.
-                summary.notes.push((
-                    "model".into(),
-                    "strip-metadata: per-node doc strings and metadata_props dropped".into(),
-                ));
-            }
             eprint!("{summary}");
             if let Some(t) = &fallback_text {
                 eprint!("{t}");

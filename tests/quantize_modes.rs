@@ -833,43 +833,41 @@ fn recurrent_weights_built_inside_branches_are_stored_int8() {
             .map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0)
             .collect::<Vec<_>>(),
     );
-    use onnxq::quantize::Mode;
     // Static mode runs the same step after convert-qdq (silero-VAD: 0.58× → 0.28× in
     // scripts/third_party_check.py); its calibration reader takes axis 0 as the sample axis,
     // which this sequence-first toy with a scalar flag does not have.
-    for mode in [Mode::Dynamic] {
-        let options = onnxq::quantize::QuantizeOptions {
-            mode: mode.clone(),
-            ..Default::default()
-        };
-        let q = onnxq::quantize::quantize(model.clone(), None, &options)
-            .unwrap()
-            .model;
-        let g = &q.graph;
-        let consts: Vec<&Tensor> = g.value_ids().filter_map(|v| g.const_tensor(v)).collect();
-        for dims in [[16i64, 3], [16, 4]] {
-            assert!(
-                consts
-                    .iter()
-                    .any(|t| t.dims == dims && t.dtype == DataType::I8),
-                "{mode:?}: int8 {dims:?}"
-            );
-            assert!(
-                !consts.iter().any(|t| t.dims == dims && t.dtype.is_float()),
-                "{mode:?}: float {dims:?} left"
-            );
-        }
-        let qb = onnxq::emit::to_bytes(&q);
-        for flag in [1i64, 0] {
-            let inputs = [x.clone(), Tensor::from_i64(vec![], &[flag])];
-            let want = onnxq::tract_runner::run_once(&bytes, None, &inputs).unwrap();
-            let got = onnxq::tract_runner::run_once(&qb, None, &inputs).unwrap();
-            let db = sqnr_db(
-                &want[0].to_f32_vec().unwrap(),
-                &got[0].to_f32_vec().unwrap(),
-            );
-            println!("{mode:?} flag={flag}: {db:.1} dB");
-            assert!(db > 30.0, "{mode:?} flag={flag}: {db:.1} dB");
-        }
+    let mode = onnxq::quantize::Mode::Dynamic;
+    let options = onnxq::quantize::QuantizeOptions {
+        mode: mode.clone(),
+        ..Default::default()
+    };
+    let q = onnxq::quantize::quantize(model, None, &options)
+        .unwrap()
+        .model;
+    let g = &q.graph;
+    let consts: Vec<&Tensor> = g.value_ids().filter_map(|v| g.const_tensor(v)).collect();
+    for dims in [[16i64, 3], [16, 4]] {
+        assert!(
+            consts
+                .iter()
+                .any(|t| t.dims == dims && t.dtype == DataType::I8),
+            "{mode:?}: int8 {dims:?}"
+        );
+        assert!(
+            !consts.iter().any(|t| t.dims == dims && t.dtype.is_float()),
+            "{mode:?}: float {dims:?} left"
+        );
+    }
+    let qb = onnxq::emit::to_bytes(&q);
+    for flag in [1i64, 0] {
+        let inputs = [x.clone(), Tensor::from_i64(vec![], &[flag])];
+        let want = onnxq::tract_runner::run_once(&bytes, None, &inputs).unwrap();
+        let got = onnxq::tract_runner::run_once(&qb, None, &inputs).unwrap();
+        let db = sqnr_db(
+            &want[0].to_f32_vec().unwrap(),
+            &got[0].to_f32_vec().unwrap(),
+        );
+        println!("{mode:?} flag={flag}: {db:.1} dB");
+        assert!(db > 30.0, "{mode:?} flag={flag}: {db:.1} dB");
     }
 }

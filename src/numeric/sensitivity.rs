@@ -480,22 +480,17 @@ impl Suite {
         let mut opts = self.options.clone();
         if self.weight_only_fallback {
             // Weight-only, except the units whose weights stay float too: excluded.
+            let ruled = self.ruled.iter().map(|(u, why)| (u, why.as_str()));
+            let searched = float_units.into_iter().map(|u| (u, FALLBACK_REASON));
             let mut full: Vec<String> = vec![];
             opts.float_units = BTreeMap::new();
-            for (u, why) in &self.ruled {
-                if self.float_weights.contains(u) {
-                    full.push(u.clone());
-                } else {
-                    opts.float_units.insert(u.clone(), why.clone());
-                }
-            }
-            for u in float_units {
+            for (u, why) in ruled.chain(searched) {
                 if self.float_weights.contains(u) {
                     full.push(u.clone());
                 } else {
                     opts.float_units
                         .entry(u.clone())
-                        .or_insert_with(|| FALLBACK_REASON.to_string());
+                        .or_insert_with(|| why.to_string());
                 }
             }
             with_exclusions(&opts, &full)
@@ -547,11 +542,7 @@ impl Suite {
         self.weight_only_fallback = true;
         self.float_weights = all.iter().cloned().collect();
         let batches = self.eval.batches.len();
-        let cap = if self.eval_cost(batches) <= 1.0 {
-            usize::MAX
-        } else {
-            PRUNE_MAX_EVALS
-        };
+        let cap = self.evaluation_cap(batches);
         let pb = progress_bar(candidates.len() as u64, "int8 weights back");
         let mut restored = vec![];
         let mut untried = 0;
@@ -690,6 +681,16 @@ impl Suite {
             .iter()
             .sum();
         self.eval.float_time.as_secs_f64() * n as f64 / self.eval.samples.max(1) as f64
+    }
+
+    /// How many one-by-one evaluations on the first `batches` batches the pruning steps
+    /// may spend: unbounded while one takes at most a second, else [`PRUNE_MAX_EVALS`].
+    fn evaluation_cap(&self, batches: usize) -> usize {
+        if self.eval_cost(batches) <= 1.0 {
+            usize::MAX
+        } else {
+            PRUNE_MAX_EVALS
+        }
     }
 
     /// Samples of the batches the ranking and the search run on.
@@ -1088,11 +1089,7 @@ impl Suite {
             // Least sensitive first: the last ones added are the likeliest to be unneeded.
             // One by one; bounded when an evaluation is slow (the bisection already gave
             // the shortest prefix, so the units worth trying are its last ones).
-            let cap = if self.eval_cost(batches) <= 1.0 {
-                usize::MAX
-            } else {
-                PRUNE_MAX_EVALS
-            };
+            let cap = self.evaluation_cap(batches);
             let mut stack: Vec<Vec<String>> = float.iter().map(|c| vec![c.clone()]).collect();
             let mut runs = 0;
             while let Some(group) = stack.pop() {

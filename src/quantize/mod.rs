@@ -207,6 +207,7 @@ pub fn prepare(
     cx: &mut PassContext,
 ) -> Result<String> {
     let registry = PassRegistry::builtin();
+    let stripped = strip_metadata(model, options, cx)?;
     let mut upgraded = String::new();
     let from = model.onnx_opset();
     if !options.per_tensor && (1..PER_AXIS_OPSET).contains(&from) {
@@ -244,10 +245,25 @@ pub fn prepare(
     insert.add(observers);
     insert.run(model, cx)?;
     Ok(format!(
-        "{upgraded}{},{}",
+        "{stripped}{upgraded}{},{}",
         fuse.pipeline_text(),
         insert.pipeline_text()
     ))
+}
+
+/// `--strip-metadata`: runs `strip-metadata` first; the pipeline text it adds.
+fn strip_metadata(
+    model: &mut Model,
+    options: &QuantizeOptions,
+    cx: &mut PassContext,
+) -> Result<String> {
+    if !options.strip_metadata {
+        return Ok(String::new());
+    }
+    let mut pm = PassManager::new();
+    pm.add(crate::passes::StripMetadata);
+    pm.run(model, cx)?;
+    Ok(format!("{},", pm.pipeline_text()))
 }
 
 /// The result of [`quantize`].
@@ -263,36 +279,9 @@ pub fn quantize(
     calibration: Option<Calibration<'_>>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    let mut model = model;
-    let stripped = strip_metadata(&mut model, options)?;
-    let mut q = if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
-        quantize_static(model, c, options)?
-    } else {
-        quantize_no_calibration(model, options)?
-    };
-    if stripped > 0 {
-        q.summary.notes.push((
-            "model".into(),
-            format!("strip-metadata: {stripped} nodes' doc strings and metadata_props dropped"),
-        ));
+    if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
+        return quantize_static(model, c, options);
     }
-    Ok(q)
-}
-
-/// `--strip-metadata`: runs `strip-metadata`; returns how many nodes lost theirs.
-fn strip_metadata(model: &mut Model, options: &QuantizeOptions) -> Result<u64> {
-    if !options.strip_metadata {
-        return Ok(0);
-    }
-    let mut cx = PassContext::new();
-    let mut pm = PassManager::new();
-    pm.add(crate::passes::StripMetadata);
-    pm.run(model, &mut cx)?;
-    Ok(cx.stat("strip-metadata", "nodes"))
-}
-
-/// Dynamic and weight-only modes, and the errors of static mode without data.
-fn quantize_no_calibration(model: Model, options: &QuantizeOptions) -> Result<Quantized> {
     refuse_quantized(&model)?;
     let mut model = model;
     name_unnamed_nodes(&mut model);
@@ -383,6 +372,7 @@ fn quantize_without_data(
 ) -> Result<Quantized> {
     let mut cx = PassContext::new();
     let t0 = Instant::now();
+    let stripped = strip_metadata(&mut model, options, &mut cx)?;
     let names: std::collections::BTreeSet<String> = options.exclude.iter().cloned().collect();
     let (pipeline, pass) = match mode {
         Mode::Dynamic => {
@@ -422,7 +412,7 @@ fn quantize_without_data(
         }
     };
     let pipeline = format!(
-        "{pipeline}{}",
+        "{stripped}{pipeline}{}",
         quantize_embeddings(&mut model, options, &mut cx)?
     );
     let mut summary = Summary::from_context(pipeline, &cx, None, vec![("quantize", t0.elapsed())]);
@@ -577,7 +567,6 @@ impl Prepared {
 pub fn prepare_static(model: Model, options: &QuantizeOptions) -> Result<Prepared> {
     refuse_quantized(&model)?;
     let mut model = model;
-    strip_metadata(&mut model, options)?;
     name_unnamed_nodes(&mut model);
     let freed = initializers_as_constants(&mut model);
     let mut cx = PassContext::new();

@@ -84,6 +84,7 @@ impl Summary {
                             | "quantize-dynamic"
                             | "quantize-weight-only"
                             | "quantize-embeddings"
+                            | "strip-metadata"
                     ) =>
                 {
                     s.notes.push((d.subject.clone(), d.message.clone()))
@@ -147,21 +148,20 @@ impl fmt::Display for Summary {
                 self.embedding_tables
             )?;
         }
+        // `LSTM 1, GRU 2`.
+        let counts = |v: &[(String, u64)]| -> String {
+            let ops: Vec<String> = v.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            ops.join(", ")
+        };
         if !self.recurrent_weights.is_empty() {
-            let ops: Vec<String> = self
-                .recurrent_weights
-                .iter()
-                .map(|(t, n)| format!("{t} {n}"))
-                .collect();
             writeln!(
                 f,
                 "recurrent weights: {} int8 per gate row behind DequantizeLinear (the cells compute in float)",
-                ops.join(", ")
+                counts(&self.recurrent_weights)
             )?;
         }
         if !self.by_op.is_empty() {
-            let ops: Vec<String> = self.by_op.iter().map(|(t, n)| format!("{t} {n}")).collect();
-            writeln!(f, "rewritten ops: {}", ops.join(", "))?;
+            writeln!(f, "rewritten ops: {}", counts(&self.by_op))?;
         }
         if !self.float.is_empty() {
             writeln!(f, "left in float ({}), by reason:", self.float_count())?;
