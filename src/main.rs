@@ -140,12 +140,13 @@ enum Command {
         max_float: Option<usize>,
         /// With a target: how the units are ranked. full: one evaluation per unit (output
         /// SQNR with only that unit int8); local: one pass (each unit's own output error
-        /// on the float model's inputs); auto: full (on fewer samples if needed) unless it would take over 150 s
-        /// (estimated from the float model's pass over the evaluation data).
+        /// on the float model's inputs); auto: full (on fewer samples if needed) unless it would cost over 150 s
+        /// (nominal seconds: the float model's work on the evaluation data at fixed rates,
+        /// the same on any machine; see README).
         #[arg(long, value_name = "HOW", default_value = "auto")]
         ranking: onnxq::numeric::sensitivity::RankingChoice,
         /// With a target: rank and search on the first N samples of the evaluation data
-        /// (default: all; auto-limited when one pass takes long, see README); the result
+        /// (default: all; auto-limited when one pass costs long, see README); the result
         /// is always evaluated on all of them.
         #[arg(long, value_name = "N")]
         sensitivity_samples: Option<usize>,
@@ -184,7 +185,7 @@ enum Command {
         no_all_but: bool,
         /// full: one evaluation per unit (only / all but); local: one pass, each unit's
         /// own output error on the float model's inputs; auto: full (on fewer samples if needed) unless
-        /// it would take over 150 s.
+        /// it would cost over 150 nominal seconds (see README).
         #[arg(long, value_name = "HOW", default_value = "full")]
         ranking: onnxq::numeric::sensitivity::RankingChoice,
         /// Analyse the first N samples of --data only.
@@ -536,7 +537,7 @@ fn run(cli: Cli) -> Result<()> {
                                     let mut summary = summary;
                                     summary.notes.push((
                                         "accuracy guard".into(),
-                                        format!("output SQNR {sqnr:.1} dB on the calibration data (>= {db} dB + {GUARD_MARGIN_DB} dB; --accuracy-guard)"),
+                                        format!("output SQNR {:.1} dB on the calibration data, {:.1} dB at the 5th percentile over resamples of its samples (>= {db} dB + {GUARD_MARGIN_DB} dB; --accuracy-guard)", sqnr.db, sqnr.low_db),
                                     ));
                                     summary
                                 }
@@ -749,20 +750,22 @@ fn parse_guard(s: &str) -> std::result::Result<Guard, String> {
 }
 
 /// The accuracy guard of a plain static `quantize`: the written model's output SQNR on
-/// the calibration data; below `db` + [`GUARD_MARGIN_DB`], the accuracy fallback (as
-/// `--target-sqnr` with that figure) replaces it. Returns the SQNR, and the fallback's
-/// result when it ran. `known`: that SQNR when quantization already measured it.
+/// the calibration data, read at its lower bound (the 5th percentile over resamples of
+/// the samples, so that a small or uneven set does not flatter the model); below `db` +
+/// [`GUARD_MARGIN_DB`], the accuracy fallback aiming at the same bound replaces it.
+/// Returns the SQNR, and the fallback's result when it ran. `known`: that SQNR when
+/// quantization already measured it.
 #[allow(clippy::too_many_arguments)]
 fn guard_accuracy(
     model: &Path,
     output: &Path,
     data: &Path,
     db: f64,
-    known: Option<f64>,
+    known: Option<onnxq::numeric::compare::SqnrEstimate>,
     search: &GuardSearch<'_>,
     options: &onnxq::quantize::QuantizeOptions,
 ) -> Result<(
-    f64,
+    onnxq::numeric::compare::SqnrEstimate,
     Option<(
         onnxq::quantize::Summary,
         onnxq::numeric::sensitivity::Fallback,
@@ -774,16 +777,17 @@ fn guard_accuracy(
             let float = onnxq::import::import_file(model)?;
             let int8 = onnxq::import::import_file(output)?;
             let threads = options.calibration.threads.max(1);
-            onnxq::numeric::sensitivity::output_sqnr(&float, &int8, data, threads)
-                .context("measuring the output SQNR on the calibration data")?
+            onnxq::numeric::sensitivity::output_sqnrs(&float, &[&int8], data, threads)
+                .context("measuring the output SQNR on the calibration data")?[0]
         }
     };
     let aim = db + GUARD_MARGIN_DB;
-    if sqnr >= aim {
+    if sqnr.low_db >= aim {
         return Ok((sqnr, None));
     }
     eprintln!(
-        "accuracy guard: output SQNR {sqnr:.1} dB on the calibration data, below {aim} dB ({db} dB + {GUARD_MARGIN_DB} dB, as unseen data scores lower): keeping the most sensitive units float until {aim} dB (--accuracy-guard off to skip)"
+        "accuracy guard: output SQNR {:.1} dB on the calibration data, {:.1} dB at the 5th percentile over resamples of its samples, below {aim} dB ({db} dB + {GUARD_MARGIN_DB} dB, as unseen data scores lower): keeping the most sensitive units float until {aim} dB there (--accuracy-guard off to skip)",
+        sqnr.db, sqnr.low_db
     );
     let (summary, fb) = quantize_to_target(
         model,
@@ -791,7 +795,7 @@ fn guard_accuracy(
         data,
         None,
         None,
-        onnxq::numeric::sensitivity::Target::SqnrDb(aim),
+        onnxq::numeric::sensitivity::Target::SqnrLowerBound(aim),
         search.max_float,
         search.ranking,
         search.sensitivity_samples,
@@ -884,7 +888,7 @@ fn quantize_to_target(
         suite.set_weight_only_fallback(false);
         let full = search(&suite)?;
         let informs = full.would_need.is_some() && fb.would_need.is_none();
-        if full.reached || informs || full.score.sqnr_db > fb.score.sqnr_db {
+        if full.reached || informs || target.sqnr(&full.score) > target.sqnr(&fb.score) {
             fb = full;
             // The float weights of some units were needed: the others get int8 weights
             // back, one evaluation each, largest first.

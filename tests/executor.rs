@@ -265,3 +265,41 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The work a run counts (what the accuracy fallback's budgets read instead of wall time):
+/// the multiply-accumulates of the matrix products and recurrent cells, worked out by hand
+/// from the models' shapes at batch 4, and the same on every run.
+#[test]
+fn counted_work_is_the_models_multiply_accumulates() {
+    // mlp: MatMul 64→128, Gemm 128→64 (transB), MatMul 64→10.
+    // lstm: 8 steps × 4 rows × (W 128×8 + R 128×32), then Gemm 32→10.
+    for (name, macs) in [
+        ("mlp", 4 * (64 * 128 + 128 * 64 + 64 * 10)),
+        ("lstm", 8 * 4 * (128 * 8 + 128 * 32) + 4 * 32 * 10),
+        // digits_cnn: 3×3 convs 1→16 and 16→32 on 8×8 (pads 1), 32→32 on 4×4, Gemm 128→10.
+        (
+            "digits_cnn",
+            4 * (64 * 16 * 9 + 64 * 32 * 16 * 9 + 16 * 32 * 32 * 9 + 128 * 10),
+        ),
+    ] {
+        let path = common::models_dir().join(format!("{name}.onnx"));
+        let model = onnxq::import::import_file(&path).unwrap();
+        let inputs = sample_inputs(&path, &model);
+        assert_eq!(inputs[0].dims[0], 4, "{name}: the sample batch");
+        let exec = Executor::new(&model, ExecutorOptions::default()).unwrap();
+        let named = named_inputs(&model, &inputs);
+        let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let mut work = onnxq::executor::Work::default();
+        let out = exec.run_counted(&refs, &mut work).unwrap();
+        assert_eq!(work.macs, macs as u64, "{name}");
+        assert!(work.steps >= 3 && work.elements > 0, "{name}: {work:?}");
+        // Counting does not change what runs.
+        for ((_, a), (_, b)) in out.iter().zip(exec.run(&refs).unwrap()) {
+            assert_eq!(a, &b, "{name}");
+        }
+        let mut again = onnxq::executor::Work::default();
+        exec.run_counted(&refs, &mut again).unwrap();
+        assert_eq!(work, again, "{name}");
+        assert!(work.nominal_seconds() > 0.0);
+    }
+}

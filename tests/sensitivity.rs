@@ -610,6 +610,7 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
         "{err}"
     );
     assert!(!dir.join("plain.onnx.qconfig.json").exists());
+    let plain_err = err.to_string();
     // The margin: a guard 1.5 dB under digits_cnn's figure is met, but not with its 3 dB
     // margin, so the fallback runs and aims at guard + 3.
     let figure: f64 = err
@@ -640,6 +641,31 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     )
     .unwrap();
     assert!(reached >= guard + 3.0, "{reached} dB\n{err}");
+    // The guard reads the figure's lower bound (5th percentile over resamples of the
+    // calibration batches): a guard + margin between the two fires the fallback, though
+    // the figure itself clears it.
+    let low: f64 = plain_err
+        .split("dB on the calibration data, ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .expect("the guard's lower bound");
+    assert!(low < figure - 0.2, "{plain_err}");
+    let between = ((low + figure) / 2.0 * 10.0).round() / 10.0 - 3.0;
+    let bound = dir.join("bound.onnx");
+    let o = quantize_cli(
+        &model("digits_cnn"),
+        &bound,
+        &c,
+        &["--accuracy-guard", &format!("{between:.1}")],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("below {:.1} dB", between + 3.0))
+            && err.contains("also at the 5th percentile"),
+        "{low} {figure} {between}\n{err}"
+    );
     // Not a number.
     let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "high"]);
     assert_eq!(o.status.code(), Some(2));

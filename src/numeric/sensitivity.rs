@@ -64,8 +64,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::compare::{sqnr_lower_bound, worst_sqnr_db, SqnrEstimate};
 use crate::calib::{model_inputs, CalibrationData, CalibrationTable};
-use crate::executor::{Executor, ExecutorOptions};
+use crate::executor::{Executor, ExecutorOptions, Work};
 use crate::ir::{Model, NodeId, QuantAnnotation, Tensor, ValueId};
 use crate::quantize::{convert_prepared, prepare_static, Prepared, QuantizeOptions, Quantized};
 
@@ -83,6 +84,9 @@ pub struct Unit {
 pub struct Score {
     /// Output SQNR in dB (`null` in JSON when infinite: no error at all).
     pub sqnr_db: f64,
+    /// How low it could be on other data like the evaluation set: the 5th percentile
+    /// over bootstrap resamples of its batches ([`crate::numeric::compare::sqnr_lower_bound`]).
+    pub sqnr_low_db: f64,
     /// Top-1 accuracy in [0, 1] with labels.
     pub accuracy: Option<f64>,
 }
@@ -97,8 +101,11 @@ struct EvalSet {
     samples: usize,
     /// Samples per batch.
     batch_samples: Vec<usize>,
-    /// Wall time of the float model's pass over the whole set.
+    /// Wall time of the float model's pass over the whole set (for the log).
     float_time: std::time::Duration,
+    /// That pass's work in nominal seconds ([`Work::nominal_seconds`]): what the budgets
+    /// read, so that the same command makes the same choices on any machine and load.
+    float_cost: f64,
 }
 
 /// One calibration and one evaluation set, shared by every variant of a model.
@@ -384,9 +391,10 @@ impl Suite {
         let threads = options.calibration.threads.max(1);
         let eval = load_eval(&model, eval_data, labels, threads)?;
         log::info!(
-            "suite: float reference at {:.1} s ({:.1} s)",
+            "suite: float reference at {:.1} s ({:.2} s wall; {:.2} s nominal)",
             t0.elapsed().as_secs_f64(),
-            eval.float_time.as_secs_f64()
+            eval.float_time.as_secs_f64(),
+            eval.float_cost
         );
         let search_batches = eval.batches.len();
         let mut suite = Suite {
@@ -515,8 +523,8 @@ impl Suite {
     /// After a search with fully float units met the target (weight-only fallback off):
     /// gives int8 weights back to the float units (noise-rule units included) whose float
     /// weights the target does not need, largest weights first, one evaluation each on
-    /// the whole evaluation set (at most [`PRUNE_MAX_EVALS`] when an evaluation takes
-    /// over a second). The units stay float as activations; the suite then converts
+    /// the whole evaluation set (at most [`PRUNE_MAX_EVALS`] when an evaluation costs
+    /// over a nominal second). The units stay float as activations; the suite then converts
     /// with the mix ([`Suite::quantize`]), and `fb` says which units keep float weights.
     pub fn restore_int8_weights(&mut self, fb: &mut Fallback) -> Result<()> {
         if self.weight_only_fallback || !fb.reached {
@@ -636,6 +644,7 @@ impl Suite {
         match self.quantize(float_units)? {
             None => Ok(Score {
                 sqnr_db: f64::INFINITY,
+                sqnr_low_db: f64::INFINITY,
                 accuracy: self.float_accuracy_on(batches),
             }),
             Some(q) => self.score_with(&q.model, batches, threads),
@@ -662,10 +671,10 @@ impl Suite {
     }
 
     /// The default of `--sensitivity-samples`: all (`None`) unless the float model's pass
-    /// over the evaluation data took longer than [`AUTO_SEARCH_PASS`]; then as many
-    /// samples as fit in that time, at least 4.
+    /// over the evaluation data costs more than [`AUTO_SEARCH_PASS`] (nominal seconds,
+    /// [`Work::nominal_seconds`]); then as many samples as fit in that time, at least 4.
     pub fn auto_search_samples(&self) -> Option<usize> {
-        let t = self.eval.float_time.as_secs_f64();
+        let t = self.eval.float_cost;
         let limit = AUTO_SEARCH_PASS.as_secs_f64();
         if t <= limit {
             return None;
@@ -674,17 +683,18 @@ impl Suite {
         Some(n.max(4).min(self.eval.samples))
     }
 
-    /// Estimated seconds of one evaluation on the first `batches` batches (the float
-    /// model's pass over them).
+    /// Estimated nominal seconds of one evaluation on the first `batches` batches (the
+    /// float model's pass over them).
     fn eval_cost(&self, batches: usize) -> f64 {
         let n: usize = self.eval.batch_samples[..batches.min(self.eval.batches.len())]
             .iter()
             .sum();
-        self.eval.float_time.as_secs_f64() * n as f64 / self.eval.samples.max(1) as f64
+        self.eval.float_cost * n as f64 / self.eval.samples.max(1) as f64
     }
 
     /// How many one-by-one evaluations on the first `batches` batches the pruning steps
-    /// may spend: unbounded while one takes at most a second, else [`PRUNE_MAX_EVALS`].
+    /// may spend: unbounded while one costs at most a nominal second, else
+    /// [`PRUNE_MAX_EVALS`].
     fn evaluation_cap(&self, batches: usize) -> usize {
         if self.eval_cost(batches) <= 1.0 {
             usize::MAX
@@ -698,10 +708,10 @@ impl Suite {
         self.eval.batch_samples[..self.search_batches].iter().sum()
     }
 
-    /// Wall time of one pass of the float model over the whole evaluation set (the
-    /// reference outputs, computed once).
-    pub fn float_eval_time(&self) -> std::time::Duration {
-        self.eval.float_time
+    /// The cost of one pass of the float model over the whole evaluation set (the
+    /// reference outputs, computed once), in nominal seconds ([`Work::nominal_seconds`]).
+    pub fn float_eval_cost(&self) -> f64 {
+        self.eval.float_cost
     }
 
     /// Score of a quantized model on the whole evaluation set.
@@ -718,9 +728,10 @@ impl Suite {
 
     /// [`Suite::score_on`] with at most `threads` threads.
     fn score_with(&self, model: &Model, batches: usize, threads: usize) -> Result<Score> {
-        let (sqnr_db, firsts) = score_eval(&self.eval, model, batches, threads)?;
+        let (sqnr, firsts) = score_eval(&self.eval, model, batches, threads)?;
         Ok(Score {
-            sqnr_db,
+            sqnr_db: sqnr.db,
+            sqnr_low_db: sqnr.low_db,
             accuracy: self.accuracy(&firsts),
         })
     }
@@ -877,7 +888,7 @@ impl Suite {
     }
 
     /// The ranking `choice` asks for. `Auto` takes the full one on the search samples
-    /// when its cost (one evaluation per unit, estimated from the float model's pass)
+    /// when its cost (one evaluation per unit, the float model's pass in nominal seconds)
     /// stays under `budget`; else the full one on as many of the first search samples
     /// as fit in the budget (at least 1); else, when even one sample does not fit, the
     /// local one. Returns the analysis and, for `Auto` when it did not take the full
@@ -892,10 +903,8 @@ impl Suite {
             RankingChoice::Full => Ok((self.sensitivity(all_but)?, None)),
             RankingChoice::Local => Ok((self.local_sensitivity()?, None)),
             RankingChoice::Auto => {
-                // Per sample, with the batches spread over the threads as the variants
-                // will be.
-                let per_sample =
-                    self.eval.float_time.as_secs_f64() / self.eval.samples.max(1) as f64;
+                // Per sample, in nominal single-thread seconds.
+                let per_sample = self.eval.float_cost / self.eval.samples.max(1) as f64;
                 let runs = (self.units.len() * (1 + all_but as usize) + 1) as f64;
                 let cost = |b: usize| {
                     runs * per_sample * self.eval.batch_samples[..b].iter().sum::<usize>() as f64
@@ -907,7 +916,7 @@ impl Suite {
                     Some(b) if b == self.search_batches => Ok((self.sensitivity(all_but)?, None)),
                     Some(b) => {
                         let why = format!(
-                            "ranking: full, on the first {} of {} search samples (~{:.0} s for {} units; budget {} s; --ranking full uses all)",
+                            "ranking: full, on the first {} of {} search samples (~{:.0} nominal s for {} units; budget {} s; --ranking full uses all)",
                             self.eval.batch_samples[..b].iter().sum::<usize>(),
                             self.search_samples(),
                             cost(b),
@@ -918,7 +927,7 @@ impl Suite {
                     }
                     None => {
                         let why = format!(
-                            "ranking: local (one pass): a full ranking of {} units would take ~{:.0} s even on {} sample(s) (budget {} s; --ranking full forces it)",
+                            "ranking: local (one pass): a full ranking of {} units would cost ~{:.0} nominal s even on {} sample(s) (budget {} s; --ranking full forces it)",
                             self.units.len(),
                             cost(1),
                             self.eval.batch_samples[0],
@@ -1069,7 +1078,7 @@ impl Suite {
             eval(cap)?;
             let by = |s: &Score| match (target, s.accuracy) {
                 (Target::MaxAccuracyDrop(_), Some(a)) => (a, s.sqnr_db),
-                _ => (0.0, s.sqnr_db),
+                _ => (0.0, target.sqnr(s)),
             };
             let (k, _) = tried
                 .iter()
@@ -1152,14 +1161,18 @@ impl Suite {
     }
 }
 
-/// `--ranking auto` takes the full ranking when it is estimated to take at most this.
+/// `--ranking auto` takes the full ranking when it is estimated to cost at most this
+/// (nominal seconds, [`Work::nominal_seconds`]).
 pub const AUTO_FULL_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// Without `--sensitivity-samples`, the search runs on a subset when one pass of the
-/// float model over the evaluation data takes longer than this.
+/// float model over the evaluation data costs more than this (nominal seconds).
 pub const AUTO_SEARCH_PASS: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// When an evaluation takes over a second, the pruning pass stops after this many.
+/// A single evaluation file is cut into at least this many batches (see [`load_eval`]).
+const EVAL_BATCHES: usize = 16;
+
+/// When an evaluation costs over a nominal second, the pruning pass stops after this many.
 const PRUNE_MAX_EVALS: usize = 8;
 
 /// How the units were ranked.
@@ -1521,7 +1534,7 @@ fn score_eval(
     model: &Model,
     batches: usize,
     threads: usize,
-) -> Result<(f64, Vec<Option<Vec<f32>>>)> {
+) -> Result<(SqnrEstimate, Vec<Option<Vec<f32>>>)> {
     let batches = batches.clamp(1, eval.batches.len());
     let threads = threads.max(1);
     let workers = threads.min(batches).max(1);
@@ -1561,39 +1574,41 @@ fn score_eval(
     // magnitude) must not hide behind the others' energy, so the score is the
     // worst output's SQNR.
     let mut sums: Vec<(f64, f64)> = vec![];
+    let mut per_batch = Vec::with_capacity(batches);
     let mut firsts = Vec::with_capacity(batches);
     for r in results {
         let r = r?;
         if sums.len() < r.sums.len() {
             sums.resize(r.sums.len(), (0.0, 0.0));
         }
-        for (acc, (s, n)) in sums.iter_mut().zip(r.sums) {
+        for (acc, &(s, n)) in sums.iter_mut().zip(&r.sums) {
             acc.0 += s;
             acc.1 += n;
         }
+        per_batch.push(r.sums);
         firsts.push(r.first);
     }
-    let sqnr_db = sums
-        .iter()
-        .filter(|(signal, _)| *signal > 0.0)
-        .map(|&(signal, noise)| super::compare::sqnr_db(signal, noise))
-        .fold(f64::INFINITY, f64::min);
-    Ok((sqnr_db, firsts))
+    let estimate = SqnrEstimate {
+        db: worst_sqnr_db(&sums),
+        low_db: sqnr_lower_bound(&per_batch),
+    };
+    Ok((estimate, firsts))
 }
 
 /// The output SQNR (worst output, dB) of `quantized` against `float` on `data`, both run
 /// by the executor: the accuracy guard of `onnxq quantize`.
 pub fn output_sqnr(float: &Model, quantized: &Model, data: &Path, threads: usize) -> Result<f64> {
-    Ok(output_sqnrs(float, &[quantized], data, threads)?[0])
+    Ok(output_sqnrs(float, &[quantized], data, threads)?[0].db)
 }
 
-/// [`output_sqnr`] of several quantized versions of `float`, which runs once.
+/// [`output_sqnr`] of several quantized versions of `float`, which runs once, each with
+/// its lower bound ([`crate::numeric::compare::sqnr_lower_bound`]).
 pub fn output_sqnrs(
     float: &Model,
     quantized: &[&Model],
     data: &Path,
     threads: usize,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<SqnrEstimate>> {
     let eval = load_eval(float, data, None, threads.max(1))?;
     quantized
         .iter()
@@ -1611,6 +1626,14 @@ fn load_eval(
 ) -> Result<EvalSet> {
     let inputs = model_inputs(model)?;
     let mut data = CalibrationData::open(path, &inputs)?;
+    // Batches are what the SQNR's lower bound resamples: one file of many samples is cut
+    // into at least EVAL_BATCHES of them (at most the default batch size each).
+    if let Some(n) = data.total_samples() {
+        let rows = n
+            .div_ceil(EVAL_BATCHES)
+            .clamp(1, crate::calib::DEFAULT_BATCH_SIZE);
+        data = data.with_batch_size(rows);
+    }
     let mut batches = vec![];
     let mut batch_samples = vec![];
     while let Some(batch) = data.next_batch() {
@@ -1643,20 +1666,27 @@ fn load_eval(
     )
     .context("planning the float model in the executor")?;
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-    let reference = parallel_map(
+    let runs = parallel_map(
         batches.len(),
         workers,
-        |b| -> Result<Vec<Option<Vec<f32>>>> {
+        |b| -> Result<(Vec<Option<Vec<f32>>>, Work)> {
             let named: Vec<(&str, &Tensor)> = names.iter().copied().zip(&batches[b]).collect();
+            let mut work = Work::default();
             let out = exec
-                .run(&named)
+                .run_counted(&named, &mut work)
                 .with_context(|| format!("running the float model on {}", path.display()))?;
-            Ok(out.iter().map(|(_, t)| t.to_f32_vec()).collect())
+            Ok((out.iter().map(|(_, t)| t.to_f32_vec()).collect(), work))
         },
     )
     .into_iter()
     .collect::<Result<Vec<_>>>()?;
     let float_time = t0.elapsed();
+    let mut work = Work::default();
+    let mut reference = Vec::with_capacity(runs.len());
+    for (r, w) in runs {
+        reference.push(r);
+        work.add(w);
+    }
     Ok(EvalSet {
         input_names: inputs.into_iter().map(|i| i.name).collect(),
         batches,
@@ -1665,6 +1695,7 @@ fn load_eval(
         samples,
         batch_samples,
         float_time,
+        float_cost: work.nominal_seconds(),
     })
 }
 
@@ -1674,14 +1705,27 @@ fn load_eval(
 pub enum Target {
     /// Output SQNR at least this many dB.
     SqnrDb(f64),
+    /// Output SQNR at least this many dB at the 5th percentile over resamples of the
+    /// evaluation batches (`Score::sqnr_low_db`): the accuracy guard's claim about
+    /// unseen data, which must hold also when the evaluation set is small or uneven.
+    SqnrLowerBound(f64),
     /// Top-1 accuracy at most this many percentage points below float.
     MaxAccuracyDrop(f64),
 }
 
 impl Target {
+    /// The SQNR figure of `s` this target reads.
+    pub fn sqnr(&self, s: &Score) -> f64 {
+        match self {
+            Target::SqnrLowerBound(_) => s.sqnr_low_db,
+            _ => s.sqnr_db,
+        }
+    }
+
     pub fn met(&self, s: &Score, float_accuracy: Option<f64>) -> bool {
         match *self {
             Target::SqnrDb(db) => s.sqnr_db >= db,
+            Target::SqnrLowerBound(db) => s.sqnr_low_db >= db,
             Target::MaxAccuracyDrop(p) => match (s.accuracy, float_accuracy) {
                 (Some(a), Some(f)) => (f - a) * 100.0 <= p + 1e-9,
                 _ => false,
@@ -1694,6 +1738,10 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::SqnrDb(d) => write!(f, "output SQNR >= {d} dB"),
+            Target::SqnrLowerBound(d) => write!(
+                f,
+                "output SQNR >= {d} dB, also at the 5th percentile over resamples of the samples"
+            ),
             Target::MaxAccuracyDrop(p) => write!(f, "top-1 accuracy drop <= {p} points"),
         }
     }
@@ -1876,6 +1924,9 @@ pub struct Fallback {
 impl Fallback {
     fn figures(&self, s: &Score) -> String {
         let mut t = format!("output SQNR {} dB", db(s.sqnr_db));
+        if matches!(self.target, Target::SqnrLowerBound(_)) {
+            t += &format!(" ({} dB at the 5th percentile)", db(s.sqnr_low_db));
+        }
         if let (Some(a), Some(f)) = (s.accuracy, self.float_accuracy) {
             t += &format!(
                 ", top-1 {:.2} % ({:+.2} points vs float {:.2} %)",

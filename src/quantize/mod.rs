@@ -814,9 +814,10 @@ fn choose_bias_correction(
         }
     };
     let note = format!(
-        "output SQNR on the calibration data {s_with:.1} dB with it, {s_without:.1} dB without"
+        "output SQNR on the calibration data {:.1} dB with it, {:.1} dB without",
+        s_with.db, s_without.db
     );
-    let (mut kept, sqnr, what) = if s_with >= s_without {
+    let (mut kept, sqnr, what) = if s_with.db >= s_without.db {
         (with, s_with, format!("on: {note}"))
     } else {
         (

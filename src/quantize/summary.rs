@@ -40,7 +40,7 @@ pub struct Summary {
     pub samples: Option<usize>,
     /// The output SQNR (dB, worst output) on the calibration data, when quantization
     /// measured it (bias correction `auto` does): the accuracy guard reuses it.
-    pub calibration_sqnr: Option<f64>,
+    pub calibration_sqnr: Option<crate::numeric::compare::SqnrEstimate>,
     pub size_before: Option<u64>,
     pub size_after: Option<u64>,
     pub stage_times: Vec<(&'static str, Duration)>,
