@@ -265,8 +265,11 @@ impl InsertObservers {
             if nodes.iter().all(|n| handled.contains(n)) {
                 continue;
             }
-            // A calibration-time rule, else a speed rule unless the QConfigMapping names
-            // the node (then it is quantized as asked).
+            // A calibration-time rule (its unit keeps int8 weights), else a speed rule
+            // unless the QConfigMapping names the node (then it is quantized as asked). A
+            // speed rule's unit keeps float weights: with int8 ones ONNX Runtime would
+            // dequantize them on every run and could not reorder them into its blocked
+            // float layout, which is what makes the float op the faster one.
             let first = g.node(nodes[0]);
             let named = || {
                 self.mapping
@@ -274,15 +277,19 @@ impl InsertObservers {
                     .rule
                     .starts_with("name ")
             };
-            let rule = self.float_units.get(&first.name).cloned().or_else(|| {
+            let calibration_rule = self.float_units.get(&first.name).cloned();
+            if let Some(w) = calibration_rule
+                .as_ref()
+                .and_then(|_| self.weight_only(g, nodes[0]))
+            {
+                weight_only.push(w);
+            }
+            let rule = calibration_rule.or_else(|| {
                 slow_int8::float_is_faster(g, nodes[0])
                     .filter(|_| !named())
                     .map(str::to_string)
             });
             let rule = rule.as_ref();
-            if let Some(w) = rule.and_then(|_| self.weight_only(g, nodes[0])) {
-                weight_only.push(w);
-            }
             if let Some(why) = rule.or_else(|| nodes.iter().find_map(|n| float_nodes.get(n))) {
                 for &n in &nodes {
                     cx.note(g.display_node_name(n), format!("stays float: {why}"));

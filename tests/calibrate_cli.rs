@@ -66,7 +66,7 @@ fn saved_and_merged_calibrations_match_a_full_run() {
             "--observer",
             "minmax",
         ]);
-        assert!(msg.contains("calibrated 5 activations, 4 weights"), "{msg}");
+        assert!(msg.contains("calibrated 5 activations, 3 weights"), "{msg}");
     }
     onnxq(&[
         "calibrate",

@@ -96,7 +96,7 @@ fn digits_cnn_keeps_its_accuracy_in_tract() {
     );
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(
-        stderr.contains("quantized: 6 activations, 4 weights, 3 biases"),
+        stderr.contains("quantized: 6 activations, 3 weights, 3 biases"),
         "{stderr}"
     );
 }

@@ -11,8 +11,10 @@
 //!   its im2col and requantization. MLAS runs the float Conv with a direct
 //!   NCHW kernel, 1.2–3× faster than QLinearConv (1×8×8 digits: 38 µs vs
 //!   145 µs at batch 64; 1×64×64 5×5: 400 µs vs 495 µs). The weights stay
-//!   int8 (a DequantizeLinear before the float Conv), and the network input
-//!   is no longer rounded.
+//!   float too, at most 49 per output channel: behind a DequantizeLinear,
+//!   ONNX Runtime would dequantize them on every run and could not reorder
+//!   them into its blocked (NCHWc) float layout. The network input is no
+//!   longer rounded.
 //! * **AveragePool** (not the global one): ONNX Runtime's QLinearAveragePool
 //!   is a com.microsoft NCHW kernel about 10× slower than the float pool
 //!   (107 µs vs 10 µs on 64×32×4×4), and averaging gains no accuracy from
@@ -43,7 +45,7 @@ pub fn float_is_faster(g: &Graph, n: NodeId) -> Option<&'static str> {
             (group == 1 && t.dims.len() >= 3 && t.dims[1] == 1 && taps <= 49).then_some(
                 "a convolution over one input channel does too little work per output for int8 \
                  to pay (ONNX Runtime runs it 1.2-3x faster in float than as QLinearConv); its \
-                 weights stay int8",
+                 weights stay float too (at most 49 per output channel)",
             )
         }
         "AveragePool" => Some(
