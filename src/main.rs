@@ -537,7 +537,7 @@ fn run(cli: Cli) -> Result<()> {
                                     let mut summary = summary;
                                     summary.notes.push((
                                         "accuracy guard".into(),
-                                        format!("output SQNR {:.1} dB on the calibration data, {:.1} dB at the 5th percentile over resamples of its samples (>= {db} dB + {GUARD_MARGIN_DB} dB; --accuracy-guard)", sqnr.db, sqnr.low_db),
+                                        format!("output SQNR {:.1} dB on the calibration data (>= {db} dB + {GUARD_MARGIN_DB} dB; --accuracy-guard); {}", sqnr.db, spread_note(sqnr)),
                                     ));
                                     summary
                                 }
@@ -726,6 +726,24 @@ fn run(cli: Cli) -> Result<()> {
 /// being rescued promise the same thing about unseen data.
 const GUARD_MARGIN_DB: f64 = 3.0;
 
+/// How far the guard's figure can be trusted: its 5th percentile over resamples of the
+/// calibration samples. Reported, not acted on: demanding it of the fallback (tried on the
+/// third-party set) cost det/rec/layout 0.64/0.75/0.31x -> 0.80/0.91/0.60x in size and
+/// gained only on ddddocr_ocr, whose held-out lines are worse than any calibration line.
+fn spread_note(s: onnxq::numeric::compare::SqnrEstimate) -> String {
+    let gap = s.db - s.low_db;
+    let mut t = format!(
+        "{:.1} dB at the 5th percentile over resamples of the calibration samples",
+        s.low_db
+    );
+    if gap > 2.0 {
+        t += &format!(
+            " ({gap:.1} dB lower: the figure rests on a few samples; more calibration data makes it firmer)"
+        );
+    }
+    t
+}
+
 /// The fallback options the guard passes on when it fires.
 struct GuardSearch<'a> {
     ranking: onnxq::numeric::sensitivity::RankingChoice,
@@ -750,11 +768,9 @@ fn parse_guard(s: &str) -> std::result::Result<Guard, String> {
 }
 
 /// The accuracy guard of a plain static `quantize`: the written model's output SQNR on
-/// the calibration data, read at its lower bound (the 5th percentile over resamples of
-/// the samples, so that a small or uneven set does not flatter the model); below `db` +
-/// [`GUARD_MARGIN_DB`], the accuracy fallback aiming at the same bound replaces it.
-/// Returns the SQNR, and the fallback's result when it ran. `known`: that SQNR when
-/// quantization already measured it.
+/// the calibration data; below `db` + [`GUARD_MARGIN_DB`], the accuracy fallback (as
+/// `--target-sqnr` with that figure) replaces it. Returns the SQNR, and the fallback's
+/// result when it ran. `known`: that SQNR when quantization already measured it.
 #[allow(clippy::too_many_arguments)]
 fn guard_accuracy(
     model: &Path,
@@ -782,12 +798,13 @@ fn guard_accuracy(
         }
     };
     let aim = db + GUARD_MARGIN_DB;
-    if sqnr.low_db >= aim {
+    if sqnr.db >= aim {
         return Ok((sqnr, None));
     }
     eprintln!(
-        "accuracy guard: output SQNR {:.1} dB on the calibration data, {:.1} dB at the 5th percentile over resamples of its samples, below {aim} dB ({db} dB + {GUARD_MARGIN_DB} dB, as unseen data scores lower): keeping the most sensitive units float until {aim} dB there (--accuracy-guard off to skip)",
-        sqnr.db, sqnr.low_db
+        "accuracy guard: output SQNR {:.1} dB on the calibration data, below {aim} dB ({db} dB + {GUARD_MARGIN_DB} dB, as unseen data scores lower): keeping the most sensitive units float until {aim} dB (--accuracy-guard off to skip); {}",
+        sqnr.db,
+        spread_note(sqnr)
     );
     let (summary, fb) = quantize_to_target(
         model,
@@ -795,7 +812,7 @@ fn guard_accuracy(
         data,
         None,
         None,
-        onnxq::numeric::sensitivity::Target::SqnrLowerBound(aim),
+        onnxq::numeric::sensitivity::Target::SqnrDb(aim),
         search.max_float,
         search.ranking,
         search.sensitivity_samples,
@@ -888,7 +905,7 @@ fn quantize_to_target(
         suite.set_weight_only_fallback(false);
         let full = search(&suite)?;
         let informs = full.would_need.is_some() && fb.would_need.is_none();
-        if full.reached || informs || target.sqnr(&full.score) > target.sqnr(&fb.score) {
+        if full.reached || informs || full.score.sqnr_db > fb.score.sqnr_db {
             fb = full;
             // The float weights of some units were needed: the others get int8 weights
             // back, one evaluation each, largest first.

@@ -641,31 +641,16 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     )
     .unwrap();
     assert!(reached >= guard + 3.0, "{reached} dB\n{err}");
-    // The guard reads the figure's lower bound (5th percentile over resamples of the
-    // calibration batches): a guard + margin between the two fires the fallback, though
-    // the figure itself clears it.
+    // Beside its figure, the guard reports how far it can be trusted: its 5th percentile
+    // over resamples of the calibration batches, a little lower.
     let low: f64 = plain_err
-        .split("dB on the calibration data, ")
+        .split("--accuracy-guard); ")
         .nth(1)
         .and_then(|t| t.split(' ').next())
         .and_then(|t| t.parse().ok())
         .expect("the guard's lower bound");
-    assert!(low < figure - 0.2, "{plain_err}");
-    let between = ((low + figure) / 2.0 * 10.0).round() / 10.0 - 3.0;
-    let bound = dir.join("bound.onnx");
-    let o = quantize_cli(
-        &model("digits_cnn"),
-        &bound,
-        &c,
-        &["--accuracy-guard", &format!("{between:.1}")],
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains(&format!("below {:.1} dB", between + 3.0))
-            && err.contains("also at the 5th percentile"),
-        "{low} {figure} {between}\n{err}"
-    );
+    assert!(low < figure && low > figure - 3.0, "{plain_err}");
+    assert!(plain_err.contains("dB at the 5th percentile over resamples"));
     // Not a number.
     let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "high"]);
     assert_eq!(o.status.code(), Some(2));

@@ -793,12 +793,15 @@ impl Kernel for QMatMul {
             let (wq, wzp) = &converted;
             let mut acc = vec![0i32; m * n];
             let mut wd = vec![0i32; k * n];
+            // Per-column zero points, spread to a row once.
+            let zrow: Vec<i32> = (0..n)
+                .map(|j| i32::from(if wzp.len() == 1 { wzp[0] } else { wzp[j] }))
+                .collect();
             for bi in 0..nb {
                 let wb = &wq[ib[bi] * k * n..(ib[bi] + 1) * k * n];
                 for (drow, wrow) in wd.chunks_exact_mut(n).zip(wb.chunks_exact(n)) {
-                    for (j, (d, &v)) in drow.iter_mut().zip(wrow).enumerate() {
-                        let z = if wzp.len() == 1 { wzp[0] } else { wzp[j] };
-                        *d = i32::from(v) - i32::from(z);
+                    for ((d, &v), &z) in drow.iter_mut().zip(wrow).zip(&zrow) {
+                        *d = i32::from(v) - z;
                     }
                 }
                 crate::kernels::small_qgemm::small_qgemm_acc(
@@ -847,16 +850,23 @@ fn write_stage(stage: &Stage, acc: &[i32], n: usize, out: &mut ArrayData, off: u
     let per = |v: &[f32], j: usize| if v.len() == 1 { v[0] } else { v[j] };
     // `reference::requantize` with its `round_ties_even` (a libm call on baseline x86-64)
     // replaced by the bit-identical `round_half_even`.
+    // Branch-free so that it vectorizes: the multipliers spread to a row once, and the
+    // clamped value is within ±255 (never NaN: `max` drops it), where adding and
+    // subtracting 2^23 with its sign is round_half_even exactly.
     fn requant<T>(acc: &[i32], n: usize, mult: &[f32], zp: i32, lo: i32, hi: i32, o: &mut [T])
     where
         T: crate::kernels::reference::QType,
     {
+        const TWO23: f32 = 8_388_608.0;
         let (flo, fhi) = ((lo - zp) as f32, (hi - zp) as f32);
+        let mrow: Vec<f32> = (0..n)
+            .map(|j| if mult.len() == 1 { mult[0] } else { mult[j] })
+            .collect();
         for (orow, arow) in o.chunks_exact_mut(n).zip(acc.chunks_exact(n)) {
-            for (j, (y, &a)) in orow.iter_mut().zip(arow).enumerate() {
-                let m = if mult.len() == 1 { mult[0] } else { mult[j] };
+            for ((y, &a), &m) in orow.iter_mut().zip(arow).zip(&mrow) {
                 let x = ((a as f32) * m).max(flo).min(fhi);
-                *y = T::from_i32(crate::kernels::quantize::round_half_even(x) as i32 + zp);
+                let c = TWO23.copysign(x);
+                *y = T::from_i32(((x + c) - c) as i32 + zp);
             }
         }
     }

@@ -1078,7 +1078,7 @@ impl Suite {
             eval(cap)?;
             let by = |s: &Score| match (target, s.accuracy) {
                 (Target::MaxAccuracyDrop(_), Some(a)) => (a, s.sqnr_db),
-                _ => (0.0, target.sqnr(s)),
+                _ => (0.0, s.sqnr_db),
             };
             let (k, _) = tried
                 .iter()
@@ -1705,27 +1705,14 @@ fn load_eval(
 pub enum Target {
     /// Output SQNR at least this many dB.
     SqnrDb(f64),
-    /// Output SQNR at least this many dB at the 5th percentile over resamples of the
-    /// evaluation batches (`Score::sqnr_low_db`): the accuracy guard's claim about
-    /// unseen data, which must hold also when the evaluation set is small or uneven.
-    SqnrLowerBound(f64),
     /// Top-1 accuracy at most this many percentage points below float.
     MaxAccuracyDrop(f64),
 }
 
 impl Target {
-    /// The SQNR figure of `s` this target reads.
-    pub fn sqnr(&self, s: &Score) -> f64 {
-        match self {
-            Target::SqnrLowerBound(_) => s.sqnr_low_db,
-            _ => s.sqnr_db,
-        }
-    }
-
     pub fn met(&self, s: &Score, float_accuracy: Option<f64>) -> bool {
         match *self {
             Target::SqnrDb(db) => s.sqnr_db >= db,
-            Target::SqnrLowerBound(db) => s.sqnr_low_db >= db,
             Target::MaxAccuracyDrop(p) => match (s.accuracy, float_accuracy) {
                 (Some(a), Some(f)) => (f - a) * 100.0 <= p + 1e-9,
                 _ => false,
@@ -1738,10 +1725,6 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::SqnrDb(d) => write!(f, "output SQNR >= {d} dB"),
-            Target::SqnrLowerBound(d) => write!(
-                f,
-                "output SQNR >= {d} dB, also at the 5th percentile over resamples of the samples"
-            ),
             Target::MaxAccuracyDrop(p) => write!(f, "top-1 accuracy drop <= {p} points"),
         }
     }
@@ -1924,9 +1907,6 @@ pub struct Fallback {
 impl Fallback {
     fn figures(&self, s: &Score) -> String {
         let mut t = format!("output SQNR {} dB", db(s.sqnr_db));
-        if matches!(self.target, Target::SqnrLowerBound(_)) {
-            t += &format!(" ({} dB at the 5th percentile)", db(s.sqnr_low_db));
-        }
         if let (Some(a), Some(f)) = (s.accuracy, self.float_accuracy) {
             t += &format!(
                 ", top-1 {:.2} % ({:+.2} points vs float {:.2} %)",

@@ -70,9 +70,14 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             let op = t.to_string();
             let fmod = ctx.int("fmod", 0) != 0;
             boxed(move |i| {
-                let mut acc = input(i, 0)?.clone();
-                // Max/Min are variadic; the others have exactly two inputs.
-                for k in 1..i.len() {
+                // Max/Min are variadic (a single input is returned as is); the others have
+                // exactly two inputs. The first product reads the inputs in place: no copy.
+                let first = input(i, 0)?;
+                if i.len() < 2 {
+                    return Ok(vec![first.clone()]);
+                }
+                let mut acc = arith(&op, fmod, first, input(i, 1)?)?;
+                for k in 2..i.len() {
                     acc = arith(&op, fmod, &acc, input(i, k)?)?;
                 }
                 Ok(vec![acc])
