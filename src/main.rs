@@ -146,7 +146,7 @@ enum Command {
         #[arg(long, value_name = "HOW", default_value = "auto")]
         ranking: onnxq::numeric::sensitivity::RankingChoice,
         /// With a target: rank and search on the first N samples of the evaluation data
-        /// (default: all; auto-limited when one pass costs long, see README); the result
+        /// (default: all; auto-limited when one pass is costly, see README); the result
         /// is always evaluated on all of them.
         #[arg(long, value_name = "N")]
         sensitivity_samples: Option<usize>,

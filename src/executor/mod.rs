@@ -187,6 +187,18 @@ fn step_work(kind: &str, ins: &[Option<&Array>], outs: &[Array]) -> Work {
     }
 }
 
+/// Named tensors as run-time arrays.
+fn input_arrays<'a>(inputs: &[(&'a str, &Tensor)]) -> Result<Vec<(&'a str, Array)>> {
+    inputs
+        .iter()
+        .map(|(n, t)| {
+            Array::from_tensor(t)
+                .map(|a| (*n, a))
+                .map_err(|e| Error::invalid(format!("input `{n}`: {e}")))
+        })
+        .collect()
+}
+
 /// A step's input or output values while planning.
 type ValueList = Vec<Option<ValueId>>;
 
@@ -641,15 +653,7 @@ impl Executor {
     /// Runs the model on named inputs (every graph input exactly once) and returns the graph
     /// outputs in order, with their names.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>> {
-        let arrays = inputs
-            .iter()
-            .map(|(n, t)| {
-                Array::from_tensor(t)
-                    .map(|a| (*n, a))
-                    .map_err(|e| Error::invalid(format!("input `{n}`: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let outs = self.run_arrays(arrays)?;
+        let outs = self.run_arrays(input_arrays(inputs)?)?;
         Ok(outs.into_iter().map(|(n, a)| (n, a.to_tensor())).collect())
     }
 
@@ -664,15 +668,7 @@ impl Executor {
         inputs: &[(&str, &Tensor)],
         work: &mut Work,
     ) -> Result<Vec<(String, Tensor)>> {
-        let arrays = inputs
-            .iter()
-            .map(|(n, t)| {
-                Array::from_tensor(t)
-                    .map(|a| (*n, a))
-                    .map_err(|e| Error::invalid(format!("input `{n}`: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let outs = self.run_inner(arrays, None, Some(work))?;
+        let outs = self.run_inner(input_arrays(inputs)?, None, Some(work))?;
         Ok(outs.into_iter().map(|(n, a)| (n, a.to_tensor())).collect())
     }
 
@@ -745,7 +741,7 @@ impl Executor {
                     .collect();
                 // A kernel should never panic on any input; if one does anyway, report the
                 // node instead of taking the caller's process down.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let outs = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     s.kernel.run_with(&ins, self.options.threads)
                 })) {
                     Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?,
@@ -755,16 +751,12 @@ impl Executor {
                             s.label
                         )))
                     }
+                };
+                if let Some(w) = work.as_deref_mut() {
+                    w.add(step_work(&s.kind, &ins, &outs));
                 }
+                outs
             };
-            if let Some(w) = work.as_deref_mut() {
-                let ins: Vec<Option<&Array>> = s
-                    .inputs
-                    .iter()
-                    .map(|slot| slot.and_then(|k| self.consts[k].as_ref().or(vals[k].as_ref())))
-                    .collect();
-                w.add(step_work(&s.kind, &ins, &outs));
-            }
             for (slot, a) in s.outputs.iter().zip(outs) {
                 if let Some(k) = slot {
                     vals[*k] = Some(a);
