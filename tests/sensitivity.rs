@@ -559,6 +559,15 @@ fn weight_only_fallback_keeps_float_units_weights_int8() {
 /// Plain `quantize` (no target) measures the output SQNR on the calibration data: below
 /// the accuracy guard the fallback replaces the all-int8 model; `off` skips the check; a
 /// model above it is written as quantized, with the figure in the summary.
+/// The number that follows `marker` in `text`.
+fn number_after(text: &str, marker: &str) -> f64 {
+    text.split(marker)
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no number after `{marker}` in:\n{text}"))
+}
+
 #[test]
 fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let dir = temp_dir("guard");
@@ -613,12 +622,7 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let plain_err = err.to_string();
     // The margin: a guard 1.5 dB under digits_cnn's figure is met, but not with its 3 dB
     // margin, so the fallback runs and aims at guard + 3.
-    let figure: f64 = err
-        .split("accuracy guard: output SQNR ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|t| t.parse().ok())
-        .expect("the guard's figure");
+    let figure = number_after(&err, "accuracy guard: output SQNR ");
     let guard = (figure - 1.5).floor();
     let margin = dir.join("margin.onnx");
     let o = quantize_cli(
@@ -643,12 +647,7 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     assert!(reached >= guard + 3.0, "{reached} dB\n{err}");
     // Beside its figure, the guard reports how far it can be trusted: its 5th percentile
     // over resamples of the calibration batches, a little lower.
-    let low: f64 = plain_err
-        .split("--accuracy-guard); ")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|t| t.parse().ok())
-        .expect("the guard's lower bound");
+    let low = number_after(&plain_err, "--accuracy-guard); ");
     assert!(low < figure && low > figure - 3.0, "{plain_err}");
     assert!(plain_err.contains("dB at the 5th percentile over resamples"));
     // Not a number.

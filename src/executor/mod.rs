@@ -163,7 +163,7 @@ fn step_work(kind: &str, ins: &[Option<&Array>], outs: &[Array]) -> Work {
             (Some(a), Some(y)) if !a.is_empty() && !y.shape.is_empty() => {
                 let rows = prod(&y.shape[..y.shape.len() - 1]).max(1);
                 let k = if kind == "Gemm" {
-                    prod(a) / rows.max(1)
+                    prod(a) / rows
                 } else {
                     *a.last().unwrap_or(&1) as u64
                 };

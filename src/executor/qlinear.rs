@@ -848,11 +848,10 @@ fn write_stage(stage: &Stage, acc: &[i32], n: usize, out: &mut ArrayData, off: u
     use crate::kernels::reference::dequantize_acc;
     // Per-column parameter j (1 value: per tensor).
     let per = |v: &[f32], j: usize| if v.len() == 1 { v[0] } else { v[j] };
-    // `reference::requantize` with its `round_ties_even` (a libm call on baseline x86-64)
-    // replaced by the bit-identical `round_half_even`.
-    // Branch-free so that it vectorizes: the multipliers spread to a row once, and the
-    // clamped value is within ±255 (never NaN: `max` drops it), where adding and
-    // subtracting 2^23 with its sign is round_half_even exactly.
+    // `reference::requantize`, branch-free so that it vectorizes: the multipliers spread to
+    // a row once, and its `round_ties_even` (a libm call on baseline x86-64) replaced by
+    // adding and subtracting 2^23 with the value's sign, exact here since the clamped
+    // value is within ±255 (never NaN: `max` drops it).
     fn requant<T>(acc: &[i32], n: usize, mult: &[f32], zp: i32, lo: i32, hi: i32, o: &mut [T])
     where
         T: crate::kernels::reference::QType,

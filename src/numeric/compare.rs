@@ -134,6 +134,9 @@ pub fn worst_sqnr_db(sums: &[(f64, f64)]) -> f64 {
 /// trusted: a set of similar samples keeps it close to the figure, a set with a few far
 /// worse ones pulls it down. With one batch there is nothing to resample: the figure.
 pub fn sqnr_lower_bound(per_batch: &[Vec<(f64, f64)>]) -> f64 {
+    if per_batch.len() < 2 {
+        return worst_sqnr_db(per_batch.first().map_or(&[][..], Vec::as_slice));
+    }
     let outputs = per_batch.iter().map(Vec::len).max().unwrap_or(0);
     let total = |pick: &mut dyn FnMut() -> usize| {
         let mut sums = vec![(0.0f64, 0.0f64); outputs];
@@ -145,13 +148,6 @@ pub fn sqnr_lower_bound(per_batch: &[Vec<(f64, f64)>]) -> f64 {
         }
         worst_sqnr_db(&sums)
     };
-    if per_batch.len() < 2 {
-        let mut i = 0;
-        return total(&mut || {
-            i += 1;
-            i - 1
-        });
-    }
     // splitmix64: small, seeded, the same figures on every machine.
     let mut state = 0x6f6e_6e78_7162_6f6fu64;
     let b = per_batch.len() as u64;

@@ -84,9 +84,6 @@ pub struct Unit {
 pub struct Score {
     /// Output SQNR in dB (`null` in JSON when infinite: no error at all).
     pub sqnr_db: f64,
-    /// How low it could be on other data like the evaluation set: the 5th percentile
-    /// over bootstrap resamples of its batches ([`crate::numeric::compare::sqnr_lower_bound`]).
-    pub sqnr_low_db: f64,
     /// Top-1 accuracy in [0, 1] with labels.
     pub accuracy: Option<f64>,
 }
@@ -389,7 +386,7 @@ impl Suite {
         .with_context(|| format!("calibrating on {}", calib_data.display()))?;
         log::info!("suite: calibrated at {:.1} s", t0.elapsed().as_secs_f64());
         let threads = options.calibration.threads.max(1);
-        let eval = load_eval(&model, eval_data, labels, threads)?;
+        let eval = load_eval(&model, eval_data, labels, threads, 1)?;
         log::info!(
             "suite: float reference at {:.1} s ({:.2} s wall; {:.2} s nominal)",
             t0.elapsed().as_secs_f64(),
@@ -644,7 +641,6 @@ impl Suite {
         match self.quantize(float_units)? {
             None => Ok(Score {
                 sqnr_db: f64::INFINITY,
-                sqnr_low_db: f64::INFINITY,
                 accuracy: self.float_accuracy_on(batches),
             }),
             Some(q) => self.score_with(&q.model, batches, threads),
@@ -728,10 +724,15 @@ impl Suite {
 
     /// [`Suite::score_on`] with at most `threads` threads.
     fn score_with(&self, model: &Model, batches: usize, threads: usize) -> Result<Score> {
-        let (sqnr, firsts) = score_eval(&self.eval, model, batches, threads)?;
+        let (sums, firsts): (Vec<_>, Vec<_>) = score_eval(&self.eval, model, batches, threads)?
+            .into_iter()
+            .map(|b| (b.sums, b.first))
+            .unzip();
+        // Per output: a detector's weakest head (scores next to boxes of far larger
+        // magnitude) must not hide behind the others' energy, so the score is the
+        // worst output's SQNR.
         Ok(Score {
-            sqnr_db: sqnr.db,
-            sqnr_low_db: sqnr.low_db,
+            sqnr_db: worst_sqnr_db(&total_sums(&sums)),
             accuracy: self.accuracy(&firsts),
         })
     }
@@ -1169,7 +1170,8 @@ pub const AUTO_FULL_BUDGET: std::time::Duration = std::time::Duration::from_secs
 /// float model over the evaluation data costs more than this (nominal seconds).
 pub const AUTO_SEARCH_PASS: std::time::Duration = std::time::Duration::from_secs(8);
 
-/// A single evaluation file is cut into at least this many batches (see [`load_eval`]).
+/// The guard's measurement ([`output_sqnrs`]) cuts a single data file into at least this
+/// many batches: they are what its lower bound resamples.
 const EVAL_BATCHES: usize = 16;
 
 /// When an evaluation costs over a nominal second, the pruning pass stops after this many.
@@ -1525,16 +1527,16 @@ fn with_exclusions<'a>(
     o
 }
 
-/// The worst output's SQNR of `model` against `eval`'s float reference on its first
-/// `batches` batches, with the first outputs when `eval` has labels (batches run in
-/// parallel on `threads` workers; sums added in batch order, so the result does not
-/// depend on the thread count).
+/// The per-output (signal, noise) sums of `model` against `eval`'s float reference on
+/// each of its first `batches` batches, in batch order, with the first outputs when
+/// `eval` has labels (batches run in parallel on `threads` workers; callers add the sums
+/// in batch order, so the result does not depend on the thread count).
 fn score_eval(
     eval: &EvalSet,
     model: &Model,
     batches: usize,
     threads: usize,
-) -> Result<(SqnrEstimate, Vec<Option<Vec<f32>>>)> {
+) -> Result<Vec<BatchScore>> {
     let batches = batches.clamp(1, eval.batches.len());
     let threads = threads.max(1);
     let workers = threads.min(batches).max(1);
@@ -1570,29 +1572,22 @@ fn score_eval(
         }
         Ok(BatchScore { sums, first })
     });
-    // Per output: a detector's weakest head (scores next to boxes of far larger
-    // magnitude) must not hide behind the others' energy, so the score is the
-    // worst output's SQNR.
+    results.into_iter().collect()
+}
+
+/// Per-output sums over the batches, added in batch order.
+fn total_sums(per_batch: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
     let mut sums: Vec<(f64, f64)> = vec![];
-    let mut per_batch = Vec::with_capacity(batches);
-    let mut firsts = Vec::with_capacity(batches);
-    for r in results {
-        let r = r?;
-        if sums.len() < r.sums.len() {
-            sums.resize(r.sums.len(), (0.0, 0.0));
+    for b in per_batch {
+        if sums.len() < b.len() {
+            sums.resize(b.len(), (0.0, 0.0));
         }
-        for (acc, &(s, n)) in sums.iter_mut().zip(&r.sums) {
+        for (acc, &(s, n)) in sums.iter_mut().zip(b) {
             acc.0 += s;
             acc.1 += n;
         }
-        per_batch.push(r.sums);
-        firsts.push(r.first);
     }
-    let estimate = SqnrEstimate {
-        db: worst_sqnr_db(&sums),
-        low_db: sqnr_lower_bound(&per_batch),
-    };
-    Ok((estimate, firsts))
+    sums
 }
 
 /// The output SQNR (worst output, dB) of `quantized` against `float` on `data`, both run
@@ -1609,28 +1604,34 @@ pub fn output_sqnrs(
     data: &Path,
     threads: usize,
 ) -> Result<Vec<SqnrEstimate>> {
-    let eval = load_eval(float, data, None, threads.max(1))?;
+    let eval = load_eval(float, data, None, threads.max(1), EVAL_BATCHES)?;
     quantized
         .iter()
-        .map(|q| Ok(score_eval(&eval, q, eval.batches.len(), threads.max(1))?.0))
+        .map(|q| {
+            let batches = score_eval(&eval, q, eval.batches.len(), threads.max(1))?;
+            let sums: Vec<Vec<(f64, f64)>> = batches.into_iter().map(|b| b.sums).collect();
+            Ok(SqnrEstimate {
+                db: worst_sqnr_db(&total_sums(&sums)),
+                low_db: sqnr_lower_bound(&sums),
+            })
+        })
         .collect()
 }
 
 /// Loads the evaluation data and runs the float model on it (batches on `threads`
-/// workers).
+/// workers). A single file is cut into at least `min_batches` batches.
 fn load_eval(
     model: &Model,
     path: &Path,
     labels: Option<Vec<i64>>,
     threads: usize,
+    min_batches: usize,
 ) -> Result<EvalSet> {
     let inputs = model_inputs(model)?;
     let mut data = CalibrationData::open(path, &inputs)?;
-    // Batches are what the SQNR's lower bound resamples: one file of many samples is cut
-    // into at least EVAL_BATCHES of them (at most the default batch size each).
     if let Some(n) = data.total_samples() {
         let rows = n
-            .div_ceil(EVAL_BATCHES)
+            .div_ceil(min_batches.max(1))
             .clamp(1, crate::calib::DEFAULT_BATCH_SIZE);
         data = data.with_batch_size(rows);
     }
