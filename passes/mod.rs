@@ -16,6 +16,7 @@ mod quantize_embeddings;
 mod quantize_weight_only;
 mod remove_identity;
 mod sink_constants;
+mod store_weights_fp16;
 mod strip_metadata;
 mod upgrade_opset;
 
@@ -34,6 +35,7 @@ pub use quantize_embeddings::{is_embedding_lookup, QuantizeEmbeddings};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use sink_constants::SinkConstants;
+pub use store_weights_fp16::StoreWeightsFp16;
 pub use strip_metadata::StripMetadata;
 pub use upgrade_opset::UpgradeOpset;
 
@@ -95,6 +97,11 @@ pub fn register_builtin(r: &mut PassRegistry) {
         "convert-qdq",
         "rewrite a calibrated graph into QuantizeLinear/DequantizeLinear form (calibration=FILE)",
         ConvertQdq::from_options,
+    );
+    r.register(
+        "store-weights-fp16",
+        "store the weights of float Conv/ConvTranspose/Gemm/MatMul/LSTM/GRU/RNN as float16 + Cast (only=NODE;...)",
+        StoreWeightsFp16::from_options,
     );
     r.register(
         "upgrade-opset",

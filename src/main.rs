@@ -530,6 +530,19 @@ fn run(cli: Cli) -> Result<()> {
                                 save_qconfig: save_qconfig.as_deref(),
                             };
                             let known = summary.calibration_sqnr;
+                            // The fallback's variants keep the choice `auto` made on
+                            // the all-int8 model (they would otherwise all correct).
+                            let options = match summary.bias_correction_chosen {
+                                Some(on) => onnxq::quantize::QuantizeOptions {
+                                    bias_correction: if on {
+                                        onnxq::quantize::BiasCorrection::On
+                                    } else {
+                                        onnxq::quantize::BiasCorrection::Off
+                                    },
+                                    ..options.clone()
+                                },
+                                None => options.clone(),
+                            };
                             match guard_accuracy(
                                 &model, &output, &data, db, known, &search, &options,
                             ) {
@@ -541,8 +554,23 @@ fn run(cli: Cli) -> Result<()> {
                                     ));
                                     summary
                                 }
-                                Ok((_, Some((s, fb)))) => {
+                                Ok((_, Some((mut s, fb)))) => {
                                     fallback_text = Some(fb.text());
+                                    if let Some(on) = summary.bias_correction_chosen {
+                                        let why = summary
+                                            .notes
+                                            .iter()
+                                            .find(|(k, _)| k == "bias correction")
+                                            .map(|(_, v)| v.clone())
+                                            .unwrap_or_default();
+                                        s.notes.push((
+                                            "bias correction".into(),
+                                            format!(
+                                                "{} in the fallback's model too, as `auto` chose on the all-int8 model ({why})",
+                                                if on { "on" } else { "off" }
+                                            ),
+                                        ));
+                                    }
                                     s
                                 }
                                 Err(e) => {
@@ -910,6 +938,8 @@ fn quantize_to_target(
             // The float weights of some units were needed: the others get int8 weights
             // back, one evaluation each, largest first.
             suite.restore_int8_weights(&mut fb)?;
+            // Those still needed are stored as float16 where the target allows.
+            suite.store_float_weights_fp16(&mut fb)?;
         } else {
             suite.set_weight_only_fallback(true);
         }

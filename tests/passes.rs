@@ -34,8 +34,14 @@ fn outputs(model: &Model, inputs: &[Tensor]) -> Vec<Vec<f32>> {
 fn every_pass_preserves_the_float_function() {
     let registry = PassRegistry::builtin();
     // Every float pass; the quantizing ones change the function by design
-    // (tests/quantize_cli.rs, tests/quantize_modes.rs).
-    let quantizing = ["convert-qdq", "quantize-dynamic", "quantize-weight-only"];
+    // (tests/quantize_cli.rs, tests/quantize_modes.rs), and so does f16 weight storage
+    // (below, and tests/python/test_ort_optimize.py).
+    let quantizing = [
+        "convert-qdq",
+        "quantize-dynamic",
+        "quantize-weight-only",
+        "store-weights-fp16",
+    ];
     let mut pipelines: Vec<String> = registry
         .names()
         .filter(|n| !quantizing.contains(n))
@@ -243,4 +249,133 @@ fn stop_after_and_print_after_instrumentation() {
         *dumps.lock().unwrap(),
         vec!["before fold-batchnorm: true", "after fold-batchnorm: false"]
     );
+}
+
+/// `store-weights-fp16` on the bundled models: every weight op's weights become f16
+/// behind a Cast, and tract and onnxq's executor compute what the float model computes
+/// with its weights rounded to f16.
+#[test]
+fn fp16_weight_storage_computes_the_rounded_weights() {
+    for path in bundled_models() {
+        let name = stem(&path);
+        if TRACT_CANNOT_RUN.contains(&name.as_str()) {
+            continue;
+        }
+        let original = onnxq::import::import_file(&path).unwrap();
+        let inputs = sample_inputs(&path, &original);
+        let mut stored = original.clone();
+        let cx = run_pipeline(&mut stored, "store-weights-fp16");
+        let n = cx.stat("store-weights-fp16", "weights") as usize;
+        assert!(n > 0, "{name}: no weight stored in f16");
+        assert!(
+            onnxq::emit::to_bytes(&stored).len() < onnxq::emit::to_bytes(&original).len(),
+            "{name}"
+        );
+        // The reference: the same weights rounded to f16 in place, kept f32.
+        let mut rounded = original.clone();
+        let mut halves = 0;
+        let g = &mut rounded.graph;
+        let ids: Vec<NodeId> = g.node_ids().collect();
+        for id in ids {
+            let Some(v) = g.node(id).outputs[0] else {
+                continue;
+            };
+            let Some(t) = g.const_tensor(v) else { continue };
+            let weight_only = !g.consumers(v).is_empty()
+                && g.consumers(v).iter().all(|&(c, _)| {
+                    [
+                        "Conv",
+                        "ConvTranspose",
+                        "Gemm",
+                        "MatMul",
+                        "LSTM",
+                        "GRU",
+                        "RNN",
+                    ]
+                    .iter()
+                    .any(|o| g.node(c).is_op(o))
+                });
+            if t.dtype != DataType::F32 || t.dims.len() < 2 || !weight_only {
+                continue;
+            }
+            let r: Vec<f32> = t
+                .to_f32_vec()
+                .unwrap()
+                .iter()
+                .map(|&x| half::f16::from_f32(x).to_f32())
+                .collect();
+            let dims = t.dims.clone();
+            if let NodeKind::Const(c) = &mut g.node_mut(id).kind {
+                c.tensor = Tensor::from_f32(dims, &r);
+            }
+            halves += 1;
+        }
+        assert_eq!(halves, n, "{name}");
+        let want = outputs(&rounded, &inputs);
+        let got = outputs(&stored, &inputs);
+        let ex = onnxq::executor::Executor::new(&stored, Default::default()).unwrap();
+        let named: Vec<(&str, &Tensor)> = stored
+            .graph
+            .inputs
+            .iter()
+            .map(|&v| stored.graph.value(v).name.as_str())
+            .zip(&inputs)
+            .collect();
+        let native: Vec<Vec<f32>> = ex
+            .run(&named)
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.to_f32_vec().unwrap())
+            .collect();
+        for ((w, g), e) in want.iter().zip(&got).zip(&native) {
+            let scale = w.iter().fold(f32::MIN_POSITIVE, |a, &x| a.max(x.abs()));
+            for ((&a, &b), &c) in w.iter().zip(g).zip(e) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{name}: tract {a} vs {b}");
+                assert!((a - c).abs() <= 1e-4 * scale, "{name}: executor {a} vs {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fp16_weight_storage_keeps_what_f16_cannot_hold_and_names_unknown_nodes() {
+    let path = models_dir().join("mlp.onnx");
+    let mut m = onnxq::import::import_file(&path).unwrap();
+    // Scale one weight beyond f16's range.
+    let g = &mut m.graph;
+    let ids: Vec<NodeId> = g.node_ids().collect();
+    let mut big = None;
+    for id in ids {
+        let Some(v) = g.node(id).outputs[0] else {
+            continue;
+        };
+        let Some(t) = g.const_tensor(v) else { continue };
+        if t.dtype == DataType::F32 && t.dims.len() == 2 {
+            let r: Vec<f32> = t.to_f32_vec().unwrap().iter().map(|x| x * 1e6).collect();
+            let dims = t.dims.clone();
+            big = Some(g.value(v).name.clone());
+            if let NodeKind::Const(c) = &mut g.node_mut(id).kind {
+                c.tensor = Tensor::from_f32(dims, &r);
+            }
+            break;
+        }
+    }
+    let big = big.expect("mlp has a 2-D weight");
+    let mut stored = m.clone();
+    let cx = run_pipeline(&mut stored, "store-weights-fp16");
+    let v = stored
+        .graph
+        .value_by_name(&big)
+        .expect("kept under its name");
+    assert_eq!(stored.graph.const_tensor(v).unwrap().dtype, DataType::F32);
+    assert!(cx
+        .diagnostics()
+        .iter()
+        .any(|d| d.subject == big && d.message.contains("65504")));
+    let err = PassManager::parse("store-weights-fp16{only=nope}", &PassRegistry::builtin())
+        .unwrap()
+        .run(&mut m.clone(), &mut PassContext::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`nope`"), "{err}");
 }

@@ -476,6 +476,26 @@ fn restoring_int8_weights_keeps_float_only_the_weights_the_target_needs() {
     for u in &fb.weights_restored {
         assert!(m.weight_only.contains(u), "{u}");
     }
+    assert!(m.float16_weights.is_empty());
+
+    // The culprit's float weights stored as float16: 11 significant bits instead of 7
+    // leave the target met, its weight is a Cast of an f16 initializer, the figure is
+    // what the suite measures on that model, and the qconfig says so.
+    s.store_float_weights_fp16(&mut fb).unwrap();
+    assert!(fb.weights_fp16, "{}", fb.text());
+    assert!(fb.text().contains("stored as float16"), "{}", fb.text());
+    let q = s.quantize(&fb.float_units).unwrap().unwrap();
+    let score = s.score(&q.model).unwrap();
+    assert!(score.sqnr_db >= 40.0, "{}", score.sqnr_db);
+    assert_eq!(score.sqnr_db, fb.score.sqnr_db);
+    let g = &q.model.graph;
+    let n = g.node_ids().find(|&n| g.node(n).name == CULPRIT).unwrap();
+    let cast = g.producer(g.node(n).inputs[1].unwrap());
+    assert!(g.node(cast).is_op("Cast"));
+    let stored = g.const_tensor(g.node(cast).inputs[0].unwrap()).unwrap();
+    assert_eq!(stored.dtype, onnxq::ir::DataType::F16);
+    let m = fb.qconfig(&onnxq::qconfig::QConfigMapping::default());
+    assert!(m.float16_weights.contains(CULPRIT));
 }
 
 /// The CLI's mixed result (some float units with int8 weights, the culprit without) is
@@ -498,6 +518,9 @@ fn cli_mixed_float_weights_round_trip_through_the_qconfig() {
     let mapping = onnxq::qconfig::QConfigMapping::from_file(&qc).unwrap();
     assert!(mapping.name.get(CULPRIT).is_some_and(|q| q.is_none()));
     assert!(!mapping.weight_only.is_empty());
+    // Its float weights are stored as float16, and the saved mapping says so.
+    assert!(err.contains("stored as float16"), "{err}");
+    assert!(mapping.float16_weights.contains(CULPRIT), "{mapping:?}");
     let out2 = dir.join("again.onnx");
     let o = quantize_cli(&m, &out2, &c, &["--qconfig", qc.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -556,9 +579,6 @@ fn weight_only_fallback_keeps_float_units_weights_int8() {
     assert!(int8_weights_of_float_units > 0);
 }
 
-/// Plain `quantize` (no target) measures the output SQNR on the calibration data: below
-/// the accuracy guard the fallback replaces the all-int8 model; `off` skips the check; a
-/// model above it is written as quantized, with the figure in the summary.
 /// The number that follows `marker` in `text`.
 fn number_after(text: &str, marker: &str) -> f64 {
     text.split(marker)
@@ -568,6 +588,10 @@ fn number_after(text: &str, marker: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number after `{marker}` in:\n{text}"))
 }
 
+/// Plain `quantize` (no target) measures the output SQNR on the calibration data: below
+/// the accuracy guard the fallback replaces the all-int8 model, keeping the bias-correction
+/// choice `auto` made; `off` skips the check; a model above it is written as quantized,
+/// with the figure in the summary.
 #[test]
 fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     let dir = temp_dir("guard");
@@ -580,6 +604,17 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     assert!(err.contains("accuracy guard: output SQNR"), "{err}");
     assert!(err.contains("below 28 dB (25 dB + 3 dB"), "{err}");
     assert!(err.contains(CULPRIT), "{err}");
+    let chosen = if err.contains("bias correction: off") {
+        "off"
+    } else {
+        "on"
+    };
+    assert!(
+        err.contains(&format!(
+            "bias correction: {chosen} in the fallback's model too"
+        )),
+        "{err}"
+    );
     let off = dir.join("off.onnx");
     let o = quantize_cli(&m, &off, &c, &["--accuracy-guard", "off"]);
     let err = String::from_utf8_lossy(&o.stderr);

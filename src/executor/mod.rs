@@ -188,6 +188,34 @@ fn step_work(kind: &str, ins: &[Option<&Array>], outs: &[Array]) -> Work {
 }
 
 /// Named tensors as run-time arrays.
+/// A float16 constant read only by `Cast(to=FLOAT)` (a weight stored in f16, see the
+/// `store-weights-fp16` pass), held widened to f32: f16 → f32 is exact, so the Casts
+/// fold to the same values. Other f16 constants are refused by `Array::from_tensor`.
+fn widened_f16_weight(g: &crate::ir::Graph, v: ValueId, t: &Tensor) -> Option<Array> {
+    if t.dtype != DataType::F16 || g.is_graph_output(v) {
+        return None;
+    }
+    let casts_to_f32 = g.consumers(v).iter().all(|&(c, slot)| {
+        let node = g.node(c);
+        slot == crate::ir::Slot::Input(0)
+            && node.is_op("Cast")
+            && node
+                .op()
+                .and_then(|op| op.attr("to"))
+                .and_then(|a| a.as_int())
+                == Some(DataType::F32.onnx_code() as i64)
+    });
+    if !casts_to_f32 {
+        return None;
+    }
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some(Array::f32(shape, t.to_f32_vec()?))
+}
+
 fn input_arrays<'a>(inputs: &[(&'a str, &Tensor)]) -> Result<Vec<(&'a str, Array)>> {
     inputs
         .iter()
@@ -319,6 +347,10 @@ impl Executor {
         for &n in &order {
             if let NodeKind::Const(c) = &g.node(n).kind {
                 let v = g.node(n).outputs[0].expect("a constant has its value");
+                if let Some(a) = widened_f16_weight(g, v, &c.tensor) {
+                    consts.insert(v, a);
+                    continue;
+                }
                 match Array::from_tensor(&c.tensor) {
                     Ok(a) => {
                         consts.insert(v, a);

@@ -140,6 +140,9 @@ pub struct Suite {
     /// With `weight_only_fallback` on: float units (and noise-rule units) whose weights
     /// stay float too, what [`Suite::restore_int8_weights`] narrows down.
     float_weights: std::collections::BTreeSet<String>,
+    /// The weights of `float_weights` units are stored as float16 (the
+    /// `store-weights-fp16` pass): [`Suite::store_float_weights_fp16`]'s choice.
+    fp16_weights: bool,
 }
 
 /// Why the fallback keeps a unit float, in the summary.
@@ -411,6 +414,7 @@ impl Suite {
             ruled: BTreeMap::new(),
             weight_only_fallback: false,
             float_weights: Default::default(),
+            fp16_weights: false,
         };
         if suite.options.noise_rule {
             suite.apply_noise_rules(&cal_model, calib_data)?;
@@ -473,7 +477,35 @@ impl Suite {
             p.refresh_weight_entries(&mut table)
                 .context("observing the weights of the variant")?;
         }
-        Ok(Some(convert_prepared(p, table, &opts)?))
+        let mut q = convert_prepared(p, table, &opts)?;
+        if self.fp16_weights && self.weight_only_fallback {
+            self.store_weights_fp16(&mut q)?;
+        }
+        Ok(Some(q))
+    }
+
+    /// Stores the float weights of the `float_weights` units as float16 in `q`.
+    fn store_weights_fp16(&self, q: &mut Quantized) -> Result<()> {
+        use crate::pm::{Pass, PassContext};
+        let mut names = std::collections::BTreeSet::new();
+        crate::ir::rewrite::all_node_names(&q.model.graph, &mut names);
+        let only: std::collections::BTreeSet<String> = self
+            .float_weights
+            .iter()
+            .filter(|u| names.contains(u.as_str()))
+            .cloned()
+            .collect();
+        if only.is_empty() {
+            return Ok(());
+        }
+        let mut cx = PassContext::new();
+        crate::passes::StoreWeightsFp16 { only }
+            .run(&mut q.model, &mut cx)
+            .context("storing the float weights as float16")?;
+        for d in cx.diagnostics() {
+            q.summary.notes.push((d.subject.clone(), d.message.clone()));
+        }
+        Ok(())
     }
 
     /// The options of the variant keeping `float_units` and the noise rules' units
@@ -515,6 +547,7 @@ impl Suite {
     pub fn set_weight_only_fallback(&mut self, on: bool) {
         self.weight_only_fallback = on;
         self.float_weights.clear();
+        self.fp16_weights = false;
     }
 
     /// After a search with fully float units met the target (weight-only fallback off):
@@ -582,6 +615,31 @@ impl Suite {
             .collect();
         fb.weights_restored = restored;
         fb.weights_untried = untried;
+        Ok(())
+    }
+
+    /// After [`Suite::restore_int8_weights`]: stores the float weights still needed as
+    /// float16 (half their size; engines widen them once at load) when the target is still
+    /// met with them rounded so, one evaluation on the whole evaluation set.
+    pub fn store_float_weights_fp16(&mut self, fb: &mut Fallback) -> Result<()> {
+        if !self.weight_only_fallback || !fb.reached || fb.weights_needed.is_empty() {
+            return Ok(());
+        }
+        self.fp16_weights = true;
+        let s = self.evaluate_on(&fb.float_units, self.eval.batches.len())?;
+        fb.evaluations += 1;
+        let met = fb.target.met(&s, self.float_accuracy);
+        log::info!(
+            "float weights as float16: {} dB ({})",
+            s.sqnr_db,
+            if met { "kept" } else { "missed" }
+        );
+        if met {
+            fb.score = s;
+            fb.weights_fp16 = true;
+        } else {
+            self.fp16_weights = false;
+        }
         Ok(())
     }
 
@@ -1155,6 +1213,7 @@ impl Suite {
                 self.ruled.keys().cloned().collect()
             },
             float_weights: None,
+            weights_fp16: false,
             weights_needed: vec![],
             weights_restored: vec![],
             weights_untried: 0,
@@ -1903,6 +1962,9 @@ pub struct Fallback {
     pub weights_restored: Vec<String>,
     /// Units [`Suite::restore_int8_weights`] did not get to try (bounded evaluations).
     pub weights_untried: usize,
+    /// The float weights still needed are stored as float16
+    /// ([`Suite::store_float_weights_fp16`]).
+    pub weights_fp16: bool,
 }
 
 impl Fallback {
@@ -1954,6 +2016,9 @@ impl Fallback {
             }
             if !w.is_empty() && !self.weights_restored.is_empty() {
                 s += &format!("  float weights needed ({}): {}\n", w.len(), w.join(", "));
+            }
+            if self.weights_fp16 {
+                s += "  those float weights are stored as float16 (the target is still met)\n";
             }
             if self.weights_untried > 0 {
                 s += &format!(
@@ -2016,6 +2081,9 @@ impl Fallback {
             }
             for u in w {
                 m.set_name(u, None);
+            }
+            if self.weights_fp16 {
+                m.float16_weights = self.weights_needed.iter().cloned().collect();
             }
             return m;
         }

@@ -15,7 +15,8 @@
 //!   "object_type": {"Softmax": null},
 //!   "name_regex": [["^/encoder/.*", null]],
 //!   "name": {"/fc/Gemm": null},
-//!   "weight_only": ["/head/Conv"]
+//!   "weight_only": ["/head/Conv"],
+//!   "float16_weights": ["/fc/Gemm"]
 //! }
 //! ```
 
@@ -247,6 +248,11 @@ pub struct QConfigMapping {
     /// DequantizeLinear (what the accuracy fallback chooses).
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub weight_only: std::collections::BTreeSet<String>,
+    /// Float units (by first node name) whose float weights are stored as float16 behind
+    /// a Cast (the `store-weights-fp16` pass; what the accuracy fallback chooses when
+    /// the target allows).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub float16_weights: std::collections::BTreeSet<String>,
     #[serde(skip)]
     compiled: Vec<regex::Regex>,
 }
@@ -258,6 +264,7 @@ impl PartialEq for QConfigMapping {
             && self.name_regex == o.name_regex
             && self.name == o.name
             && self.weight_only == o.weight_only
+            && self.float16_weights == o.float16_weights
     }
 }
 
@@ -317,6 +324,7 @@ impl QConfigMapping {
         m.name_regex.extend(f.mapping.name_regex);
         m.name.extend(f.mapping.name);
         m.weight_only.extend(f.mapping.weight_only);
+        m.float16_weights.extend(f.mapping.float16_weights);
         m.compile()?;
         Ok(m)
     }

@@ -618,6 +618,13 @@ fn convert_timed(
     if let Some(pass) = embeddings_pass(&model, options) {
         convert.add(pass);
     }
+    // The qconfig's float units with float16 weights (a saved fallback result).
+    if let Some(path) = &options.qconfig {
+        let only = QConfigMapping::from_file(path)?.float16_weights;
+        if !only.is_empty() {
+            convert.add(crate::passes::StoreWeightsFp16 { only });
+        }
+    }
     convert.add(crate::passes::EliminateDeadCode);
     convert.run(&mut model, &mut cx)?;
     let mut pipeline = format!("{pipeline},{}", convert.pipeline_text());
@@ -817,7 +824,8 @@ fn choose_bias_correction(
         "output SQNR on the calibration data {:.1} dB with it, {:.1} dB without",
         s_with.db, s_without.db
     );
-    let (mut kept, sqnr, what) = if s_with.db >= s_without.db {
+    let on = s_with.db >= s_without.db;
+    let (mut kept, sqnr, what) = if on {
         (with, s_with, format!("on: {note}"))
     } else {
         (
@@ -831,6 +839,7 @@ fn choose_bias_correction(
         .push(("bias correction", t0.elapsed()));
     kept.summary.notes.push(("bias correction".into(), what));
     kept.summary.calibration_sqnr = Some(sqnr);
+    kept.summary.bias_correction_chosen = Some(on);
     kept
 }
 

@@ -41,6 +41,8 @@ pub struct Summary {
     /// The output SQNR (dB, worst output) on the calibration data, when quantization
     /// measured it (bias correction `auto` does): the accuracy guard reuses it.
     pub calibration_sqnr: Option<crate::numeric::compare::SqnrEstimate>,
+    /// Bias correction `auto`: whether the comparison kept it (`None`: not compared).
+    pub bias_correction_chosen: Option<bool>,
     pub size_before: Option<u64>,
     pub size_after: Option<u64>,
     pub stage_times: Vec<(&'static str, Duration)>,
@@ -85,6 +87,7 @@ impl Summary {
                             | "quantize-weight-only"
                             | "quantize-embeddings"
                             | "strip-metadata"
+                            | "store-weights-fp16"
                     ) =>
                 {
                     s.notes.push((d.subject.clone(), d.message.clone()))

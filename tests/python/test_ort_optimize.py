@@ -69,3 +69,74 @@ def test_decomposed_batchnorm_folds(onnxq_bin, tmp_path):
     assert "spatial_mul" in names
     feeds = {"x": rng.standard_normal((2, 3, 6, 6)).astype(np.float32)}
     np.testing.assert_allclose(run_ort(out, feeds)[0], run_ort(src, feeds)[0], rtol=1e-5, atol=1e-5)
+
+
+WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
+
+
+def fp16_rounded(model_path):
+    """The model with the weights `store-weights-fp16` stores in f16 rounded to f16 in
+    place (kept f32): what the pass's output must compute. In every graph, If/Loop/Scan
+    bodies included; a constant a body reads from its enclosing graph stays f32."""
+    from onnx import numpy_helper as nh
+
+    def body_names(g, out):
+        for n in g.node:
+            out.update(n.input)
+            for a in n.attribute:
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    body_names(sub, out)
+        return out
+
+    def visit(g):
+        readers = {}
+        for n in g.node:
+            for i in n.input:
+                readers.setdefault(i, []).append(n.op_type)
+            for a in n.attribute:
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                    for name in body_names(sub, set()):
+                        readers.setdefault(name, []).append(n.op_type)
+                    visit(sub)
+        # Initializers, and Constant nodes' tensors (how branch weights are often stored).
+        tensors = [(t.name, t) for t in g.initializer]
+        tensors += [(n.output[0], a.t) for n in g.node if n.op_type == "Constant"
+                    for a in n.attribute if a.name == "value"]
+        for name, t in tensors:
+            ops = readers.get(name, [])
+            if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 2 and ops \
+                    and all(o in WEIGHT_OPS for o in ops):
+                a = nh.to_array(t)
+                t.CopyFrom(nh.from_array(a.astype(np.float16).astype(np.float32), t.name))
+
+    m = onnx.load(str(model_path))
+    visit(m.graph)
+    return m
+
+
+@pytest.mark.parametrize("model", bundled_models(), ids=lambda p: p.stem)
+def test_fp16_weights_load_and_match(model, onnxq_bin, tmp_path):
+    """`store-weights-fp16`: the file shrinks, passes the full checker, and ONNX Runtime and
+    onnxq's executor both compute the float model with f16-rounded weights."""
+    out = tmp_path / model.name
+    subprocess.run([onnxq_bin, "optimize", str(model), "-o", str(out),
+                    "--passes", "store-weights-fp16"], check=True, capture_output=True)
+    m = onnx.load(str(out))
+    onnx.checker.check_model(m, full_check=True)
+    halves = [t for t in m.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    if model.stem != "control_flow":
+        assert halves, "no weight stored in f16"
+        assert out.stat().st_size < model.stat().st_size
+    ref = tmp_path / ("ref_" + model.name)
+    onnx.save(fp16_rounded(model), str(ref))
+    feeds = dict(np.load(model.with_suffix(".sample.npz")))
+    want = run_ort(ref, feeds)
+    got = run_ort(out, feeds)
+    names = [o.name for o in onnx.load(str(model)).graph.output]
+    subprocess.run([onnxq_bin, "run", str(out), "--input", str(model.with_suffix(".sample.npz")),
+                    "-o", str(tmp_path / "run")], check=True, capture_output=True)
+    for name, w, g in zip(names, want, got):
+        scale = max(float(np.abs(w).max()), np.finfo(np.float32).tiny)
+        assert float(np.abs(w.astype(np.float64) - g).max()) <= 1e-5 * scale, name
+        e = np.load(tmp_path / "run" / f"{name}.npy")
+        assert float(np.abs(w.astype(np.float64) - e).max()) <= 1e-4 * scale, name
