@@ -334,6 +334,7 @@ impl Executor {
         if options.threads == 0 {
             return Err(Error::invalid("threads must be at least 1"));
         }
+        crate::kernels::heap::retain_freed_memory();
         let g = &model.graph;
         let opset = model.onnx_opset();
         let order = g

@@ -793,6 +793,25 @@ impl Kernel for QMatMul {
             let (wq, wzp) = &converted;
             let mut acc = vec![0i32; m * n];
             let mut wd = vec![0i32; k * n];
+            // u8 requantized output (the usual case): the fused kernel, no accumulators.
+            let fused = match &stage {
+                Stage::Requant {
+                    mult,
+                    zp,
+                    qmin,
+                    qmax,
+                    ..
+                } if matches!(out, ArrayData::U8(_))
+                    && (0..=255).contains(qmin)
+                    && qmax <= &255 =>
+                {
+                    let mrow: Vec<f32> = (0..n)
+                        .map(|j| if mult.len() == 1 { mult[0] } else { mult[j] })
+                        .collect();
+                    Some((mrow, *zp, *qmin, *qmax))
+                }
+                _ => None,
+            };
             // Per-column zero points, spread to a row once.
             let zrow: Vec<i32> = (0..n)
                 .map(|j| i32::from(if wzp.len() == 1 { wzp[0] } else { wzp[j] }))
@@ -804,16 +823,21 @@ impl Kernel for QMatMul {
                         *d = i32::from(v) - z;
                     }
                 }
-                crate::kernels::small_qgemm::small_qgemm_acc(
-                    &xu[ia[bi] * m * k..],
-                    a_zp,
-                    m,
-                    k,
-                    &wd,
-                    n,
-                    &mut acc,
-                    true,
-                );
+                let a = &xu[ia[bi] * m * k..];
+                if let (Some((mult, zp, lo, hi)), ArrayData::U8(o)) = (&fused, &mut out) {
+                    let rq = crate::kernels::small_qgemm::RequantU8 {
+                        mult,
+                        zp: *zp,
+                        lo: *lo,
+                        hi: *hi,
+                    };
+                    let o = &mut o[bi * m * n..(bi + 1) * m * n];
+                    crate::kernels::small_qgemm::small_qgemm_u8(
+                        a, a_zp, m, k, &wd, n, &rq, o, true,
+                    );
+                    continue;
+                }
+                crate::kernels::small_qgemm::small_qgemm_acc(a, a_zp, m, k, &wd, n, &mut acc, true);
                 write_stage(&stage, &acc, n, &mut out, bi * m * n);
             }
             let mut shape = batch;
