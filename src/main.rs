@@ -937,9 +937,8 @@ fn quantize_to_target(
             fb = full;
             // The float weights of some units were needed: the others get int8 weights
             // back, one evaluation each, largest first.
+            // (Float16 storage of the float weights first, where the target allows.)
             suite.restore_int8_weights(&mut fb)?;
-            // Those still needed are stored as float16 where the target allows.
-            suite.store_float_weights_fp16(&mut fb)?;
         } else {
             suite.set_weight_only_fallback(true);
         }

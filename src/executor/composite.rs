@@ -16,6 +16,7 @@ use super::ops::{boxed, Kernel};
 use super::value::{Array, ArrayData};
 use crate::backend::composite::find_composites;
 use crate::ir::{Graph, NodeId, ValueId};
+use crate::kernels::vmath;
 
 /// A composite that runs as one step.
 pub(crate) struct Fused {
@@ -151,24 +152,32 @@ fn layer_norm(g: &Graph, nodes: &[NodeId], consts: &HashMap<ValueId, Array>) -> 
             }
         }
         let mut y = vec![0f32; v.len()];
+        // Scale and bias spread over the row once, so that the row loops vectorise.
+        let spread = |p: &Option<Vec<f32>>| {
+            p.as_ref().map(|p| {
+                if p.len() == 1 {
+                    vec![p[0]; d]
+                } else {
+                    p.clone()
+                }
+            })
+        };
+        let (gamma, beta) = (spread(&gamma), spread(&beta));
         if d > 0 {
             for (row, out) in v.chunks(d).zip(y.chunks_mut(d)) {
-                // As ReduceMean: fold from 0, then divide by the count.
-                let m = row.iter().fold(0f32, |a, &b| a + b) / d as f32;
+                // As ReduceMean: the row sum (in `lane_sum`'s order), then divide by the count.
+                let m = vmath::lane_sum(row) / d as f32;
                 for (o, &xv) in out.iter_mut().zip(row) {
                     *o = xv - m;
                 }
-                let var = out.iter().fold(0f32, |a, &b| a + b * b) / d as f32;
+                let var = vmath::lane_sum_sq(out) / d as f32;
                 let s = (var + eps).sqrt();
-                for (k, o) in out.iter_mut().enumerate() {
-                    let mut t = *o / s;
-                    if let Some(gm) = &gamma {
-                        t *= gm[if gm.len() == 1 { 0 } else { k }];
-                    }
-                    if let Some(b) = &beta {
-                        t += b[if b.len() == 1 { 0 } else { k }];
-                    }
-                    *o = t;
+                out.iter_mut().for_each(|o| *o /= s);
+                if let Some(g) = &gamma {
+                    out.iter_mut().zip(g).for_each(|(o, &g)| *o *= g);
+                }
+                if let Some(b) = &beta {
+                    out.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
                 }
             }
         }

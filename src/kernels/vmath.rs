@@ -198,6 +198,57 @@ pub fn tanh_slice_with(v: &mut [f32], simd: bool) {
     dispatch!(v, simd, tanh_avx2, tanh_one)
 }
 
+/// `Σ v` in a fixed order that vectorises: lane `l` (of 8) sums `v[l], v[l+8], …` over the
+/// whole chunks of 8; the lanes are added as `((0+1)+(2+3))+((4+5)+(6+7))`; then the tail,
+/// in order. A sequential fold waits on each add's latency (a 32-wide LayerNorm row: ~130
+/// cycles per sum). Every row sum of the executor (ReduceSum/ReduceMean/ReduceSumSquare over
+/// the last axis, the fused LayerNorm, Softmax) goes through it, so a fused composite and
+/// its nodes give the same bits. Plain IEEE adds: the same bits on every ISA.
+#[inline]
+pub fn lane_sum(v: &[f32]) -> f32 {
+    lane_sum_map(v, |x| x)
+}
+
+/// `Σ v²` in [`lane_sum`]'s order (each square rounded, as `Mul` then `ReduceSum` give).
+#[inline]
+pub fn lane_sum_sq(v: &[f32]) -> f32 {
+    lane_sum_map(v, |x| x * x)
+}
+
+#[inline(always)]
+fn lane_sum_map(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &x in tail {
+        s += f(x);
+    }
+    s
+}
+
+/// The largest value of `v` (`-inf` when empty), NaNs skipped as `f32::max` does; in 8 lanes.
+/// Max is exact in any order, so this equals a sequential fold (but for the sign of a zero).
+#[inline]
+pub fn lane_max(v: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +345,41 @@ mod tests {
         assert_eq!(sigmoid_one(f32::INFINITY), 1.0);
         assert!(sigmoid_one(f32::NEG_INFINITY) < 1e-37);
         assert_eq!(tanh_one(f32::NEG_INFINITY), -1.0);
+    }
+
+    #[test]
+    fn lane_sums_follow_their_documented_order() {
+        for n in [0usize, 1, 3, 8, 17, 32, 255] {
+            // Finite values (`inputs` holds the specials).
+            let mut seed = n as u64 + 1;
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 40.0
+                })
+                .collect();
+            let mut acc = [0f32; 8];
+            let full = n / 8 * 8;
+            for (i, &x) in v[..full].iter().enumerate() {
+                acc[i % 8] += x;
+            }
+            let mut want =
+                ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+            for &x in &v[full..] {
+                want += x;
+            }
+            assert_eq!(lane_sum(&v).to_bits(), want.to_bits(), "n {n}");
+            let sq: Vec<f32> = v.iter().map(|x| x * x).collect();
+            assert_eq!(lane_sum_sq(&v).to_bits(), lane_sum(&sq).to_bits(), "n {n}");
+            let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            assert_eq!(lane_max(&v), m, "n {n}");
+            // Within the usual bound of a float sum: n·ε·Σ|x|.
+            let exact: f64 = v.iter().map(|&x| x as f64).sum();
+            let mag: f64 = v.iter().map(|&x| (x as f64).abs()).sum();
+            let bound = n as f64 * f32::EPSILON as f64 * mag;
+            assert!((lane_sum(&v) as f64 - exact).abs() <= bound, "n {n}");
+        }
     }
 }

@@ -160,13 +160,14 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
 /// Softmax of every contiguous row of `n` values of `v`: as [`softmax_strided`]'s
 /// contiguous path, with the exponentials of all rows in one vectorised pass.
 fn softmax_rows(v: &mut [f32], n: usize) {
+    use crate::kernels::vmath::{lane_max, lane_sum};
     for row in v.chunks_mut(n) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = lane_max(row);
         row.iter_mut().for_each(|x| *x -= max);
     }
     crate::kernels::vmath::exp_slice(v);
     for row in v.chunks_mut(n) {
-        let sum: f32 = row.iter().sum();
+        let sum = lane_sum(row);
         row.iter_mut().for_each(|x| *x /= sum);
     }
 }
@@ -176,10 +177,10 @@ fn softmax_strided(v: &mut [f32], n: usize, stride: usize, log: bool) {
         // Contiguous: the exponentials as one vectorised pass (kernels::vmath, ≤ 2 ulp), then
         // the same sum order and division as below.
         let v = &mut v[..n];
-        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = crate::kernels::vmath::lane_max(v);
         v.iter_mut().for_each(|x| *x -= max);
         crate::kernels::vmath::exp_slice(v);
-        let sum: f32 = v.iter().sum();
+        let sum = crate::kernels::vmath::lane_sum(v);
         v.iter_mut().for_each(|x| *x /= sum);
         return;
     }

@@ -100,12 +100,20 @@ fn reduce(op: &str, v: &[f32], shape: &[usize], axes: &[usize], keep: bool) -> A
                 *a = row.iter().fold(init, |a, &b| f(a, b));
             }
         }
+        // Sums in `vmath::lane_sum`'s order (as the fused LayerNorm and Softmax sum).
+        use crate::kernels::vmath::{lane_sum, lane_sum_sq};
         match op {
             "ReduceMax" => rows(v, count, init, &mut acc, f32::max),
             "ReduceMin" => rows(v, count, init, &mut acc, f32::min),
             "ReduceProd" => rows(v, count, init, &mut acc, |a, b| a * b),
-            "ReduceSumSquare" | "ReduceL2" => rows(v, count, init, &mut acc, |a, b| a + b * b),
-            _ => rows(v, count, init, &mut acc, |a, b| a + b),
+            "ReduceSumSquare" | "ReduceL2" => acc
+                .iter_mut()
+                .zip(v.chunks(count))
+                .for_each(|(a, row)| *a = lane_sum_sq(row)),
+            _ => acc
+                .iter_mut()
+                .zip(v.chunks(count))
+                .for_each(|(a, row)| *a = lane_sum(row)),
         }
     } else {
         let ks = strides(&kept);
