@@ -35,7 +35,7 @@ pub use quantize_embeddings::{is_embedding_lookup, QuantizeEmbeddings};
 pub use quantize_weight_only::{QuantizeWeightOnly, WeightOnlyOptions};
 pub use remove_identity::RemoveIdentity;
 pub use sink_constants::SinkConstants;
-pub use store_weights_fp16::StoreWeightsFp16;
+pub use store_weights_fp16::{StoreWeightsFp16, WEIGHT_OPS as FP16_WEIGHT_OPS};
 pub use strip_metadata::StripMetadata;
 pub use upgrade_opset::UpgradeOpset;
 

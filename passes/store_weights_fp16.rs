@@ -19,7 +19,7 @@ use crate::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 
 /// Ops whose rank ≥ 2 constant inputs are weights.
-const WEIGHT_OPS: &[&str] = &[
+pub const WEIGHT_OPS: &[&str] = &[
     "Conv",
     "ConvTranspose",
     "Gemm",

@@ -283,17 +283,9 @@ fn fp16_weight_storage_computes_the_rounded_weights() {
             let Some(t) = g.const_tensor(v) else { continue };
             let weight_only = !g.consumers(v).is_empty()
                 && g.consumers(v).iter().all(|&(c, _)| {
-                    [
-                        "Conv",
-                        "ConvTranspose",
-                        "Gemm",
-                        "MatMul",
-                        "LSTM",
-                        "GRU",
-                        "RNN",
-                    ]
-                    .iter()
-                    .any(|o| g.node(c).is_op(o))
+                    onnxq::passes::FP16_WEIGHT_OPS
+                        .iter()
+                        .any(|o| g.node(c).is_op(o))
                 });
             if t.dtype != DataType::F32 || t.dims.len() < 2 || !weight_only {
                 continue;

@@ -187,7 +187,6 @@ fn step_work(kind: &str, ins: &[Option<&Array>], outs: &[Array]) -> Work {
     }
 }
 
-/// Named tensors as run-time arrays.
 /// A float16 constant read only by `Cast(to=FLOAT)` (a weight stored in f16, see the
 /// `store-weights-fp16` pass), held widened to f32: f16 → f32 is exact, so the Casts
 /// fold to the same values. Other f16 constants are refused by `Array::from_tensor`.
@@ -216,6 +215,7 @@ fn widened_f16_weight(g: &crate::ir::Graph, v: ValueId, t: &Tensor) -> Option<Ar
     Some(Array::f32(shape, t.to_f32_vec()?))
 }
 
+/// Named tensors as run-time arrays.
 fn input_arrays<'a>(inputs: &[(&'a str, &Tensor)]) -> Result<Vec<(&'a str, Array)>> {
     inputs
         .iter()

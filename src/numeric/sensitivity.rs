@@ -585,14 +585,7 @@ impl Suite {
         // are tried on top of it. The search's result sits just above the target, so
         // trying it last would leave it no margin.
         self.fp16_weights = true;
-        let s = self.evaluate_on(&fb.float_units, batches)?;
-        fb.evaluations += 1;
-        let met = fb.target.met(&s, self.float_accuracy);
-        log::info!(
-            "float weights as float16: {} dB ({})",
-            s.sqnr_db,
-            if met { "kept" } else { "missed" }
-        );
+        let (s, met) = self.try_variant(fb, batches, "float weights as float16")?;
         if met {
             fb.score = s;
             fb.weights_fp16 = true;
@@ -609,15 +602,8 @@ impl Suite {
                 break;
             }
             self.float_weights.remove(u);
-            let s = self.evaluate_on(&fb.float_units, batches)?;
-            fb.evaluations += 1;
+            let (s, met) = self.try_variant(fb, batches, &format!("int8 weights back for {u}"))?;
             pb.set_position(i as u64 + 1);
-            let met = fb.target.met(&s, self.float_accuracy);
-            log::info!(
-                "int8 weights back for {u}: {} dB ({})",
-                s.sqnr_db,
-                if met { "kept" } else { "missed" }
-            );
             if met {
                 restored.push(u.clone());
                 fb.score = s;
@@ -635,6 +621,17 @@ impl Suite {
         fb.weights_restored = restored;
         fb.weights_untried = untried;
         Ok(())
+    }
+
+    /// One evaluation of `fb`'s float units as the suite now converts them, on the first
+    /// `batches`: its score and whether it meets the target (logged as `what`).
+    fn try_variant(&self, fb: &mut Fallback, batches: usize, what: &str) -> Result<(Score, bool)> {
+        let s = self.evaluate_on(&fb.float_units, batches)?;
+        fb.evaluations += 1;
+        let met = fb.target.met(&s, self.float_accuracy);
+        let verdict = if met { "kept" } else { "missed" };
+        log::info!("{what}: {} dB ({verdict})", s.sqnr_db);
+        Ok((s, met))
     }
 
     /// The calibration-time noise rules, applied once on the shared table: their units
