@@ -791,9 +791,9 @@ impl Kernel for QMatMul {
             // cost more than the product itself; accumulate directly (same exact integer
             // sums, same output stage arithmetic as the kernels' reference).
             let (wq, wzp) = &converted;
-            let mut acc = vec![0i32; m * n];
             let mut wd = vec![0i32; k * n];
             // u8 requantized output (the usual case): the fused kernel, no accumulators.
+            let mrow: Vec<f32>;
             let fused = match &stage {
                 Stage::Requant {
                     mult,
@@ -805,12 +805,22 @@ impl Kernel for QMatMul {
                     && (0..=255).contains(qmin)
                     && qmax <= &255 =>
                 {
-                    let mrow: Vec<f32> = (0..n)
+                    mrow = (0..n)
                         .map(|j| if mult.len() == 1 { mult[0] } else { mult[j] })
                         .collect();
-                    Some((mrow, *zp, *qmin, *qmax))
+                    Some(crate::kernels::small_qgemm::RequantU8 {
+                        mult: &mrow,
+                        zp: *zp,
+                        lo: *qmin,
+                        hi: *qmax,
+                    })
                 }
                 _ => None,
+            };
+            let mut acc = if fused.is_some() {
+                vec![]
+            } else {
+                vec![0i32; m * n]
             };
             // Per-column zero points, spread to a row once.
             let zrow: Vec<i32> = (0..n)
@@ -824,17 +834,9 @@ impl Kernel for QMatMul {
                     }
                 }
                 let a = &xu[ia[bi] * m * k..];
-                if let (Some((mult, zp, lo, hi)), ArrayData::U8(o)) = (&fused, &mut out) {
-                    let rq = crate::kernels::small_qgemm::RequantU8 {
-                        mult,
-                        zp: *zp,
-                        lo: *lo,
-                        hi: *hi,
-                    };
+                if let (Some(rq), ArrayData::U8(o)) = (&fused, &mut out) {
                     let o = &mut o[bi * m * n..(bi + 1) * m * n];
-                    crate::kernels::small_qgemm::small_qgemm_u8(
-                        a, a_zp, m, k, &wd, n, &rq, o, true,
-                    );
+                    crate::kernels::small_qgemm::small_qgemm_u8(a, a_zp, m, k, &wd, n, rq, o, true);
                     continue;
                 }
                 crate::kernels::small_qgemm::small_qgemm_acc(a, a_zp, m, k, &wd, n, &mut acc, true);

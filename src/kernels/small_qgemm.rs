@@ -20,6 +20,12 @@ fn body(a: &[u8], a_zp: u8, m: usize, k: usize, wd: &[i32], n: usize, acc: &mut 
     }
 }
 
+/// The AVX2 bodies run when allowed (`simd`), the host has AVX2 and no scalar ISA is pinned.
+#[cfg(target_arch = "x86_64")]
+fn use_avx2(simd: bool) -> bool {
+    simd && super::cpu::host().avx2 && super::best().isa != super::Isa::Scalar
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn body_avx2(a: &[u8], a_zp: u8, m: usize, k: usize, wd: &[i32], n: usize, acc: &mut [i32]) {
@@ -44,7 +50,7 @@ pub fn small_qgemm_acc(
 ) {
     assert!(a.len() >= m * k && wd.len() >= k * n && acc.len() >= m * n && k < 1 << 15);
     #[cfg(target_arch = "x86_64")]
-    if simd && super::cpu::host().avx2 && super::best().isa != super::Isa::Scalar {
+    if use_avx2(simd) {
         // SAFETY: the host supports AVX2 (checked just above).
         unsafe { body_avx2(a, a_zp, m, k, wd, n, acc) };
         return;
@@ -107,7 +113,7 @@ pub fn small_qgemm_u8(
     assert!(a.len() >= m * k && wd.len() >= k * n && out.len() >= m * n && k < 1 << 15);
     assert!(rq.mult.len() == n && 0 <= rq.lo && rq.lo <= rq.hi && rq.hi <= 255);
     #[cfg(target_arch = "x86_64")]
-    if simd && super::cpu::host().avx2 && super::best().isa != super::Isa::Scalar {
+    if use_avx2(simd) {
         // SAFETY: the host supports AVX2 (checked just above); the shapes were checked.
         unsafe { u8_avx2(a, a_zp, m, k, wd, n, rq, out) };
         return;

@@ -477,35 +477,7 @@ impl Suite {
             p.refresh_weight_entries(&mut table)
                 .context("observing the weights of the variant")?;
         }
-        let mut q = convert_prepared(p, table, &opts)?;
-        if self.fp16_weights && self.weight_only_fallback {
-            self.store_weights_fp16(&mut q)?;
-        }
-        Ok(Some(q))
-    }
-
-    /// Stores the float weights of the `float_weights` units as float16 in `q`.
-    fn store_weights_fp16(&self, q: &mut Quantized) -> Result<()> {
-        use crate::pm::{Pass, PassContext};
-        let mut names = std::collections::BTreeSet::new();
-        crate::ir::rewrite::all_node_names(&q.model.graph, &mut names);
-        let only: std::collections::BTreeSet<String> = self
-            .float_weights
-            .iter()
-            .filter(|u| names.contains(u.as_str()))
-            .cloned()
-            .collect();
-        if only.is_empty() {
-            return Ok(());
-        }
-        let mut cx = PassContext::new();
-        crate::passes::StoreWeightsFp16 { only }
-            .run(&mut q.model, &mut cx)
-            .context("storing the float weights as float16")?;
-        for d in cx.diagnostics() {
-            q.summary.notes.push((d.subject.clone(), d.message.clone()));
-        }
-        Ok(())
+        Ok(Some(convert_prepared(p, table, &opts)?))
     }
 
     /// The options of the variant keeping `float_units` and the noise rules' units
@@ -529,6 +501,9 @@ impl Suite {
                         .entry(u.clone())
                         .or_insert_with(|| why.to_string());
                 }
+            }
+            if self.fp16_weights {
+                opts.float16_weights.extend(full.iter().cloned());
             }
             with_exclusions(&opts, &full)
         } else {

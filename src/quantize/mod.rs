@@ -83,6 +83,10 @@ pub struct QuantizeOptions {
     /// Drop the exporter's per-node doc strings and metadata_props first
     /// (`strip-metadata`; PyTorch's dynamo export writes a stack trace per node).
     pub strip_metadata: bool,
+    /// Float units (by first node name) whose float weights are stored as float16
+    /// (`store-weights-fp16`), besides the qconfig's `float16_weights`: the accuracy
+    /// fallback's choice.
+    pub float16_weights: std::collections::BTreeSet<String>,
 }
 
 impl Default for QuantizeOptions {
@@ -105,6 +109,7 @@ impl Default for QuantizeOptions {
             bias_correction: BiasCorrection::Auto,
             float_units: Default::default(),
             strip_metadata: false,
+            float16_weights: Default::default(),
         }
     }
 }
@@ -618,12 +623,14 @@ fn convert_timed(
     if let Some(pass) = embeddings_pass(&model, options) {
         convert.add(pass);
     }
-    // The qconfig's float units with float16 weights (a saved fallback result).
+    // Float units with float16 weights: the fallback's, and a saved fallback result's
+    // (the qconfig's).
+    let mut only = options.float16_weights.clone();
     if let Some(path) = &options.qconfig {
-        let only = QConfigMapping::from_file(path)?.float16_weights;
-        if !only.is_empty() {
-            convert.add(crate::passes::StoreWeightsFp16 { only });
-        }
+        only.extend(QConfigMapping::from_file(path)?.float16_weights);
+    }
+    if !only.is_empty() {
+        convert.add(crate::passes::StoreWeightsFp16 { only });
     }
     convert.add(crate::passes::EliminateDeadCode);
     convert.run(&mut model, &mut cx)?;
