@@ -931,7 +931,17 @@ fn quantize_to_target(
             "the target is not reached with int8 weights in the float units: searching again with float weights"
         );
         suite.set_weight_only_fallback(false);
-        let full = search(&suite)?;
+        // Float weights stored as float16 first (half the size; they cost a little
+        // accuracy, which the search then pays for); float32 where that misses.
+        suite.set_float16_weights(true);
+        let mut full = search(&suite)?;
+        if !full.reached {
+            eprintln!(
+                "the target is not reached with float16 weights in the float units: searching again with float32 weights"
+            );
+            suite.set_float16_weights(false);
+            full = search(&suite)?;
+        }
         let informs = full.would_need.is_some() && fb.would_need.is_none();
         if full.reached || informs || full.score.sqnr_db > fb.score.sqnr_db {
             fb = full;

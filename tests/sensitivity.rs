@@ -489,6 +489,42 @@ fn restoring_int8_weights_keeps_float_only_the_weights_the_target_needs() {
     assert!(m.float16_weights.contains(CULPRIT));
 }
 
+/// A search run with float16 weights (`Suite::set_float16_weights`, what the CLI's
+/// fallback tries before float32) converts its fully float units with f16 weights behind a
+/// Cast, and the restoration then keeps them so without spending an evaluation on it.
+#[test]
+fn float16_search_keeps_float_weights_as_float16() {
+    let mut s = suite("digits_cnn_illcond", &QuantizeOptions::default());
+    let sens = s.sensitivity(false).unwrap();
+    let target = Target::SqnrDb(40.0);
+    s.set_float16_weights(true);
+    let mut fb = s.fallback(&sens.ranking(), target, None).unwrap();
+    assert!(fb.reached, "{}", fb.text());
+    let q = s.quantize(&fb.float_units).unwrap().unwrap();
+    let g = &q.model.graph;
+    let n = g.node_ids().find(|&n| g.node(n).name == CULPRIT).unwrap();
+    let cast = g.producer(g.node(n).inputs[1].unwrap());
+    assert!(
+        g.node(cast).is_op("Cast"),
+        "the search's float unit has f16 weights"
+    );
+    let before = fb.evaluations;
+    let restorable = fb.float_units.len() + fb.ruled_float.len();
+    s.restore_int8_weights(&mut fb).unwrap();
+    assert!(fb.weights_fp16, "{}", fb.text());
+    // One evaluation per unit tried with int8 weights back, none for float16.
+    assert!(fb.evaluations - before <= restorable, "{}", fb.text());
+    assert!(fb.score.sqnr_db >= 40.0, "{}", fb.text());
+    // Off again, a fully float unit is float32 (what `onnxq sensitivity` measures).
+    s.set_weight_only_fallback(false);
+    let q = s.quantize(&fb.float_units).unwrap().unwrap();
+    let g = &q.model.graph;
+    let n = g.node_ids().find(|&n| g.node(n).name == CULPRIT).unwrap();
+    assert!(!g
+        .node(g.producer(g.node(n).inputs[1].unwrap()))
+        .is_op("Cast"));
+}
+
 /// The CLI's mixed result (some float units with int8 weights, the culprit without) is
 /// written, and its saved qconfig reproduces it byte for byte.
 #[test]

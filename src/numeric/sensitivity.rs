@@ -140,8 +140,9 @@ pub struct Suite {
     /// With `weight_only_fallback` on: float units (and noise-rule units) whose weights
     /// stay float too, what [`Suite::restore_int8_weights`] narrows down.
     float_weights: std::collections::BTreeSet<String>,
-    /// The weights of `float_weights` units are stored as float16 (the
-    /// `store-weights-fp16` pass): [`Suite::restore_int8_weights`]'s choice.
+    /// The float weights of float units (fully float ones, or `float_weights` units) are
+    /// stored as float16 (the `store-weights-fp16` pass): the fallback search's setting
+    /// ([`Suite::set_float16_weights`]) or [`Suite::restore_int8_weights`]'s choice.
     fp16_weights: bool,
 }
 
@@ -514,6 +515,9 @@ impl Suite {
                 .cloned()
                 .chain(float_units.into_iter().cloned())
                 .collect();
+            if self.fp16_weights {
+                opts.float16_weights.extend(names.iter().cloned());
+            }
             with_exclusions(&opts, &names)
         }
     }
@@ -523,6 +527,14 @@ impl Suite {
         self.weight_only_fallback = on;
         self.float_weights.clear();
         self.fp16_weights = false;
+    }
+
+    /// The float weights of the units a variant keeps float are stored as float16 (the
+    /// `store-weights-fp16` pass; a weight it refuses stays float32): for a fallback search
+    /// whose float units should cost half their float32 size. Off by default, so that
+    /// `onnxq sensitivity` measures fully float units.
+    pub fn set_float16_weights(&mut self, on: bool) {
+        self.fp16_weights = on;
     }
 
     /// After a search with fully float units met the target (weight-only fallback off):
@@ -558,14 +570,19 @@ impl Suite {
         // Float16 storage first (half of every float weight, where int8 weights back save
         // 3/4 of a few): kept when the target is still met with it, then the int8 weights
         // are tried on top of it. The search's result sits just above the target, so
-        // trying it last would leave it no margin.
-        self.fp16_weights = true;
-        let (s, met) = self.try_variant(fb, batches, "float weights as float16")?;
-        if met {
-            fb.score = s;
+        // trying it last would leave it no margin. A search run with float16 weights
+        // ([`Suite::set_float16_weights`]) already met the target with them.
+        if self.fp16_weights {
             fb.weights_fp16 = true;
         } else {
-            self.fp16_weights = false;
+            self.fp16_weights = true;
+            let (s, met) = self.try_variant(fb, batches, "float weights as float16")?;
+            if met {
+                fb.score = s;
+                fb.weights_fp16 = true;
+            } else {
+                self.fp16_weights = false;
+            }
         }
         let cap = self.evaluation_cap(batches);
         let pb = progress_bar(candidates.len() as u64, "int8 weights back");
