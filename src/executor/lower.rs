@@ -470,6 +470,20 @@ struct OnQuantized {
 }
 
 impl Kernel for OnQuantized {
+    fn run_owned(
+        &self,
+        first: Array,
+        rest: &[Option<&Array>],
+        threads: usize,
+    ) -> Result<Vec<Array>, String> {
+        if self.via_f32 {
+            let mut ins = vec![Some(&first)];
+            ins.extend_from_slice(rest);
+            return self.run_with(&ins, threads);
+        }
+        self.inner.run_owned(first, rest, threads)
+    }
+
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
         if !self.via_f32 {
             return self.inner.run(inputs);

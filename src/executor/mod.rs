@@ -766,25 +766,46 @@ impl Executor {
         }
         for s in &self.steps {
             let t0 = profile.is_some().then(std::time::Instant::now);
-            let outs = {
+            // The first input moves into the kernel when this step is its last reader (a
+            // view or an in-place kernel then reuses its buffer; `Kernel::run_owned`).
+            let handed_over = match s.inputs.first() {
+                Some(&Some(k0))
+                    if work.is_none()
+                        && s.free_after.contains(&k0)
+                        && !s.inputs[1..].contains(&Some(k0)) =>
+                {
+                    vals[k0].take()
+                }
+                _ => None,
+            };
+            // A kernel should never panic on any input; if one does anyway, report the node
+            // instead of taking the caller's process down.
+            let guarded = |run: &mut dyn FnMut() -> Result<Vec<Array>, String>| {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+                    Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label))),
+                    Err(_) => Err(Error::invalid(format!(
+                        "{}: internal error (kernel panicked); please report it",
+                        s.label
+                    ))),
+                }
+            };
+            let outs = if let Some(first) = handed_over {
+                let rest: Vec<Option<&Array>> = s.inputs[1..]
+                    .iter()
+                    .map(|slot| slot.and_then(|k| self.consts[k].as_ref().or(vals[k].as_ref())))
+                    .collect();
+                let mut first = Some(first);
+                guarded(&mut || {
+                    let x = first.take().ok_or("input handed over twice")?;
+                    s.kernel.run_owned(x, &rest, self.options.threads)
+                })?
+            } else {
                 let ins: Vec<Option<&Array>> = s
                     .inputs
                     .iter()
                     .map(|slot| slot.and_then(|k| self.consts[k].as_ref().or(vals[k].as_ref())))
                     .collect();
-                // A kernel should never panic on any input; if one does anyway, report the
-                // node instead of taking the caller's process down.
-                let outs = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    s.kernel.run_with(&ins, self.options.threads)
-                })) {
-                    Ok(r) => r.map_err(|e| Error::invalid(format!("{}: {e}", s.label)))?,
-                    Err(_) => {
-                        return Err(Error::invalid(format!(
-                            "{}: internal error (kernel panicked); please report it",
-                            s.label
-                        )))
-                    }
-                };
+                let outs = guarded(&mut || s.kernel.run_with(&ins, self.options.threads))?;
                 if let Some(w) = work.as_deref_mut() {
                     w.add(step_work(&s.kind, &ins, &outs));
                 }

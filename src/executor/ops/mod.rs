@@ -18,6 +18,7 @@ mod shape;
 
 use super::value::Array;
 use crate::ir::{AttrValue, Op};
+use std::borrow::Cow;
 
 /// A planned operator.
 pub(crate) trait Kernel: Send + Sync {
@@ -30,6 +31,21 @@ pub(crate) trait Kernel: Send + Sync {
     fn run_with(&self, inputs: &[Option<&Array>], threads: usize) -> Result<Vec<Array>, String> {
         let _ = threads;
         self.run(inputs)
+    }
+
+    /// [`Kernel::run_with`] with the first input handed over: the executor does so when this
+    /// step is that value's last reader. Kernels that can reuse its buffer (Reshape and the
+    /// other views, Softmax) override it; the default borrows it.
+    fn run_owned(
+        &self,
+        first: Array,
+        rest: &[Option<&Array>],
+        threads: usize,
+    ) -> Result<Vec<Array>, String> {
+        let mut ins = Vec::with_capacity(rest.len() + 1);
+        ins.push(Some(&first));
+        ins.extend_from_slice(rest);
+        self.run_with(&ins, threads)
     }
 
     /// The activation layouts of a quantized convolution, for the planner to keep values
@@ -113,6 +129,36 @@ where
     F: Fn(&[Option<&Array>]) -> Result<Vec<Array>, String> + Send + Sync + 'static,
 {
     Box::new(FnKernel(f))
+}
+
+/// A kernel from a closure taking its first input as a `Cow`: owned when the executor
+/// hands it over ([`Kernel::run_owned`]), so the closure can reuse its buffer, borrowed
+/// otherwise (`into_owned` then copies). `rest` holds inputs 1…
+pub(crate) struct CowKernel<F>(pub F);
+
+impl<F> Kernel for CowKernel<F>
+where
+    F: Fn(Cow<'_, Array>, &[Option<&Array>]) -> Result<Vec<Array>, String> + Send + Sync,
+{
+    fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        (self.0)(Cow::Borrowed(input(inputs, 0)?), &inputs[1..])
+    }
+
+    fn run_owned(
+        &self,
+        first: Array,
+        rest: &[Option<&Array>],
+        _threads: usize,
+    ) -> Result<Vec<Array>, String> {
+        (self.0)(Cow::Owned(first), rest)
+    }
+}
+
+pub(crate) fn boxed_cow<F>(f: F) -> Box<dyn Kernel>
+where
+    F: Fn(Cow<'_, Array>, &[Option<&Array>]) -> Result<Vec<Array>, String> + Send + Sync + 'static,
+{
+    Box::new(CowKernel(f))
 }
 
 /// Input `i`, which must be present.

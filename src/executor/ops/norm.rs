@@ -1,7 +1,7 @@
 //! Normalisations: Softmax/LogSoftmax (both the opset < 13 2-D coercion and the per-axis
 //! form), LayerNormalization, BatchNormalization (inference), InstanceNormalization.
 
-use super::{boxed, input, Kernel, NodeCtx};
+use super::{boxed, boxed_cow, input, Kernel, NodeCtx};
 use crate::executor::value::{norm_axis, Array};
 
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
@@ -10,36 +10,39 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             let legacy = ctx.opset < 13;
             let axis = ctx.int("axis", if legacy { 1 } else { -1 });
             let log = t == "LogSoftmax";
-            boxed(move |i| {
-                let x = input(i, 0)?;
-                let v = x.as_f32()?;
+            // In place in the input's buffer when the executor hands it over.
+            boxed_cow(move |x, _| {
                 let a = norm_axis(axis, x.rank(), false)?;
-                let mut out = v.to_vec();
+                let Array { shape, data } = x.into_owned();
+                let mut out = match data {
+                    crate::executor::value::ArrayData::F32(v) => v,
+                    d => return Err(format!("expected a float tensor, got {}", d.dtype())),
+                };
                 // Contiguous rows: one exp pass over the whole tensor (the same
                 // per-element function as row by row, so the same bits).
                 let row_len = if legacy {
-                    x.shape[a..].iter().product::<usize>()
-                } else if x.shape[a + 1..].iter().product::<usize>() == 1 {
-                    x.shape[a]
+                    shape[a..].iter().product::<usize>()
+                } else if shape[a + 1..].iter().product::<usize>() == 1 {
+                    shape[a]
                 } else {
                     0
                 };
                 if !log && row_len > 0 {
                     softmax_rows(&mut out, row_len);
-                    return Ok(vec![Array::f32(x.shape.clone(), out)]);
+                    return Ok(vec![Array::f32(shape.clone(), out)]);
                 }
                 if legacy {
                     // Opset < 13: coerce to 2-D [prod(dims[..axis]), prod(dims[axis..])].
-                    let inner: usize = x.shape[a..].iter().product();
+                    let inner: usize = shape[a..].iter().product();
                     if inner > 0 {
                         for row in out.chunks_mut(inner) {
                             softmax_strided(row, inner, 1, log);
                         }
                     }
                 } else {
-                    let d = x.shape[a];
-                    let inner: usize = x.shape[a + 1..].iter().product();
-                    let outer: usize = x.shape[..a].iter().product();
+                    let d = shape[a];
+                    let inner: usize = shape[a + 1..].iter().product();
+                    let outer: usize = shape[..a].iter().product();
                     for o in 0..outer {
                         let block = &mut out[o * d * inner..(o + 1) * d * inner];
                         for n in 0..inner {
@@ -47,7 +50,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                         }
                     }
                 }
-                Ok(vec![Array::f32(x.shape.clone(), out)])
+                Ok(vec![Array::f32(shape.clone(), out)])
             })
         }
         "LayerNormalization" => {

@@ -2,7 +2,7 @@
 //! Slice, Gather, Expand, Tile, Pad, Resize and the Shape family (Shape, Size,
 //! ConstantOfShape, Range). Any element type; data movement goes through index maps.
 
-use super::{boxed, input, Kernel, NodeCtx};
+use super::{boxed, boxed_cow, input, Kernel, NodeCtx};
 use crate::executor::value::{
     broadcast_index, broadcast_shape, norm_axis, strides, Array, ArrayData,
 };
@@ -12,29 +12,27 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
     Ok(Some(match t {
         "Reshape" => {
             let allowzero = ctx.int("allowzero", 0) != 0;
-            boxed(move |i| {
-                let x = input(i, 0)?;
-                let spec = input(i, 1)?.ints()?;
+            // Views: the data moves when the executor hands the input over.
+            boxed_cow(move |x, rest| {
+                let spec = input(rest, 0)?.ints()?;
                 let shape = reshape_dims(&x.shape, &spec, allowzero)?;
-                Ok(vec![Array::new(shape, x.data.clone())?])
+                Ok(vec![Array::new(shape, x.into_owned().data)?])
             })
         }
         "Flatten" => {
             let axis = ctx.int("axis", 1);
-            boxed(move |i| {
-                let x = input(i, 0)?;
+            boxed_cow(move |x, _| {
                 let a = norm_axis(axis, x.rank(), true)?;
                 let outer = x.shape[..a].iter().product();
                 let inner = x.shape[a..].iter().product();
-                Ok(vec![Array::new(vec![outer, inner], x.data.clone())?])
+                Ok(vec![Array::new(vec![outer, inner], x.into_owned().data)?])
             })
         }
         "Squeeze" | "Unsqueeze" => {
             let attr_axes = ctx.ints("axes");
             let squeeze = t == "Squeeze";
-            boxed(move |i| {
-                let x = input(i, 0)?;
-                let axes = match (opset >= 13, i.get(1).copied().flatten()) {
+            boxed_cow(move |x, rest| {
+                let axes = match (opset >= 13, rest.first().copied().flatten()) {
                     (true, Some(a)) => Some(a.ints()?),
                     (true, None) => None,
                     (false, _) => attr_axes.clone(),
@@ -44,7 +42,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 } else {
                     unsqueeze_dims(&x.shape, &axes.ok_or("Unsqueeze needs axes")?)?
                 };
-                Ok(vec![Array::new(shape, x.data.clone())?])
+                Ok(vec![Array::new(shape, x.into_owned().data)?])
             })
         }
         "Transpose" => {
@@ -292,34 +290,134 @@ pub(crate) fn transpose(x: &Array, perm: &[usize]) -> Result<Array, String> {
     let out: Vec<usize> = perm.iter().map(|&p| x.shape[p]).collect();
     let st = strides(&x.shape);
     let pst: Vec<usize> = perm.iter().map(|&p| st[p]).collect();
-    let data = crate::executor::value::map_same!(&x.data, v => permute(v, &out, &pst));
+    let data = match &x.data {
+        // 8-bit codes (transposes on quantized values): 16×16 SSE2 tiles.
+        ArrayData::U8(v) => ArrayData::U8(permute(
+            v,
+            &out,
+            &pst,
+            crate::kernels::transpose::transpose_u8,
+        )),
+        d => crate::executor::value::map_same!(d, v => permute(v, &out, &pst, transpose_2d)),
+    };
     Array::new(out, data)
 }
 
-/// Gathers `v` in output order with an odometer over the permuted strides `pst`.
-fn permute<T: Copy>(v: &[T], out: &[usize], pst: &[usize]) -> Vec<T> {
-    let (n, r) = (v.len(), out.len());
-    if r == 0 || n == 0 {
-        return v.to_vec();
+/// The output dims and their input strides with size-1 dims dropped and neighbours merged
+/// where the input walks them as one (a dim whose stride is the next one's span).
+fn coalesce(out: &[usize], pst: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut d: Vec<(usize, usize)> = vec![];
+    for (&n, &s) in out.iter().zip(pst) {
+        if n == 1 {
+            continue;
+        }
+        match d.last_mut() {
+            Some(last) if last.1 == s * n => *last = (last.0 * n, s),
+            _ => d.push((n, s)),
+        }
     }
-    let mut o = Vec::with_capacity(n);
-    let inner = out[r - 1];
-    let s_in = pst[r - 1];
-    let mut pos = vec![0usize; r - 1];
+    d.into_iter().unzip()
+}
+
+/// Calls `f` with the input offset of every index of `dims` (strides `st`), last dim fastest.
+fn for_each_offset(dims: &[usize], st: &[usize], mut f: impl FnMut(usize)) {
+    let r = dims.len();
+    let count: usize = dims.iter().product();
+    let mut pos = vec![0usize; r];
     let mut off = 0usize;
-    for _ in 0..n / inner {
-        o.extend((0..inner).map(|j| v[off + j * s_in]));
-        for d in (0..r - 1).rev() {
+    for _ in 0..count {
+        f(off);
+        for d in (0..r).rev() {
             pos[d] += 1;
-            off += pst[d];
-            if pos[d] < out[d] {
+            off += st[d];
+            if pos[d] < dims[d] {
                 break;
             }
-            off -= pst[d] * pos[d];
+            off -= st[d] * pos[d];
             pos[d] = 0;
         }
     }
+}
+
+/// `v` in output order (output dims `out`, their input strides `pst`). After coalescing:
+/// contiguous runs are copied whole (fixed-size copies for the short runs of attention
+/// heads), a batch of 2-D transposes goes to `tr`, and anything else gathers element by
+/// element.
+fn permute<T: Copy + Default>(
+    v: &[T],
+    out: &[usize],
+    pst: &[usize],
+    tr: fn(&[T], usize, usize, &mut [T]),
+) -> Vec<T> {
+    let n = v.len();
+    let (out, pst) = coalesce(out, pst);
+    let r = out.len();
+    if n == 0 || r == 0 || (r == 1 && pst[0] == 1) {
+        return v.to_vec();
+    }
+    let mut o = vec![T::default(); n];
+    let inner = out[r - 1];
+    if pst[r - 1] == 1 {
+        // Runs of `inner` contiguous elements (r ≥ 2 here, or it would be the identity).
+        let (mid, ms) = (out[r - 2], pst[r - 2]);
+        let mut dst = o.chunks_exact_mut(inner);
+        let mut runs = |off: usize| {
+            for i in 0..mid {
+                let (d, s) = (dst.next().expect("n runs"), &v[off + i * ms..][..inner]);
+                match inner {
+                    4 => copy_fixed::<T, 4>(s, d),
+                    8 => copy_fixed::<T, 8>(s, d),
+                    16 => copy_fixed::<T, 16>(s, d),
+                    _ => d.copy_from_slice(s),
+                }
+            }
+        };
+        for_each_offset(&out[..r - 2], &pst[..r - 2], &mut runs);
+        return o;
+    }
+    if r >= 2 && pst[r - 2] == 1 && pst[r - 1] == out[r - 2] {
+        // Each block is an input matrix `out[r-1] × out[r-2]`, transposed.
+        let (rows, cols) = (out[r - 1], out[r - 2]);
+        let mut blocks = o.chunks_exact_mut(rows * cols);
+        for_each_offset(&out[..r - 2], &pst[..r - 2], |off| {
+            tr(
+                &v[off..off + rows * cols],
+                rows,
+                cols,
+                blocks.next().expect("n blocks"),
+            )
+        });
+        return o;
+    }
+    let s_in = pst[r - 1];
+    let mut dst = o.chunks_exact_mut(inner);
+    for_each_offset(&out[..r - 1], &pst[..r - 1], |off| {
+        for (j, d) in dst.next().expect("n rows").iter_mut().enumerate() {
+            *d = v[off + j * s_in];
+        }
+    });
     o
+}
+
+#[inline(always)]
+fn copy_fixed<T: Copy, const L: usize>(s: &[T], d: &mut [T]) {
+    let s: &[T; L] = s.try_into().expect("a run of L");
+    let d: &mut [T; L] = d.try_into().expect("a run of L");
+    *d = *s;
+}
+
+/// `dst` (`cols × rows`) = transpose of `src` (`rows × cols`), row-major: 8×8 blocks.
+fn transpose_2d<T: Copy>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    const B: usize = 8;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for c in c0..(c0 + B).min(cols) {
+                for r in r0..(r0 + B).min(rows) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
 }
 
 fn concat(xs: &[&Array], axis: i64) -> Result<Array, String> {
@@ -596,5 +694,66 @@ mod tests {
         assert_eq!(transpose(&s, &[]).unwrap(), s);
         let e = Array::f32(vec![0, 2], vec![]);
         assert_eq!(transpose(&e, &[1, 0]).unwrap().shape, vec![2, 0]);
+    }
+
+    /// Every path of `permute` (runs, fixed-size runs, batched 2-D transposes on 16×16
+    /// tiles, element gathers, size-1 dims) equals the element-by-element definition.
+    #[test]
+    fn transpose_equals_the_index_definition() {
+        let shapes: [&[usize]; 8] = [
+            &[64, 16, 4, 8],
+            &[3, 17, 1, 5],
+            &[2, 33, 18],
+            &[1, 1, 7],
+            &[5, 4, 16, 2],
+            &[2, 3, 4, 5, 6],
+            &[255, 3],
+            &[16, 1, 32],
+        ];
+        for shape in shapes {
+            let r = shape.len();
+            let n: usize = shape.iter().product();
+            let codes: Vec<u8> = (0..n).map(|i| (i * 131 + i / 3) as u8).collect();
+            let floats: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            // Every permutation of the rank (Heap's algorithm).
+            let mut perm: Vec<usize> = (0..r).collect();
+            let mut c = vec![0usize; r];
+            let mut perms = vec![perm.clone()];
+            let mut i = 0;
+            while i < r {
+                if c[i] < i {
+                    perm.swap(if i % 2 == 0 { 0 } else { c[i] }, i);
+                    perms.push(perm.clone());
+                    c[i] += 1;
+                    i = 0;
+                } else {
+                    c[i] = 0;
+                    i += 1;
+                }
+            }
+            let st = strides(shape);
+            for p in &perms {
+                let out: Vec<usize> = p.iter().map(|&d| shape[d]).collect();
+                let ost = strides(&out);
+                let want = |k: usize| -> usize {
+                    // Output index k → input offset.
+                    (0..r).map(|d| (k / ost[d]) % out[d] * st[p[d]]).sum()
+                };
+                let u = transpose(
+                    &Array::new(shape.to_vec(), ArrayData::U8(codes.clone())).unwrap(),
+                    p,
+                )
+                .unwrap();
+                let f = transpose(&Array::f32(shape.to_vec(), floats.clone()), p).unwrap();
+                assert_eq!(u.shape, out);
+                let (ArrayData::U8(u), ArrayData::F32(f)) = (&u.data, &f.data) else {
+                    panic!("dtype changed")
+                };
+                for k in 0..n {
+                    assert_eq!(u[k], codes[want(k)], "{shape:?} {p:?} at {k}");
+                    assert_eq!(f[k], floats[want(k)], "{shape:?} {p:?} at {k}");
+                }
+            }
+        }
     }
 }
