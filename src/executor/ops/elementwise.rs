@@ -1,12 +1,13 @@
 //! Elementwise ops: float unary activations, numpy-broadcast binary arithmetic and
 //! comparisons, Where, Clip, Cast, Identity.
 
-use super::{boxed, input, Kernel, NodeCtx};
+use super::{boxed, boxed_cow, input, Kernel, NodeCtx};
 use crate::executor::value::{
     broadcast_index, broadcast_shape, broadcast_strides, Array, ArrayData,
 };
 use crate::ir::DataType;
 use crate::kernels::reference::q8lut::unary;
+use std::borrow::Cow;
 
 /// Builds the kernel if `t` is an elementwise op.
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
@@ -14,13 +15,13 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
     // inlined (and vectorizable) loop instead of an indirect call per element.
     macro_rules! unary_f {
         ($f:expr) => {
-            boxed(move |i| unary_op(i, $f))
+            boxed_cow(move |x, _| unary_cow(x, $f))
         };
     }
     Ok(Some(match t {
-        "Identity" | "Dropout" => boxed(|i| {
+        "Identity" | "Dropout" => boxed_cow(|x, _| {
             // Dropout in inference is the identity; its optional mask output is all true.
-            let x = input(i, 0)?.clone();
+            let x = x.into_owned();
             let mask = Array::new(x.shape.clone(), ArrayData::Bool(vec![true; x.len()]))?;
             Ok(vec![x, mask])
         }),
@@ -41,11 +42,14 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         "Softplus" => unary_f!(|x| (x.exp() + 1.0).ln()),
         "Softsign" => unary_f!(|x| x / (1.0 + x.abs())),
         // Vectorised (≤ 2 ulp, see kernels::vmath); libm's erff was ~9 ns per element.
-        "Erf" => boxed(|i| {
-            let x = input(i, 0)?;
-            let mut v = x.as_f32()?.to_vec();
+        "Erf" => boxed_cow(|x, _| {
+            x.as_f32()?;
+            let Array { shape, data } = x.into_owned();
+            let ArrayData::F32(mut v) = data else {
+                return Err(format!("expected a float tensor, got {}", data.dtype()));
+            };
             crate::kernels::vmath::erf_slice(&mut v);
-            Ok(vec![Array::f32(x.shape.clone(), v)])
+            Ok(vec![Array::f32(shape, v)])
         }),
         "HardSwish" => unary_f!(|x| x * (x / 6.0 + 0.5).clamp(0.0, 1.0)),
         "Gelu" => match ctx.string("approximate", "none").as_str() {
@@ -55,30 +59,39 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         },
         "HardSigmoid" => {
             let (a, b) = (ctx.float("alpha", 0.2), ctx.float("beta", 0.5));
-            boxed(move |i| unary_op(i, |x| (a * x + b).clamp(0.0, 1.0)))
+            boxed_cow(move |x, _| unary_cow(x, |x| (a * x + b).clamp(0.0, 1.0)))
         }
         "LeakyRelu" => {
             let a = ctx.float("alpha", 0.01);
-            boxed(move |i| unary_op(i, |x| if x < 0.0 { a * x } else { x }))
+            boxed_cow(move |x, _| unary_cow(x, |x| if x < 0.0 { a * x } else { x }))
         }
         "Elu" => {
             let a = ctx.float("alpha", 1.0);
-            boxed(move |i| unary_op(i, |x| if x < 0.0 { a * (x.exp() - 1.0) } else { x }))
+            boxed_cow(move |x, _| unary_cow(x, |x| if x < 0.0 { a * (x.exp() - 1.0) } else { x }))
         }
         "Clip" => clip(ctx)?,
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Mod" => {
             let op = t.to_string();
             let fmod = ctx.int("fmod", 0) != 0;
-            boxed(move |i| {
+            boxed_cow(move |first, rest| {
                 // Max/Min are variadic (a single input is returned as is); the others have
                 // exactly two inputs. The first product reads the inputs in place: no copy.
-                let first = input(i, 0)?;
-                if i.len() < 2 {
-                    return Ok(vec![first.clone()]);
+                // A handed-over first input of the output's shape is overwritten in place.
+                if rest.is_empty() {
+                    return Ok(vec![first.into_owned()]);
                 }
-                let mut acc = arith(&op, fmod, first, input(i, 1)?)?;
-                for k in 2..i.len() {
-                    acc = arith(&op, fmod, &acc, input(i, k)?)?;
+                let first = match first {
+                    Cow::Owned(a) if rest.len() == 1 => {
+                        match arith_in_place(&op, a, input(rest, 0)?)? {
+                            Ok(done) => return Ok(vec![done]),
+                            Err(a) => Cow::Owned(a),
+                        }
+                    }
+                    x => x,
+                };
+                let mut acc = arith(&op, fmod, &first, input(rest, 0)?)?;
+                for k in 1..rest.len() {
+                    acc = arith(&op, fmod, &acc, input(rest, k)?)?;
                 }
                 Ok(vec![acc])
             })
@@ -110,6 +123,21 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         _ => return Ok(None),
     }))
+}
+
+/// [`unary_op`] in place in the input's buffer when the executor handed it over (the same
+/// function per element, so the same bits).
+fn unary_cow(x: Cow<'_, Array>, f: impl Fn(f32) -> f32) -> Result<Vec<Array>, String> {
+    match x {
+        Cow::Owned(Array {
+            shape,
+            data: ArrayData::F32(mut v),
+        }) => {
+            v.iter_mut().for_each(|a| *a = f(*a));
+            Ok(vec![Array::f32(shape, v)])
+        }
+        x => unary_op(&[Some(x.as_ref())], f),
+    }
 }
 
 fn unary_op(i: &[Option<&Array>], f: impl Fn(f32) -> f32) -> Result<Vec<Array>, String> {
@@ -255,6 +283,83 @@ pub(crate) fn broadcast2<T: Copy, U>(
         }
     }
     Ok((shape, out))
+}
+
+/// [`arith`] of two floats written over `a`, when `a` has the output's shape and the op is
+/// one of the plain ones (the same function per element as [`broadcast2`], so the same
+/// bits); `Err(a)` gives it back otherwise.
+fn arith_in_place(op: &str, mut a: Array, b: &Array) -> Result<Result<Array, Array>, String> {
+    if !matches!(op, "Add" | "Sub" | "Mul" | "Div") {
+        return Ok(Err(a));
+    }
+    let (ArrayData::F32(x), ArrayData::F32(y)) = (&mut a.data, &b.data) else {
+        return Ok(Err(a));
+    };
+    let shape = broadcast_shape(&a.shape, &b.shape)?;
+    if shape != a.shape {
+        return Ok(Err(a));
+    }
+    macro_rules! go {
+        ($f:expr) => {
+            broadcast_into(x, &shape, y, &b.shape, $f)
+        };
+    }
+    // One monomorphized loop per op, as in `arith`.
+    match op {
+        "Add" => go!(|p: f32, q: f32| p + q),
+        "Sub" => go!(|p: f32, q: f32| p - q),
+        "Mul" => go!(|p: f32, q: f32| p * q),
+        _ => go!(|p: f32, q: f32| p / q),
+    }
+    Ok(Ok(a))
+}
+
+/// `a[i] = f(a[i], b[…])` with `b` broadcast to `a`'s `shape` (row by row, as
+/// [`broadcast2`]).
+fn broadcast_into(
+    a: &mut [f32],
+    shape: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+) {
+    if shape == sb {
+        a.iter_mut().zip(b).for_each(|(x, &y)| *x = f(*x, y));
+        return;
+    }
+    if b.len() == 1 {
+        let y = b[0];
+        a.iter_mut().for_each(|x| *x = f(*x, y));
+        return;
+    }
+    let r = shape.len();
+    if r == 0 || a.is_empty() {
+        return;
+    }
+    let stb = broadcast_strides(sb, shape);
+    let last = shape[r - 1];
+    let db = stb[r - 1];
+    let mut pos = vec![0usize; r - 1];
+    let mut ob = 0usize;
+    for row in a.chunks_exact_mut(last) {
+        if db == 1 {
+            row.iter_mut()
+                .zip(&b[ob..ob + last])
+                .for_each(|(x, &y)| *x = f(*x, y));
+        } else {
+            let y = b[ob];
+            row.iter_mut().for_each(|x| *x = f(*x, y));
+        }
+        for d in (0..r - 1).rev() {
+            pos[d] += 1;
+            ob += stb[d];
+            if pos[d] < shape[d] {
+                break;
+            }
+            ob -= stb[d] * pos[d];
+            pos[d] = 0;
+        }
+    }
 }
 
 fn arith(op: &str, fmod: bool, a: &Array, b: &Array) -> Result<Array, String> {
@@ -474,5 +579,53 @@ pub(crate) fn cast(x: &Array, to: DataType) -> Array {
     Array {
         shape: x.shape.clone(),
         data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In place over a handed-over input equals the allocating path bit for bit, over
+    /// broadcasts of every kind; shapes it cannot take are given back.
+    #[test]
+    fn in_place_arith_equals_arith() {
+        let cases: [(&[usize], &[usize]); 7] = [
+            (&[64, 4, 16, 16], &[64, 1, 1, 16]),
+            (&[3, 17], &[3, 17]),
+            (&[3, 17], &[]),
+            (&[3, 17], &[3, 1]),
+            (&[2, 3, 5], &[5]),
+            (&[2, 1, 5], &[2, 3, 5]),
+            (&[4], &[2, 4]),
+        ];
+        for (sa, sb) in cases {
+            let na: usize = sa.iter().product();
+            let nb: usize = sb.iter().product();
+            let a = Array::f32(
+                sa.to_vec(),
+                (0..na).map(|i| (i as f32 * 0.37).sin()).collect(),
+            );
+            let b = Array::f32(
+                sb.to_vec(),
+                (0..nb).map(|i| 1.5 + (i as f32).cos()).collect(),
+            );
+            for op in ["Add", "Sub", "Mul", "Div", "Pow"] {
+                let want = arith(op, false, &a, &b).unwrap();
+                match arith_in_place(op, a.clone(), &b).unwrap() {
+                    Ok(got) => {
+                        assert_eq!(got.shape, want.shape, "{op} {sa:?} {sb:?}");
+                        let (ArrayData::F32(g), ArrayData::F32(w)) = (&got.data, &want.data) else {
+                            panic!("dtype")
+                        };
+                        assert!(g.iter().zip(w).all(|(x, y)| x.to_bits() == y.to_bits()));
+                    }
+                    Err(back) => {
+                        assert_eq!(back, a);
+                        assert!(op == "Pow" || want.shape != a.shape, "{op} {sa:?} {sb:?}");
+                    }
+                }
+            }
+        }
     }
 }
