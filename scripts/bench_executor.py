@@ -17,6 +17,7 @@ asks for (onnxq/tract, onnxq/ORT int8, onnxq qnnpack/ORT u8u8).
 Each engine runs --rounds times (default 3), the engines taking turns, and keeps its best median.
 
 Usage: scripts/bench_executor.py [--bin target/release/onnxq] [--runs 200] [--batch N] [--rounds 3]
+                                 [--stat median|min] [--only digits_cnn,lstm]
 """
 
 import argparse
@@ -73,12 +74,17 @@ def main():
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--batch", type=int, default=0, help="calibration rows instead of the sample inputs")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each engine keeps its best median")
+    ap.add_argument("--stat", choices=["median", "min"], default="median",
+                    help="the latency compared: the median of a round's runs (default), or the fastest run "
+                         "(steadier when other jobs share the machine)")
+    ap.add_argument("--only", default="", help="comma-separated model names (default: all)")
     args = ap.parse_args()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="onnxq-bench-"))
     print(f"{'model':18} {'onnxq fbgemm':>12} {'onnxq qnnpack':>13} {'tract f32':>10} {'ORT int8':>9} "
           f"{'ORT u8u8':>9} {'ORT f32':>8}   {'q/tract':>7} {'q/ORTi8':>7} {'qnn/tract':>9} {'qnn/ORTu8':>9}   "
           f"RSS KiB (onnxq fbgemm / qnnpack / ORT int8)")
-    for name in NAMES:
+    stat = f"{args.stat}_ms"
+    for name in [n for n in NAMES if not args.only or n in args.only.split(",")]:
         calib = next(p for p in (MODELS / f"{name}.calib.npy", MODELS / f"{name}.calib.npz") if p.exists())
         q = tmp / f"{name}.int8.onnx"
         subprocess.run([args.bin, "quantize", str(MODELS / f"{name}.onnx"), "-o", str(q), "--data", str(calib)],
@@ -107,9 +113,9 @@ def main():
         for _ in range(args.rounds):
             for k, run in engines.items():
                 got = run()
-                if k not in r or got["median_ms"] < r[k]["median_ms"]:
+                if k not in r or got[stat] < r[k][stat]:
                     r[k] = got
-        m = {k: v["median_ms"] for k, v in r.items()}
+        m = {k: v[stat] for k, v in r.items()}
         print(f"{name:18} {m['onnxq']:10.4f}ms {m['qnnpack']:11.4f}ms {m['tract']:8.4f}ms {m['ort8']:7.4f}ms "
               f"{m['ortu8']:7.4f}ms {m['ort32']:6.4f}ms   {m['onnxq'] / m['tract']:7.2f} {m['onnxq'] / m['ort8']:7.2f} "
               f"{m['qnnpack'] / m['tract']:9.2f} {m['qnnpack'] / m['ortu8']:9.2f}   "

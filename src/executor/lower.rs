@@ -477,9 +477,7 @@ impl Kernel for OnQuantized {
         threads: usize,
     ) -> Result<Vec<Array>, String> {
         if self.via_f32 {
-            let mut ins = vec![Some(&first)];
-            ins.extend_from_slice(rest);
-            return self.run_with(&ins, threads);
+            return super::ops::run_borrowing(self, &first, rest, threads);
         }
         self.inner.run_owned(first, rest, threads)
     }

@@ -42,10 +42,7 @@ pub(crate) trait Kernel: Send + Sync {
         rest: &[Option<&Array>],
         threads: usize,
     ) -> Result<Vec<Array>, String> {
-        let mut ins = Vec::with_capacity(rest.len() + 1);
-        ins.push(Some(&first));
-        ins.extend_from_slice(rest);
-        self.run_with(&ins, threads)
+        run_borrowing(self, &first, rest, threads)
     }
 
     /// The activation layouts of a quantized convolution, for the planner to keep values
@@ -129,6 +126,20 @@ where
     F: Fn(&[Option<&Array>]) -> Result<Vec<Array>, String> + Send + Sync + 'static,
 {
     Box::new(FnKernel(f))
+}
+
+/// `k` on `first` and `rest` borrowed: [`Kernel::run_owned`] of a kernel with no use for the
+/// buffer.
+pub(crate) fn run_borrowing<K: Kernel + ?Sized>(
+    k: &K,
+    first: &Array,
+    rest: &[Option<&Array>],
+    threads: usize,
+) -> Result<Vec<Array>, String> {
+    let mut ins = Vec::with_capacity(rest.len() + 1);
+    ins.push(Some(first));
+    ins.extend_from_slice(rest);
+    k.run_with(&ins, threads)
 }
 
 /// A kernel from a closure taking its first input as a `Cow`: owned when the executor
