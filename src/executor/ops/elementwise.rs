@@ -43,7 +43,6 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         "Softsign" => unary_f!(|x| x / (1.0 + x.abs())),
         // Vectorised (≤ 2 ulp, see kernels::vmath); libm's erff was ~9 ns per element.
         "Erf" => boxed_cow(|x, _| {
-            x.as_f32()?;
             let Array { shape, data } = x.into_owned();
             let ArrayData::F32(mut v) = data else {
                 return Err(format!("expected a float tensor, got {}", data.dtype()));

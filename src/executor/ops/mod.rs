@@ -34,8 +34,9 @@ pub(crate) trait Kernel: Send + Sync {
     }
 
     /// [`Kernel::run_with`] with the first input handed over: the executor does so when this
-    /// step is that value's last reader. Kernels that can reuse its buffer (Reshape and the
-    /// other views, Softmax) override it; the default borrows it.
+    /// step is that value's last reader. Kernels that can reuse its buffer (the views such as
+    /// Reshape, Softmax, the float unary ops and Add/Sub/Mul/Div) override it; the default
+    /// borrows it.
     fn run_owned(
         &self,
         first: Array,
