@@ -333,27 +333,29 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 /// Flat source indices of `shape` broadcast to `out` (used by Expand and broadcasting ops).
 pub fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let st = broadcast_strides(shape, out);
-    let n: usize = out.iter().product();
-    let mut idx = Vec::with_capacity(n);
-    if n == 0 {
-        return idx;
-    }
-    let r = out.len();
+    let mut idx = Vec::with_capacity(out.iter().product());
+    for_each_offset(out, &st, |off| idx.push(off));
+    idx
+}
+
+/// Calls `f` with the input offset of every index of `dims` (strides `st`), last dim fastest.
+pub fn for_each_offset(dims: &[usize], st: &[usize], mut f: impl FnMut(usize)) {
+    let r = dims.len();
+    let count: usize = dims.iter().product();
     let mut pos = vec![0usize; r];
     let mut off = 0usize;
-    for _ in 0..n {
-        idx.push(off);
+    for _ in 0..count {
+        f(off);
         for d in (0..r).rev() {
             pos[d] += 1;
             off += st[d];
-            if pos[d] < out[d] {
+            if pos[d] < dims[d] {
                 break;
             }
             off -= st[d] * pos[d];
             pos[d] = 0;
         }
     }
-    idx
 }
 
 #[cfg(test)]

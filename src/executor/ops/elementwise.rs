@@ -3,7 +3,7 @@
 
 use super::{boxed, boxed_cow, input, Kernel, NodeCtx};
 use crate::executor::value::{
-    broadcast_index, broadcast_shape, broadcast_strides, Array, ArrayData,
+    broadcast_index, broadcast_shape, broadcast_strides, for_each_offset, Array, ArrayData,
 };
 use crate::ir::DataType;
 use crate::kernels::reference::q8lut::unary;
@@ -338,9 +338,9 @@ fn broadcast_into(
     let stb = broadcast_strides(sb, shape);
     let last = shape[r - 1];
     let db = stb[r - 1];
-    let mut pos = vec![0usize; r - 1];
-    let mut ob = 0usize;
-    for row in a.chunks_exact_mut(last) {
+    let mut rows = a.chunks_exact_mut(last);
+    for_each_offset(&shape[..r - 1], &stb[..r - 1], |ob| {
+        let row = rows.next().expect("one row per offset");
         if db == 1 {
             row.iter_mut()
                 .zip(&b[ob..ob + last])
@@ -349,16 +349,7 @@ fn broadcast_into(
             let y = b[ob];
             row.iter_mut().for_each(|x| *x = f(*x, y));
         }
-        for d in (0..r - 1).rev() {
-            pos[d] += 1;
-            ob += stb[d];
-            if pos[d] < shape[d] {
-                break;
-            }
-            ob -= stb[d] * pos[d];
-            pos[d] = 0;
-        }
-    }
+    });
 }
 
 fn arith(op: &str, fmod: bool, a: &Array, b: &Array) -> Result<Array, String> {

@@ -4,7 +4,7 @@
 
 use super::{boxed, boxed_cow, input, Kernel, NodeCtx};
 use crate::executor::value::{
-    broadcast_index, broadcast_shape, norm_axis, strides, Array, ArrayData,
+    broadcast_index, broadcast_shape, for_each_offset, norm_axis, strides, Array, ArrayData,
 };
 
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
@@ -317,26 +317,6 @@ fn coalesce(out: &[usize], pst: &[usize]) -> (Vec<usize>, Vec<usize>) {
         }
     }
     d.into_iter().unzip()
-}
-
-/// Calls `f` with the input offset of every index of `dims` (strides `st`), last dim fastest.
-fn for_each_offset(dims: &[usize], st: &[usize], mut f: impl FnMut(usize)) {
-    let r = dims.len();
-    let count: usize = dims.iter().product();
-    let mut pos = vec![0usize; r];
-    let mut off = 0usize;
-    for _ in 0..count {
-        f(off);
-        for d in (0..r).rev() {
-            pos[d] += 1;
-            off += st[d];
-            if pos[d] < dims[d] {
-                break;
-            }
-            off -= st[d] * pos[d];
-            pos[d] = 0;
-        }
-    }
 }
 
 /// `v` in output order (output dims `out`, their input strides `pst`). After coalescing:
