@@ -129,12 +129,12 @@ def check_quantize_real(bin_, src, m, d, data, extra, ort_ref=False):
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     evals = sorted((data / "eval").glob("*.npz"))
 
-    def figures(model):
+    def figures(model, optimize=True):
         wants, gots = [], []
         for f in evals:
             feeds = dict(np.load(f))
             wants.append(run(src, feeds))
-            gots.append(run(model, feeds))
+            gots.append(run(model, feeds, optimize=optimize))
         parts = []
         for i, w0 in enumerate(wants[0]):
             if np.asarray(w0).dtype.kind != "f":
@@ -152,7 +152,11 @@ def check_quantize_real(bin_, src, m, d, data, extra, ort_ref=False):
     summary = r.stderr
     left = next((l.split("(", 1)[1].split(")")[0] for l in summary.splitlines() if l.startswith("left in float")), "0")
     size = next((l.split("(")[-1].rstrip(")") for l in summary.splitlines() if l.startswith("size:")), "?")
-    text = f"real data: {left} left float; size {size}; quantize {wall:.0f} s; SQNR dB [{figures(out)}]"
+    # The same model with ORT's graph optimizations off: the QDQ graph's own meaning (float
+    # ops between Q/DQ pairs, what onnxq's accuracy guard measures). A gap to the figure
+    # above is ORT's int8 kernels or its optimizer departing from it.
+    text = (f"real data: {left} left float; size {size}; quantize {wall:.0f} s; SQNR dB [{figures(out)}] "
+            f"(QDQ graph [{figures(out, optimize=False)}])")
     if missed:
         text += " (target not reached)"
     # The float fallback's lines (--target-sqnr / --max-accuracy-drop): units kept in

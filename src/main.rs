@@ -228,8 +228,9 @@ struct QuantFlags {
     /// Quantize weights per tensor instead of per channel.
     #[arg(long)]
     per_tensor: bool,
-    /// Weight type: int8 (the presets' symmetric weights) or uint8 (asymmetric, with a zero
-    /// point: QNNPACK's native form, run by u8×u8 kernels).
+    /// Weight type: int8 (symmetric s8, the fbgemm preset's) or uint8 (asymmetric, with a
+    /// fitted zero point: QNNPACK's native form, run by u8×u8 kernels). The qnnpack preset
+    /// stores its symmetric weights as u8 with zero point 128 unless int8 is asked for.
     #[arg(long, value_parser = ["int8", "uint8"])]
     weight_dtype: Option<String>,
     /// A QConfigMapping JSON file (see README).

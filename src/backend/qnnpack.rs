@@ -7,7 +7,7 @@ use super::{standard_patterns, BackendConfig, DTypeConfig, QDType};
 pub(super) fn config() -> BackendConfig {
     let weighted = DTypeConfig {
         activation: QDType::U8,
-        weight: Some(QDType::I8),
+        weight: Some(QDType::U8),
         bias: Some(QDType::I32),
         weight_per_channel: false,
         reduce_range: false,
