@@ -323,7 +323,7 @@ impl InsertObservers {
                 cx.count("weight-only", 1);
             }
         }
-        self.int8_weights_for_islands(g, &quantized, cx);
+        note_float_islands(g, &quantized, cx);
         for (_, name) in &quantized {
             cx.count(name, 1);
         }
@@ -378,100 +378,6 @@ impl InsertObservers {
         let mut config = q.weight;
         config.reduce_range = false;
         Some((w, QuantAnnotation::Weight { config, axis }))
-    }
-
-    /// A float Conv/ConvTranspose/Gemm between a DequantizeLinear and a QuantizeLinear (its
-    /// input observed, its output observed after at most a Relu/Clip chain, no branch) is
-    /// run in int8 by ONNX Runtime anyway: its `WeightBiasQuantization` quantizes float
-    /// weights itself, per tensor (inverted_residual's float depthwise Conv on the qnnpack
-    /// preset: 28.5 → 25.1 dB), and its QDQ fusion takes int8 weights as they are (a
-    /// MatMul's too), so full-range s8 ones saturate its AVX2 kernel. Such an island gets
-    /// the int8 weights an int8 unit of its qconfig would have (per channel where the
-    /// qconfig says so, the kernel-safe range), so that the graph means what ONNX Runtime
-    /// runs.
-    fn int8_weights_for_islands(
-        &self,
-        g: &mut Graph,
-        quantized: &[(Vec<NodeId>, String)],
-        cx: &mut PassContext,
-    ) {
-        let int8: std::collections::BTreeSet<NodeId> = quantized
-            .iter()
-            .flat_map(|(nodes, _)| nodes.iter().copied())
-            .collect();
-        let islands: Vec<(NodeId, ValueId)> = g
-            .node_ids()
-            .filter(|n| !int8.contains(n))
-            .filter_map(|n| {
-                let node = g.node(n);
-                // MatMul: ORT quantizes no float MatMul weight, but fuses int8 ones.
-                let requantizes_float = match node.op_type() {
-                    "Conv" | "ConvTranspose" | "Gemm" => true,
-                    "MatMul" => false,
-                    _ => return None,
-                };
-                let x = node.inputs.first().copied().flatten()?;
-                let w = node.inputs.get(1).copied().flatten()?;
-                if g.const_tensor(w).is_none_or(|t| t.dtype != DataType::F32) {
-                    return None;
-                }
-                // Weight-only units' weights have all 8 bits, which ORT's AVX2 u8×s8
-                // kernel may saturate on once it fuses the unit.
-                let eligible = match &g.value(w).quant {
-                    None => requantizes_float,
-                    Some(QuantAnnotation::Weight { config, .. }) => !config.reduce_range,
-                    Some(_) => false,
-                };
-                if !eligible {
-                    return None;
-                }
-                if g.value(x).quant.is_none() || g.consumers(w).len() != 1 {
-                    return None;
-                }
-                // Follow the single-consumer Relu/Clip chain to an observed value.
-                let mut v = node.outputs.first().copied().flatten()?;
-                loop {
-                    if g.value(v).quant.is_some() {
-                        return Some((n, w));
-                    }
-                    let consumers = g.consumers(v);
-                    let [(c, _)] = consumers.as_slice() else {
-                        return None;
-                    };
-                    if g.is_graph_output(v) || !matches!(g.node(*c).op_type(), "Relu" | "Clip") {
-                        return None;
-                    }
-                    v = g.node(*c).outputs.first().copied().flatten()?;
-                }
-            })
-            .collect();
-        for (n, w) in islands {
-            let node = g.node(n);
-            let Some(q) = self
-                .mapping
-                .resolve(node.op_type(), &node.name)
-                .qconfig
-                .or(self.mapping.global.as_ref())
-                .cloned()
-                .or_else(|| crate::qconfig::QConfig::preset(self.backend.name).ok())
-            else {
-                continue;
-            };
-            let rank = g.const_tensor(w).map_or(0, |t| t.dims.len());
-            let axis = output_channel_axis(g, n, rank);
-            let had = g.value(w).quant.is_some();
-            g.value_mut(w).quant = Some(QuantAnnotation::Weight {
-                config: q.weight,
-                axis,
-            });
-            if !had {
-                cx.count("weight-only", 1);
-            }
-            cx.note(
-                g.display_node_name(n),
-                "weights int8 as an int8 unit's: between a DequantizeLinear and a QuantizeLinear, ONNX Runtime runs this float unit in int8 (it would quantize float weights itself, per tensor)",
-            );
-        }
     }
 
     /// A decomposed op the backend supports: observe its real-valued input
@@ -744,6 +650,50 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
         if !needed {
             g.value_mut(v).quant = None;
         }
+    }
+}
+
+/// Says which float Conv/ConvTranspose/Gemm with float weights sit between a
+/// DequantizeLinear and a QuantizeLinear (input observed; output observed after at most a
+/// single-consumer Relu/Clip chain): ONNX Runtime's `WeightBiasQuantization` quantizes their
+/// weights itself, per tensor, and fuses them into int8 ops, so there the unit is not float
+/// (README, "Known gap: float islands").
+fn note_float_islands(g: &Graph, quantized: &[(Vec<NodeId>, String)], cx: &mut PassContext) {
+    let int8: std::collections::BTreeSet<NodeId> = quantized
+        .iter()
+        .flat_map(|(nodes, _)| nodes.iter().copied())
+        .collect();
+    let island = |n: NodeId| -> Option<()> {
+        let node = g.node(n);
+        if int8.contains(&n) || !matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm") {
+            return None;
+        }
+        let x = node.inputs.first().copied().flatten()?;
+        let w = node.inputs.get(1).copied().flatten()?;
+        let float_weight = g.const_tensor(w).is_some_and(|t| t.dtype == DataType::F32);
+        if !float_weight || g.value(w).quant.is_some() || g.value(x).quant.is_none() {
+            return None;
+        }
+        let mut v = node.outputs.first().copied().flatten()?;
+        loop {
+            if g.value(v).quant.is_some() {
+                return Some(());
+            }
+            let consumers = g.consumers(v);
+            let [(c, _)] = consumers.as_slice() else {
+                return None;
+            };
+            if g.is_graph_output(v) || !matches!(g.node(*c).op_type(), "Relu" | "Clip") {
+                return None;
+            }
+            v = g.node(*c).outputs.first().copied().flatten()?;
+        }
+    };
+    for n in g.node_ids().filter(|&n| island(n).is_some()) {
+        cx.warn(
+            g.display_node_name(n),
+            "float here, but ONNX Runtime runs it in int8: between a DequantizeLinear and a QuantizeLinear, its WeightBiasQuantization quantizes the float weights per tensor",
+        );
     }
 }
 

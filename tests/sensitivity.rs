@@ -180,19 +180,15 @@ fn local_ranking_and_subset_search_agree_on_the_culprit() {
 }
 
 /// The bundled depthwise block with per-tensor weights: every unit is analysed and the
-/// fallback meets a target between the all-int8 SQNR and the float model's. The depthwise
-/// Conv is not a unit: kept float alone it sits between a DequantizeLinear and a
-/// QuantizeLinear, where ONNX Runtime runs it in int8 anyway, so it gets the int8 unit's
-/// weights and its float form is the int8 one.
+/// fallback meets a target between the all-int8 SQNR and the float model's.
 #[test]
 fn inverted_residual_per_tensor_fallback() {
     let s = suite("inverted_residual", &per_tensor());
     let names: Vec<&str> = s.units.iter().map(|u| u.name.as_str()).collect();
-    assert!(names.len() >= 3, "units: {names:?}");
-    assert!(!names.contains(&"/dw/Conv"), "units: {names:?}");
+    assert!(names.contains(&"/dw/Conv"), "units: {names:?}");
     let sens = s.sensitivity(false).unwrap();
     eprintln!("{}", sens.table());
-    let target = sens.int8.sqnr_db + 0.3;
+    let target = sens.int8.sqnr_db + 4.0;
     let fb = s
         .fallback(&sens.ranking(), Target::SqnrDb(target), None)
         .unwrap();
@@ -568,7 +564,7 @@ fn weight_only_fallback_keeps_float_units_weights_int8() {
     let mut s = suite("inverted_residual", &per_tensor());
     s.set_weight_only_fallback(true);
     let sens = s.sensitivity(false).unwrap();
-    let target = sens.int8.sqnr_db + 0.3;
+    let target = sens.int8.sqnr_db + 4.0;
     let fb = s
         .fallback(&sens.ranking(), Target::SqnrDb(target), None)
         .unwrap();
@@ -724,28 +720,23 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("a number of dB, or `off`"));
 }
 
-/// A float unit between a DequantizeLinear and a QuantizeLinear (an island) gets the int8
-/// unit's weights, since ONNX Runtime would run it in int8 anyway (quantizing float weights
-/// itself, per tensor); one whose output stays float keeps its float weights.
+/// A float unit with float weights between a DequantizeLinear and a QuantizeLinear (an
+/// island, which ONNX Runtime quantizes itself) is named in the summary; one whose output
+/// stays float is not.
 #[test]
-fn float_islands_get_int8_weights() {
+fn float_islands_are_named_in_the_summary() {
     let s = suite("inverted_residual", &QuantizeOptions::default());
     let float = ["/dw/Conv".to_string(), "/head/Conv".to_string()];
     let q = s.quantize(&float).unwrap().unwrap();
-    let g = &q.model.graph;
-    let weight_producer = |name: &str| {
-        let n = g.node_ids().find(|&n| g.node(n).name == name).unwrap();
-        let w = g.node(n).inputs[1].unwrap();
-        g.node(g.producer(w)).op_type().to_string()
-    };
+    let warned: Vec<&str> = q
+        .summary
+        .notes
+        .iter()
+        .filter(|(_, m)| m.contains("ONNX Runtime runs it in int8"))
+        .map(|(n, _)| n.as_str())
+        .collect();
     // /dw/Conv reads the DequantizeLinear of the expand Conv's output and feeds the
-    // QuantizeLinear before the SE block (through its Clip): its weights are int8.
-    assert_eq!(weight_producer("/dw/Conv"), "DequantizeLinear");
-    // /head/Conv feeds the float HardSwish at the end: float weights.
-    assert_ne!(weight_producer("/head/Conv"), "DequantizeLinear");
-    let text = q.summary.to_string();
-    assert!(
-        text.contains("ONNX Runtime runs this float unit in int8"),
-        "{text}"
-    );
+    // QuantizeLinear before the SE block (through its Clip); /head/Conv feeds the float
+    // HardSwish at the end.
+    assert_eq!(warned, ["/dw/Conv"]);
 }
