@@ -353,3 +353,21 @@ fn strip_metadata_drops_per_node_debug_information() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Full-range s8 weights on int8 units (which ONNX Runtime's AVX2 kernels without VNNI
+/// saturate on) are warned about; the presets' weights (7-bit s8, u8) are not.
+#[test]
+fn full_range_s8_weights_are_warned_about() {
+    let dir = std::env::temp_dir().join(format!("onnxq-s8warn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let warned = |extra: &[&str]| {
+        let o = quantize("mlp", &dir.join("q.onnx"), extra);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        err.contains("full-range s8 weights")
+    };
+    assert!(warned(&["--backend", "qnnpack", "--weight-dtype", "int8"]));
+    assert!(!warned(&["--backend", "qnnpack"]));
+    assert!(!warned(&[]));
+    std::fs::remove_dir_all(&dir).ok();
+}
