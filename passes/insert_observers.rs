@@ -323,8 +323,12 @@ impl InsertObservers {
                 cx.count("weight-only", 1);
             }
         }
-        note_float_islands(g, &quantized, cx);
-        warn_saturating_weights(g, &quantized, cx);
+        let int8: std::collections::BTreeSet<NodeId> = quantized
+            .iter()
+            .flat_map(|(nodes, _)| nodes.iter().copied())
+            .collect();
+        note_float_islands(g, &int8, cx);
+        warn_saturating_weights(g, &int8, cx);
         for (_, name) in &quantized {
             cx.count(name, 1);
         }
@@ -659,11 +663,7 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
 /// single-consumer Relu/Clip chain): ONNX Runtime's `WeightBiasQuantization` quantizes their
 /// weights itself, per tensor, and fuses them into int8 ops, so there the unit is not float
 /// (README, "Known gap: float islands").
-fn note_float_islands(g: &Graph, quantized: &[(Vec<NodeId>, String)], cx: &mut PassContext) {
-    let int8: std::collections::BTreeSet<NodeId> = quantized
-        .iter()
-        .flat_map(|(nodes, _)| nodes.iter().copied())
-        .collect();
+fn note_float_islands(g: &Graph, int8: &std::collections::BTreeSet<NodeId>, cx: &mut PassContext) {
     let island = |n: NodeId| -> Option<()> {
         let node = g.node(n);
         if int8.contains(&n) || !matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm") {
@@ -703,11 +703,15 @@ fn note_float_islands(g: &Graph, quantized: &[(Vec<NodeId>, String)], cx: &mut P
 /// (`vpmaddubsw`) saturate 16-bit pair sums on them, so the model scores lower there than
 /// its QDQ graph (transformer_layer: 21.5 dB against 31.7 on the calibration data).
 /// Depthwise Convs are not concerned (the fbgemm preset gives them all 8 bits).
-fn warn_saturating_weights(g: &Graph, quantized: &[(Vec<NodeId>, String)], cx: &mut PassContext) {
+fn warn_saturating_weights(
+    g: &Graph,
+    int8: &std::collections::BTreeSet<NodeId>,
+    cx: &mut PassContext,
+) {
     use crate::observe::QDtype;
-    let names: Vec<String> = quantized
+    let names: Vec<String> = int8
         .iter()
-        .flat_map(|(nodes, _)| nodes.iter().copied())
+        .copied()
         .filter(|&n| {
             let w = g.node(n).inputs.get(1).copied().flatten();
             // Depthwise: ORT's depthwise kernel widens to 16 bits first (exact).
