@@ -27,7 +27,7 @@ use crate::backend::slow_int8;
 use crate::backend::{BackendConfig, DataInputs, Observation, PatternConfig};
 use crate::prelude::*;
 use crate::qconfig::{ObserverConfig, ObserverKind, QConfigMapping};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub struct InsertObservers {
     pub backend: BackendConfig,
@@ -235,7 +235,7 @@ impl InsertObservers {
         }
         // Decomposed LayerNormalization / Gelu: decided as one op of that type.
         let mut float_nodes: BTreeMap<NodeId, String> = BTreeMap::new();
-        let mut handled: std::collections::BTreeSet<NodeId> = Default::default();
+        let mut handled: BTreeSet<NodeId> = Default::default();
         // Units that got observers, with their pattern name.
         let mut quantized: Vec<(Vec<NodeId>, String)> = vec![];
         let mut weight_only: Vec<(ValueId, QuantAnnotation)> = vec![];
@@ -323,7 +323,7 @@ impl InsertObservers {
                 cx.count("weight-only", 1);
             }
         }
-        let int8: std::collections::BTreeSet<NodeId> = quantized
+        let int8: BTreeSet<NodeId> = quantized
             .iter()
             .flat_map(|(nodes, _)| nodes.iter().copied())
             .collect();
@@ -640,7 +640,7 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
         }
     }
     // Keep an observer only where a quantized unit produces or reads the value.
-    let member: std::collections::BTreeSet<NodeId> = quantized
+    let member: BTreeSet<NodeId> = quantized
         .iter()
         .flat_map(|(nodes, _)| nodes.iter().copied())
         .collect();
@@ -663,7 +663,7 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
 /// single-consumer Relu/Clip chain): ONNX Runtime's `WeightBiasQuantization` quantizes their
 /// weights itself, per tensor, and fuses them into int8 ops, so there the unit is not float
 /// (README, "Known gap: float islands").
-fn note_float_islands(g: &Graph, int8: &std::collections::BTreeSet<NodeId>, cx: &mut PassContext) {
+fn note_float_islands(g: &Graph, int8: &BTreeSet<NodeId>, cx: &mut PassContext) {
     let island = |n: NodeId| -> Option<()> {
         let node = g.node(n);
         if int8.contains(&n) || !matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm") {
@@ -703,11 +703,7 @@ fn note_float_islands(g: &Graph, int8: &std::collections::BTreeSet<NodeId>, cx: 
 /// (`vpmaddubsw`) saturate 16-bit pair sums on them, so the model scores lower there than
 /// its QDQ graph (transformer_layer: 21.5 dB against 31.7 on the calibration data).
 /// Depthwise Convs are not concerned (the fbgemm preset gives them all 8 bits).
-fn warn_saturating_weights(
-    g: &Graph,
-    int8: &std::collections::BTreeSet<NodeId>,
-    cx: &mut PassContext,
-) {
+fn warn_saturating_weights(g: &Graph, int8: &BTreeSet<NodeId>, cx: &mut PassContext) {
     use crate::observe::QDtype;
     let names: Vec<String> = int8
         .iter()

@@ -76,15 +76,10 @@ def calib_path(name):
 
 
 class Reader(CalibrationDataReader):
-    """One sample at a time from the bundled calibration data."""
+    """One sample at a time from the bundled calibration rows ([`load_rows`])."""
 
-    def __init__(self, name, input_names, limit=128):
-        p = calib_path(name)
-        if p.suffix == ".npy":
-            arrays = {input_names[0]: np.load(p)}
-        else:
-            arrays = dict(np.load(p))
-        self.feeds = iter(rows_of(arrays, limit))
+    def __init__(self, rows):
+        self.feeds = iter(rows)
 
     def get_next(self):
         return next(self.feeds, None)
@@ -132,7 +127,7 @@ def main():
         fp32 = f"{os.path.getsize(src) / 1024:.1f} KiB"
 
         def ort_static(fmt):
-            return lambda out: quantize_static(str(src), str(out), Reader(name, inputs), quant_format=fmt,
+            return lambda out: quantize_static(str(src), str(out), Reader(calib_rows), quant_format=fmt,
                                                per_channel=True, activation_type=QuantType.QUInt8,
                                                weight_type=QuantType.QInt8,
                                                calibrate_method=CalibrationMethod.MinMax)

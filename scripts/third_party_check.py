@@ -129,12 +129,11 @@ def check_quantize_real(bin_, src, m, d, data, extra, ort_ref=False):
     onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     evals = sorted((data / "eval").glob("*.npz"))
 
+    # The float model's outputs, once for every model compared with it.
+    wants = [run(src, dict(np.load(f))) for f in evals]
+
     def figures(model, optimize=True):
-        wants, gots = [], []
-        for f in evals:
-            feeds = dict(np.load(f))
-            wants.append(run(src, feeds))
-            gots.append(run(model, feeds, optimize=optimize))
+        gots = [run(model, dict(np.load(f)), optimize=optimize) for f in evals]
         parts = []
         for i, w0 in enumerate(wants[0]):
             if np.asarray(w0).dtype.kind != "f":
