@@ -213,6 +213,73 @@ impl InsertObservers {
     /// them). Loop and Scan bodies stay float: an observer there would see one
     /// iteration's value per run.
     fn annotate_graph(&self, g: &mut Graph, cx: &mut PassContext) -> Result<()> {
+        let keep_float = self.island_consumers(g)?;
+        let (order, _) = self.annotate_level(g, cx, &keep_float)?;
+        for &n in &order {
+            if !g.node(n).op().is_some_and(|op| op.has_subgraphs()) {
+                continue;
+            }
+            if g.node(n).is_op("If") {
+                let op = g.node_mut(n).op_mut().expect("an op");
+                for a in op.attrs.values_mut() {
+                    for sg in a.subgraphs_mut() {
+                        self.annotate_graph(sg, cx)?;
+                    }
+                }
+            } else {
+                cx.note(
+                    g.display_node_name(n),
+                    format!(
+                        "stays float, body included: ops inside {} bodies are not quantized (an observer there sees one iteration per run)",
+                        g.node(n).op_type()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The units (by any of their nodes) that stay float so that no float Conv/Gemm is
+    /// left as an island between a DequantizeLinear and a QuantizeLinear: ONNX Runtime
+    /// fuses such a unit into an int8 op (quantizing float weights itself, per tensor),
+    /// so the model it runs would not be the one measured. The unit's int8 readers
+    /// stay float too (their weights stay int8), which leaves its output float. A fixed
+    /// point over trial annotations of a copy of `g` (this graph level only).
+    fn island_consumers(&self, g: &Graph) -> Result<BTreeMap<NodeId, String>> {
+        let mut keep_float: BTreeMap<NodeId, String> = BTreeMap::new();
+        // Each round floats at least one more unit, so this ends; the bound is a guard.
+        for _ in 0..=g.node_ids().count() {
+            let mut trial = g.clone();
+            let mut scratch = PassContext::new();
+            let (_, int8) = self.annotate_level(&mut trial, &mut scratch, &keep_float)?;
+            let mut grew = false;
+            for (island, out) in float_islands(&trial, &int8) {
+                let why = format!(
+                    "reads the output of `{}`, kept float: an int8 op here would leave that Conv/Gemm between a DequantizeLinear and a QuantizeLinear, which ONNX Runtime fuses into int8 (quantizing its float weights itself)",
+                    g.display_node_name(island)
+                );
+                for (c, _) in trial.consumers(out) {
+                    if int8.contains(&c) && !keep_float.contains_key(&c) {
+                        keep_float.insert(c, why.clone());
+                        grew = true;
+                    }
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        Ok(keep_float)
+    }
+
+    /// Annotates the units of `g` itself (not its branches), `keep_float`'s units kept
+    /// float with int8 weights; returns the topological order.
+    fn annotate_level(
+        &self,
+        g: &mut Graph,
+        cx: &mut PassContext,
+        keep_float: &BTreeMap<NodeId, String>,
+    ) -> Result<(Vec<NodeId>, BTreeSet<NodeId>)> {
         let order = g.topo_order().map_err(|e| Error::invalid(e.to_string()))?;
         // Units in order of their first node; lone ops are units of one.
         let mut units: Vec<Vec<NodeId>> = vec![];
@@ -242,10 +309,12 @@ impl InsertObservers {
         for c in find_composites(g) {
             let first_name = g.node(c.nodes[0]).name.clone();
             let resolved = self.mapping.resolve(c.op_type, &first_name);
+            let kept = c.nodes.iter().find_map(|n| keep_float.get(n));
             let why = match resolved.qconfig {
                 _ if self.float_units.contains_key(&first_name) => {
                     self.float_units[&first_name].clone()
                 }
+                _ if kept.is_some() => kept.expect("checked").clone(),
                 None => format!("qconfig is None ({})", resolved.rule),
                 Some(_) if self.backend.single(c.op_type).is_none() => {
                     format!("{} has no int8 kernel on {}", c.op_type, self.backend.name)
@@ -290,7 +359,11 @@ impl InsertObservers {
                     .rule
                     .starts_with("name ")
             };
-            let calibration_rule = self.float_units.get(&first.name).cloned();
+            let calibration_rule = self
+                .float_units
+                .get(&first.name)
+                .or_else(|| nodes.iter().find_map(|n| keep_float.get(n)))
+                .cloned();
             if let Some(w) = calibration_rule
                 .as_ref()
                 .and_then(|_| self.weight_only(g, nodes[0]))
@@ -332,28 +405,7 @@ impl InsertObservers {
         for (_, name) in &quantized {
             cx.count(name, 1);
         }
-        for &n in &order {
-            if !g.node(n).op().is_some_and(|op| op.has_subgraphs()) {
-                continue;
-            }
-            if g.node(n).is_op("If") {
-                let op = g.node_mut(n).op_mut().expect("an op");
-                for a in op.attrs.values_mut() {
-                    for sg in a.subgraphs_mut() {
-                        self.annotate_graph(sg, cx)?;
-                    }
-                }
-            } else {
-                cx.note(
-                    g.display_node_name(n),
-                    format!(
-                        "stays float, body included: ops inside {} bodies are not quantized (an observer there sees one iteration per run)",
-                        g.node(n).op_type()
-                    ),
-                );
-            }
-        }
-        Ok(())
+        Ok((order, int8))
     }
 }
 
@@ -658,27 +710,32 @@ fn drop_isolated(g: &mut Graph, quantized: &mut Vec<(Vec<NodeId>, String)>, cx: 
     }
 }
 
-/// Says which float Conv/ConvTranspose/Gemm with float weights sit between a
-/// DequantizeLinear and a QuantizeLinear (input observed; output observed after at most a
-/// single-consumer Relu/Clip chain): ONNX Runtime's `WeightBiasQuantization` quantizes their
-/// weights itself, per tensor, and fuses them into int8 ops, so there the unit is not float
-/// (README, "Known gap: float islands").
-fn note_float_islands(g: &Graph, int8: &BTreeSet<NodeId>, cx: &mut PassContext) {
-    let island = |n: NodeId| -> Option<()> {
+/// The float Conv/ConvTranspose/Gemm (float weights or int8 weight-only ones) and
+/// weight-only MatMuls that sit between a DequantizeLinear and a QuantizeLinear (input
+/// observed; output observed after at most a single-consumer Relu/Clip chain), with that
+/// observed output. ONNX Runtime fuses such a unit into an int8 op, quantizing float
+/// weights itself per tensor (its `WeightBiasQuantization`), so there the unit is not float.
+fn float_islands(g: &Graph, int8: &BTreeSet<NodeId>) -> Vec<(NodeId, ValueId)> {
+    let island = |n: NodeId| -> Option<ValueId> {
         let node = g.node(n);
-        if int8.contains(&n) || !matches!(node.op_type(), "Conv" | "ConvTranspose" | "Gemm") {
+        if int8.contains(&n) || !COMPUTE_OPS.contains(&node.op_type()) {
             return None;
         }
         let x = node.inputs.first().copied().flatten()?;
         let w = node.inputs.get(1).copied().flatten()?;
-        let float_weight = g.const_tensor(w).is_some_and(|t| t.dtype == DataType::F32);
-        if !float_weight || g.value(w).quant.is_some() || g.value(x).quant.is_none() {
+        let t = g.const_tensor(w).filter(|t| t.dtype == DataType::F32)?;
+        let weight_only = matches!(g.value(w).quant, Some(QuantAnnotation::Weight { .. }));
+        let fused = match node.op_type() {
+            "Conv" | "ConvTranspose" | "Gemm" => g.value(w).quant.is_none() || weight_only,
+            _ => weight_only,
+        };
+        if !fused || g.value(x).quant.is_none() || t.dims.is_empty() {
             return None;
         }
         let mut v = node.outputs.first().copied().flatten()?;
         loop {
             if g.value(v).quant.is_some() {
-                return Some(());
+                return Some(v);
             }
             let consumers = g.consumers(v);
             let [(c, _)] = consumers.as_slice() else {
@@ -690,10 +747,18 @@ fn note_float_islands(g: &Graph, int8: &BTreeSet<NodeId>, cx: &mut PassContext) 
             v = g.node(*c).outputs.first().copied().flatten()?;
         }
     };
-    for n in g.node_ids().filter(|&n| island(n).is_some()) {
+    g.node_ids()
+        .filter_map(|n| island(n).map(|v| (n, v)))
+        .collect()
+}
+
+/// Names the float islands left ([`float_islands`]; `insert-observers` keeps their int8
+/// readers float, so only an island whose output some other op needs quantized is left).
+fn note_float_islands(g: &Graph, int8: &BTreeSet<NodeId>, cx: &mut PassContext) {
+    for (n, _) in float_islands(g, int8) {
         cx.warn(
             g.display_node_name(n),
-            "float here, but ONNX Runtime runs it in int8: between a DequantizeLinear and a QuantizeLinear, its WeightBiasQuantization quantizes the float weights per tensor",
+            "float here, but ONNX Runtime runs it in int8: between a DequantizeLinear and a QuantizeLinear, it fuses the unit into an int8 op (quantizing float weights itself, per tensor)",
         );
     }
 }

@@ -724,19 +724,40 @@ fn accuracy_guard_falls_back_below_it_and_off_skips_it() {
 /// island, which ONNX Runtime quantizes itself) is named in the summary; one whose output
 /// stays float is not.
 #[test]
-fn float_islands_are_named_in_the_summary() {
+fn float_islands_pull_their_int8_readers_into_float() {
     let s = suite("inverted_residual", &QuantizeOptions::default());
     let float = ["/dw/Conv".to_string(), "/head/Conv".to_string()];
     let q = s.quantize(&float).unwrap().unwrap();
-    let warned: Vec<&str> = q
+    // /dw/Conv reads the DequantizeLinear of the expand Conv's output and, through its
+    // Clip, feeds the SE block (GlobalAveragePool, and the Mul scaling its output): with
+    // those int8, it would sit between a DequantizeLinear and a QuantizeLinear, which ONNX
+    // Runtime fuses into int8. So they stay float, and no island is left to warn about.
+    let reason = |subject: &str| {
+        q.summary
+            .float
+            .iter()
+            .find(|g| g.subjects.iter().any(|s| s == subject))
+            .map(|g| g.reason.clone())
+            .unwrap_or_default()
+    };
+    for reader in ["/GlobalAveragePool", "/Mul"] {
+        assert!(
+            reason(reader).contains("reads the output of `/dw/Conv`"),
+            "{reader}: {}",
+            reason(reader)
+        );
+    }
+    assert!(!q
         .summary
         .notes
         .iter()
-        .filter(|(_, m)| m.contains("ONNX Runtime runs it in int8"))
-        .map(|(n, _)| n.as_str())
-        .collect();
-    // /dw/Conv reads the DequantizeLinear of the expand Conv's output and feeds the
-    // QuantizeLinear before the SE block (through its Clip); /head/Conv feeds the float
-    // HardSwish at the end.
-    assert_eq!(warned, ["/dw/Conv"]);
+        .any(|(_, m)| m.contains("ONNX Runtime runs it in int8")));
+    // /head/Conv feeds the float HardSwish at the end: not an island, nothing pulled in.
+    assert!(!q
+        .summary
+        .float
+        .iter()
+        .any(|g| g.reason.contains("reads the output of `/head/Conv`")));
+    // The project Conv after the SE block stays int8.
+    assert!(reason("/project/Conv").is_empty());
 }

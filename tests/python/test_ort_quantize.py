@@ -66,15 +66,7 @@ def test_ort_runs_the_units_on_int8_kernels(name, onnxq_bin, tmp_path):
     assert FUSED[name] <= ops, sorted(ops)
 
 
-# The qnnpack preset's fallback keeps inverted_residual's depthwise Conv float alone between a
-# DequantizeLinear and a QuantizeLinear; ORT's WeightBiasQuantization quantizes its float weights
-# per tensor (25.1 dB against the graph's 28.5): README, "Known gap: float islands".
-ISLAND = pytest.mark.xfail(strict=True, reason="ORT quantizes a float island's weights itself")
-
-
-@pytest.mark.parametrize("name,backend", [
-    pytest.param(n, b, marks=ISLAND) if (n, b) == ("inverted_residual", "qnnpack") else (n, b)
-    for n in sorted(FLOORS) for b in ("fbgemm", "qnnpack")])
+@pytest.mark.parametrize("name,backend", [(n, b) for n in sorted(FLOORS) for b in ("fbgemm", "qnnpack")])
 def test_ort_int8_kernels_keep_the_qdq_graphs_accuracy(name, backend, onnxq_bin, tmp_path):
     """ONNX Runtime's int8 kernels (QDQ fusions on) score what the QDQ graph itself scores
     (fusions off: float ops between Q/DQ, the ONNX semantics the accuracy guard measures),
