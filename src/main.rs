@@ -253,6 +253,12 @@ struct QuantFlags {
     /// writes a stack trace per node, often more bytes than the int8 weights).
     #[arg(long)]
     strip_metadata: bool,
+    /// SmoothQuant: divide the MatMul/Gemm inputs that float ops make (LayerNorm, Gelu,
+    /// Softmax) by per-channel scales max|X|^α / max|W|^(1−α) and fold them into the
+    /// weights, so that their outlier channels cost the other channels less precision.
+    /// Needs --data; α defaults to 0.5.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0.5", value_name = "ALPHA")]
+    smooth_quant: Option<f32>,
 }
 
 impl QuantFlags {
@@ -269,6 +275,7 @@ impl QuantFlags {
             quantize_isolated: self.quantize_isolated,
             noise_rule: !self.no_noise_rule,
             strip_metadata: self.strip_metadata,
+            smooth_quant: self.smooth_quant,
             bias_correction: match self.bias_correction.as_str() {
                 "on" => onnxq::quantize::BiasCorrection::On,
                 "off" => onnxq::quantize::BiasCorrection::Off,

@@ -329,6 +329,12 @@ impl Suite {
     ) -> Result<Suite> {
         let options = options.clone();
         let t0 = std::time::Instant::now();
+        // Every variant starts from the smoothed model, as `quantize` does.
+        let mut model = model;
+        if let Some(alpha) = options.smooth_quant {
+            crate::quantize::smooth_quant(&mut model, calib_data, alpha, &options.calibration)
+                .context("smoothing the MatMul inputs (--smooth-quant)")?;
+        }
         let full = prepare_static(model.clone(), &options)?;
         if !full.observes_anything() {
             bail!("nothing to quantize: every node of the model stays float (see `onnxq quantize` for the reasons)");

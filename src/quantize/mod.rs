@@ -9,8 +9,10 @@
 //! [`quantize`] works on an in-memory [`Model`] and returns the quantized one
 //! with a [`Summary`]; [`quantize_file`] adds reading and the atomic write.
 
+mod smooth;
 mod summary;
 
+pub use smooth::smooth_quant;
 pub use summary::{FloatGroup, Summary};
 
 use crate::calib::{CalibrationOptions, CalibrationTable};
@@ -87,6 +89,9 @@ pub struct QuantizeOptions {
     /// (`store-weights-fp16`), besides the qconfig's `float16_weights`: the accuracy
     /// fallback's choice.
     pub float16_weights: std::collections::BTreeSet<String>,
+    /// SmoothQuant's migration strength α for the MatMul/Gemm inputs float ops make
+    /// (`--smooth-quant`; [`smooth_quant`]); `None`: off.
+    pub smooth_quant: Option<f32>,
 }
 
 impl Default for QuantizeOptions {
@@ -110,6 +115,7 @@ impl Default for QuantizeOptions {
             float_units: Default::default(),
             strip_metadata: false,
             float16_weights: Default::default(),
+            smooth_quant: None,
         }
     }
 }
@@ -670,6 +676,27 @@ fn quantize_static(
 ) -> Result<Quantized> {
     // The float model, kept for the noise rules (prepared again) and as the reference of
     // the bias-correction choice (see [`BiasCorrection::Auto`]).
+    let mut model = model;
+    let smooth_notes = match (options.smooth_quant, &calibration) {
+        (None, _) => {
+            let n = crate::passes::smooth_groups(&model.graph).len();
+            if n == 0 {
+                vec![]
+            } else {
+                vec![("smooth-quant".to_string(), format!(
+                    "{n} MatMul/Gemm input(s) are made by float ops (LayerNorm, Gelu, Softmax), whose outlier channels the per-tensor int8 grid pays for: --smooth-quant may quantize them with less error"
+                ))]
+            }
+        }
+        (Some(alpha), Calibration::Data(path)) => {
+            smooth_quant(&mut model, path, alpha, &options.calibration)?
+        }
+        (Some(_), Calibration::Table(_)) => {
+            return Err(Error::invalid(
+                "--smooth-quant needs calibration data (--data): a saved table holds no channel ranges of the unsmoothed inputs",
+            ))
+        }
+    };
     let choose_correction = options.bias_correction == BiasCorrection::Auto
         && matches!(calibration, Calibration::Data(_));
     let original = (options.noise_rule || choose_correction).then(|| model.clone());
@@ -796,6 +823,11 @@ fn quantize_static(
     if let Some(n) = engine_note {
         q.summary.notes.push(("calibration".into(), n));
     }
+    if let Some(alpha) = options.smooth_quant {
+        // It ran before the pipeline, on the float model.
+        q.summary.pipeline = format!("smooth-quant{{alpha={alpha}}},{}", q.summary.pipeline);
+    }
+    q.summary.notes.extend(smooth_notes);
     Ok(q)
 }
 
