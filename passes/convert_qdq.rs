@@ -339,6 +339,20 @@ impl ConvertQdq {
                     int_tensor(dt, t.dims.clone(), &q),
                 );
                 let axis_attr = (p.scale.len() > 1).then_some(axis as i64);
+                let fused = g
+                    .consumers(v)
+                    .iter()
+                    .any(|&(c, _)| runtime_fuses(g, c, &qp));
+                if !fused {
+                    // Read by float ops only (a weight-only unit): a form engines fold at
+                    // load, so that the op runs at float speed.
+                    let w = qdq::decompression_node(g, &name, qv, &p, axis_attr, &t.dims);
+                    g.replace_all_uses(v, w);
+                    g.remove_if_unused_const(v);
+                    cx.count("weights", 1);
+                    cx.count("weights for float ops", 1);
+                    continue;
+                }
                 let dq = dequantize_node(g, &name, qv, &p, axis_attr, dt);
                 g.replace_all_uses(v, dq);
                 g.remove_if_unused_const(v);
@@ -644,5 +658,37 @@ impl ConvertQdq {
             }
         }
         cx.count("bias corrections", 1);
+    }
+}
+
+/// Whether ONNX Runtime fuses `n` into an int8 op (QLinearConv, QGemm, QLinearMatMul...):
+/// its input 0 arrives quantized and its output, after at most a single-consumer Relu/Clip
+/// chain, is quantized (it has qparams in `qp`: an observer the calibration data never
+/// reached gives none). Its weight must then be a DequantizeLinear; otherwise the op runs
+/// in float, whatever form its weight has.
+fn runtime_fuses(g: &Graph, n: NodeId, qp: &HashMap<ValueId, QParams>) -> bool {
+    let node = g.node(n);
+    let observed = |v: ValueId| qp.contains_key(&v);
+    if !node.inputs.first().copied().flatten().is_some_and(observed) {
+        return false;
+    }
+    let Some(mut v) = node.outputs.first().copied().flatten() else {
+        return false;
+    };
+    loop {
+        if observed(v) {
+            return true;
+        }
+        let consumers = g.consumers(v);
+        let [(c, _)] = consumers.as_slice() else {
+            return false;
+        };
+        if g.is_graph_output(v) || !matches!(g.node(*c).op_type(), "Relu" | "Clip") {
+            return false;
+        }
+        let Some(out) = g.node(*c).outputs.first().copied().flatten() else {
+            return false;
+        };
+        v = out;
     }
 }

@@ -464,7 +464,7 @@ fn restoring_int8_weights_keeps_float_only_the_weights_the_target_needs() {
     let weight_is_int8 = |name: &str| {
         let n = g.node_ids().find(|&n| g.node(n).name == name).unwrap();
         let wv = g.node(n).inputs[1].unwrap();
-        g.node(g.producer(wv)).is_op("DequantizeLinear")
+        stored_int8(g, wv).is_some()
     };
     assert!(!weight_is_int8(CULPRIT));
     for u in &fb.weights_restored {
@@ -597,15 +597,35 @@ fn weight_only_fallback_keeps_float_units_weights_int8() {
         let Some(w) = node.inputs.get(1).copied().flatten() else {
             continue;
         };
-        let p = g.producer(w);
-        if g.node(p).is_op("DequantizeLinear") {
-            let q = g.node(p).inputs[0].unwrap();
-            let t = g.const_tensor(q).expect("an int8 initializer");
+        if let Some(t) = stored_int8(g, w) {
             assert_eq!(t.dtype, onnxq::ir::DataType::I8);
+            // Read by a float op: Cast → Mul, which engines fold at load (a DequantizeLinear
+            // would be run on every inference by ONNX Runtime).
+            assert!(g.node(g.producer(w)).is_op("Mul"), "{}", node.name);
             int8_weights_of_float_units += 1;
         }
     }
     assert!(int8_weights_of_float_units > 0);
+}
+
+/// The integer initializer a float weight `w` is computed from: through a DequantizeLinear
+/// (an int8 op's weight) or Cast → (Sub) → Mul (a float op's); `None` for a float weight
+/// (float32, or float16 behind a Cast).
+fn stored_int8(g: &onnxq::ir::Graph, w: onnxq::ir::ValueId) -> Option<&onnxq::ir::Tensor> {
+    let mut v = w;
+    loop {
+        let p = g.node(g.producer(v));
+        if p.is_op("DequantizeLinear") || p.is_op("Cast") {
+            let t = g.const_tensor(p.inputs[0]?)?;
+            // (A Cast of float16 is a float weight stored as float16.)
+            let int = matches!(t.dtype, onnxq::ir::DataType::I8 | onnxq::ir::DataType::U8);
+            return int.then_some(t);
+        }
+        if !(p.is_op("Mul") || p.is_op("Sub")) {
+            return None;
+        }
+        v = p.inputs[0]?;
+    }
 }
 
 /// The number that follows `marker` in `text`.

@@ -44,7 +44,8 @@ def test_checker_and_int8_in_every_branch(quantized):
         assert "QuantizeLinear" in ops[branch] and "DequantizeLinear" in ops[branch], (branch, ops[branch])
     # The nested If is on `sr > 0`: the calibration data never takes its else branch, whose
     # activations stay float (its weight is still stored int8).
-    assert "QuantizeLinear" not in ops["last_b"] and "DequantizeLinear" in ops["last_b"], ops["last_b"]
+    # (Read by a float op, the weight is Cast → Mul of int8, which engines fold at load.)
+    assert "QuantizeLinear" not in ops["last_b"] and "Cast" in ops["last_b"], ops["last_b"]
 
 
 @pytest.mark.parametrize("sr", [16000, 8000])
