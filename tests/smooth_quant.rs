@@ -243,3 +243,19 @@ fn cli_smooth_quant_reports_what_it_smoothed() {
     let data = models.join("transformer_layer.calib.npz");
     assert!(sqnr(&float, &q, &data) > 28.0);
 }
+
+#[test]
+fn other_modes_refuse_smoothing() {
+    let options = QuantizeOptions {
+        smooth_quant: Some(0.5),
+        mode: onnxq::quantize::Mode::Dynamic,
+        ..QuantizeOptions::default()
+    };
+    let r = quantize(model(false), None, &options);
+    let err = r.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("--smooth-quant is for static mode"),
+        "{err}"
+    );
+}

@@ -293,6 +293,11 @@ pub fn quantize(
     if let (Mode::Static, Some(c)) = (&options.mode, calibration) {
         return quantize_static(model, c, options);
     }
+    if options.smooth_quant.is_some() && !matches!(options.mode, Mode::Static) {
+        return Err(Error::invalid(
+            "--smooth-quant is for static mode with calibration data: dynamic and weight-only modes have no activation grid to smooth for",
+        ));
+    }
     refuse_quantized(&model)?;
     let mut model = model;
     name_unnamed_nodes(&mut model);
