@@ -667,28 +667,12 @@ impl ConvertQdq {
 /// reached gives none). Its weight must then be a DequantizeLinear; otherwise the op runs
 /// in float, whatever form its weight has.
 fn runtime_fuses(g: &Graph, n: NodeId, qp: &HashMap<ValueId, QParams>) -> bool {
-    let node = g.node(n);
     let observed = |v: ValueId| qp.contains_key(&v);
-    if !node.inputs.first().copied().flatten().is_some_and(observed) {
-        return false;
-    }
-    let Some(mut v) = node.outputs.first().copied().flatten() else {
-        return false;
-    };
-    loop {
-        if observed(v) {
-            return true;
-        }
-        let consumers = g.consumers(v);
-        let [(c, _)] = consumers.as_slice() else {
-            return false;
-        };
-        if g.is_graph_output(v) || !matches!(g.node(*c).op_type(), "Relu" | "Clip") {
-            return false;
-        }
-        let Some(out) = g.node(*c).outputs.first().copied().flatten() else {
-            return false;
-        };
-        v = out;
-    }
+    g.node(n)
+        .inputs
+        .first()
+        .copied()
+        .flatten()
+        .is_some_and(observed)
+        && qdq::quantized_output(g, n, observed).is_some()
 }

@@ -732,20 +732,7 @@ fn float_islands(g: &Graph, int8: &BTreeSet<NodeId>) -> Vec<(NodeId, ValueId)> {
         if !fused || g.value(x).quant.is_none() || t.dims.is_empty() {
             return None;
         }
-        let mut v = node.outputs.first().copied().flatten()?;
-        loop {
-            if g.value(v).quant.is_some() {
-                return Some(v);
-            }
-            let consumers = g.consumers(v);
-            let [(c, _)] = consumers.as_slice() else {
-                return None;
-            };
-            if g.is_graph_output(v) || !matches!(g.node(*c).op_type(), "Relu" | "Clip") {
-                return None;
-            }
-            v = g.node(*c).outputs.first().copied().flatten()?;
-        }
+        qdq::quantized_output(g, n, |v| g.value(v).quant.is_some())
     };
     g.node_ids()
         .filter_map(|n| island(n).map(|v| (n, v)))
