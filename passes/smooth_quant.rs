@@ -46,6 +46,27 @@ impl SmoothQuant {
     pub fn with_stats(alpha: f32, stats: BTreeMap<String, Vec<f32>>) -> Self {
         SmoothQuant { alpha, stats }
     }
+
+    /// Refuses a migration strength outside [0, 1] (before any data is read for it).
+    pub fn check_alpha(alpha: f32) -> Result<()> {
+        if (0.0..=1.0).contains(&alpha) {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "smooth-quant: alpha {alpha} is not in [0, 1]"
+            )))
+        }
+    }
+}
+
+/// The row (input channel) of element `i` of a `[K, N]` weight, or of a `[N, K]` one
+/// (`trans_b`), with `k` rows.
+fn weight_row(i: usize, k: usize, trans_b: bool, len: usize) -> usize {
+    if trans_b {
+        i % k
+    } else {
+        i / (len / k)
+    }
 }
 
 /// The MatMul/Gemm weight of `n` as `(value, rows = K, transposed)` when `n` can be
@@ -161,12 +182,7 @@ impl Pass for SmoothQuant {
     }
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.alpha) {
-            return Err(Error::invalid(format!(
-                "smooth-quant: alpha {} is not in [0, 1]",
-                self.alpha
-            )));
-        }
+        SmoothQuant::check_alpha(self.alpha)?;
         let g = &mut model.graph;
         for group in smooth_groups(g) {
             let x_name = g.value(group.input).name.clone();
@@ -194,9 +210,8 @@ impl Pass for SmoothQuant {
             for &(_, w, _, trans_b) in &weights {
                 let t = g.const_tensor(w).expect("checked constant");
                 let v = t.to_f32_vec().expect("f32 constant");
-                let cols = v.len() / act.len();
                 for (i, &e) in v.iter().enumerate() {
-                    let c = if trans_b { i % act.len() } else { i / cols };
+                    let c = weight_row(i, act.len(), trans_b, v.len());
                     wmax[c] = wmax[c].max(e.abs());
                 }
                 values.push(v);
@@ -221,10 +236,9 @@ impl Pass for SmoothQuant {
             let ty = g.value(group.input).ty.clone();
             g.value_mut(y).ty = ty;
             for (&(n, w, _, trans_b), mut v) in weights.iter().zip(values) {
-                let cols = v.len() / act.len();
+                let len = v.len();
                 for (i, e) in v.iter_mut().enumerate() {
-                    let c = if trans_b { i % act.len() } else { i / cols };
-                    *e *= s[c];
+                    *e *= s[weight_row(i, act.len(), trans_b, len)];
                 }
                 let t = g.const_tensor(w).expect("checked constant");
                 let scaled = Tensor::from_f32(t.dims.clone(), &v);

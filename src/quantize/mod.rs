@@ -679,8 +679,7 @@ fn quantize_static(
     calibration: Calibration<'_>,
     options: &QuantizeOptions,
 ) -> Result<Quantized> {
-    // The float model, kept for the noise rules (prepared again) and as the reference of
-    // the bias-correction choice (see [`BiasCorrection::Auto`]).
+    // SmoothQuant first: every later stage starts from the smoothed float model.
     let mut model = model;
     let smooth_notes = match (options.smooth_quant, &calibration) {
         (None, _) => {
@@ -702,6 +701,8 @@ fn quantize_static(
             ))
         }
     };
+    // The float model, kept for the noise rules (prepared again) and as the reference of
+    // the bias-correction choice (see [`BiasCorrection::Auto`]).
     let choose_correction = options.bias_correction == BiasCorrection::Auto
         && matches!(calibration, Calibration::Data(_));
     let original = (options.noise_rule || choose_correction).then(|| model.clone());

@@ -19,6 +19,7 @@ pub fn smooth_quant(
     alpha: f32,
     options: &CalibrationOptions,
 ) -> Result<Vec<(String, String)>> {
+    SmoothQuant::check_alpha(alpha)?;
     let groups = smooth_groups(&model.graph);
     if groups.is_empty() {
         return Ok(vec![(
