@@ -287,29 +287,50 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 }
             }
             if a.profile {
-                // Per kind, the median over runs of its time in one run: a shared machine
-                // preempts now and then, and a sum over runs would be dominated by those.
-                let mut per_kind: std::collections::HashMap<String, Vec<f64>> =
+                // Per kind and per step, the median over runs of its time in one run: a shared
+                // machine preempts now and then, and a sum over runs would be dominated by those.
+                let mut per_step: std::collections::HashMap<(String, String), Vec<f64>> =
                     std::collections::HashMap::new();
                 for _ in 0..a.runs {
                     let mut prof = std::collections::HashMap::new();
                     exec.run_profiled(arrays.clone(), &mut prof)?;
-                    for (kind, d) in prof {
-                        per_kind.entry(kind).or_default().push(d.as_secs_f64());
+                    for (key, d) in prof {
+                        per_step.entry(key).or_default().push(d.as_secs_f64());
                     }
+                }
+                let median = |v: &mut Vec<f64>| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                };
+                let mut per_kind: std::collections::HashMap<String, Vec<f64>> =
+                    std::collections::HashMap::new();
+                let mut steps: Vec<(String, f64)> = Vec::new();
+                for ((kind, label), mut v) in per_step {
+                    let slot = per_kind.entry(kind.clone()).or_default();
+                    slot.resize(slot.len().max(v.len()), 0.0);
+                    for (s, t) in slot.iter_mut().zip(&v) {
+                        *s += t;
+                    }
+                    steps.push((format!("{label} ({kind})"), median(&mut v)));
                 }
                 let mut rows: Vec<(String, f64)> = per_kind
                     .into_iter()
-                    .map(|(kind, mut v)| {
-                        v.sort_by(f64::total_cmp);
-                        (kind, v[v.len() / 2])
-                    })
+                    .map(|(kind, mut v)| (kind, median(&mut v)))
                     .collect();
                 let total: f64 = rows.iter().map(|r| r.1).sum();
                 rows.sort_by(|x, y| y.1.total_cmp(&x.1));
                 for (kind, s) in rows {
                     out!(
                         "  {:>6.2} %  {:>10.4} ms/run  {kind}",
+                        100.0 * s / total.max(1e-12),
+                        s * 1e3
+                    );
+                }
+                steps.sort_by(|x, y| y.1.total_cmp(&x.1));
+                out!("  slowest steps:");
+                for (step, s) in steps.iter().take(12) {
+                    out!(
+                        "  {:>6.2} %  {:>10.4} ms/run  {step}",
                         100.0 * s / total.max(1e-12),
                         s * 1e3
                     );

@@ -19,6 +19,7 @@ use super::ops::{Kernel, NodeCtx};
 use super::qlinear::{Act, QConv, QMatMul, QOut, QSpec, Src};
 use super::value::{norm_axis, Array, ArrayData};
 use crate::ir::{DataType, Graph, NodeId, Op, ValueId};
+use crate::kernels::qbinary::{self, BinaryOp};
 
 /// A lowered unit: one step replacing several nodes.
 pub(crate) struct Lowered {
@@ -718,21 +719,13 @@ enum Operand {
     Const(Array),
 }
 
-#[derive(Clone, Copy)]
-enum BinOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-}
-
 /// `Q(DQ(a) ⊕ DQ(b))` (optionally `Q(relu(…))`) in one kernel, for ⊕ ∈ {Add, Sub, Mul, Div}
-/// with numpy broadcasting.
+/// with numpy broadcasting ([`crate::kernels::qbinary`]).
 /// Every element goes through the same f32 operations as the unfused graph (dequantize,
 /// operate, divide by the scale and round half to even), so the result is bit-identical; the
 /// gain is the intermediate float tensors that are never written.
 struct QBinary {
-    op: BinOp,
+    op: BinaryOp,
     a: Operand,
     b: Operand,
     y_scale: f32,
@@ -742,87 +735,22 @@ struct QBinary {
     relu: bool,
 }
 
-/// An operand of [`QBinary`] read in place: quantized codes with their scale and zero point,
-/// or f32 values. Dequantization is DequantizeLinear's own f32 arithmetic,
-/// `(x − zp) as f32 · scale`, which vectorizes (a 256-entry table lookup does not).
-enum View<'a> {
-    U8(&'a [u8], f32, i32),
-    I8(&'a [i8], f32, i32),
-    F32(&'a [f32]),
-}
-
-impl View<'_> {
-    /// The dequantized value at `i`.
-    fn get(&self, i: usize) -> f32 {
-        match self {
-            View::U8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
-            View::I8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
-            View::F32(v) => v[i],
-        }
-    }
-
-    /// The dequantized values `off..off + out.len()`.
-    fn fill(&self, off: usize, out: &mut [f32]) {
-        let n = out.len();
-        match self {
-            View::U8(v, s, z) => out
-                .iter_mut()
-                .zip(&v[off..off + n])
-                .for_each(|(o, &b)| *o = (i32::from(b) - z) as f32 * s),
-            View::I8(v, s, z) => out
-                .iter_mut()
-                .zip(&v[off..off + n])
-                .for_each(|(o, &b)| *o = (i32::from(b) - z) as f32 * s),
-            View::F32(v) => out.copy_from_slice(&v[off..off + n]),
-        }
-    }
-}
-
 impl QBinary {
+    /// An operand read in place, with its shape.
     fn view<'a>(
         o: &'a Operand,
         inputs: &[Option<&'a Array>],
-    ) -> Result<(&'a [usize], View<'a>), String> {
+    ) -> Result<(&'a [usize], qbinary::Operand<'a>), String> {
         match o {
-            Operand::Const(a) => Ok((&a.shape, View::F32(a.as_f32()?))),
+            Operand::Const(a) => Ok((&a.shape, qbinary::Operand::F32(a.as_f32()?))),
             Operand::Quant { slot, scale, zp } => {
                 let x = super::ops::input(inputs, *slot)?;
                 let v = match &x.data {
-                    ArrayData::U8(v) => View::U8(v, *scale, *zp),
-                    ArrayData::I8(v) => View::I8(v, *scale, *zp),
+                    ArrayData::U8(v) => qbinary::Operand::U8(v, *scale, *zp),
+                    ArrayData::I8(v) => qbinary::Operand::I8(v, *scale, *zp),
                     d => return Err(format!("expected 8-bit input, got {}", d.dtype())),
                 };
                 Ok((&x.shape, v))
-            }
-        }
-    }
-
-    /// Same-shape operands: dequantize, operate and quantize in one pass over chunks held on
-    /// the stack (the same f32 operations, in the same order, as the general path).
-    fn run_same_shape<T: crate::kernels::reference::quantize::QType + Copy + Ord>(
-        &self,
-        a: &View<'_>,
-        b: &View<'_>,
-        zp: T,
-        y: &mut [T],
-    ) {
-        const CH: usize = 64;
-        let (mut fa, mut fb) = ([0f32; CH], [0f32; CH]);
-        for (i, yc) in y.chunks_mut(CH).enumerate() {
-            let n = yc.len();
-            let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
-            a.fill(i * CH, fa);
-            b.fill(i * CH, fb);
-            let it = fa.iter_mut().zip(fb.iter());
-            match self.op {
-                BinOp::Add => it.for_each(|(x, &y)| *x += y),
-                BinOp::Sub => it.for_each(|(x, &y)| *x -= y),
-                BinOp::Mul => it.for_each(|(x, &y)| *x *= y),
-                BinOp::Div => it.for_each(|(x, &y)| *x /= y),
-            }
-            crate::kernels::quantize::quantize_slice(fa, self.y_scale, zp, yc);
-            if self.relu {
-                yc.iter_mut().for_each(|q| *q = (*q).max(zp));
             }
         }
     }
@@ -830,40 +758,43 @@ impl QBinary {
 
 impl Kernel for QBinary {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
-        {
-            let (sa, va) = QBinary::view(&self.a, inputs)?;
-            let (sb, vb) = QBinary::view(&self.b, inputs)?;
-            if sa == sb {
-                let n: usize = sa.iter().product();
-                let shape = sa.to_vec();
-                let z = self.y_zp;
-                let data = if self.y_signed {
-                    let mut y = vec![0i8; n];
-                    self.run_same_shape(&va, &vb, z as i8, &mut y);
-                    ArrayData::I8(y)
-                } else {
-                    let mut y = vec![0u8; n];
-                    self.run_same_shape(&va, &vb, z as u8, &mut y);
-                    ArrayData::U8(y)
-                };
-                return Ok(vec![Array::new(shape, data)?]);
-            }
-        }
         let (sa, va) = QBinary::view(&self.a, inputs)?;
         let (sb, vb) = QBinary::view(&self.b, inputs)?;
         let plan = BroadcastRows::new(sa, sb)?;
-        let shape = plan.shape.clone();
-        let z = self.y_zp;
+        // An empty output (a zero dim) has no rows.
+        let starts = if plan.len == 0 {
+            Vec::new()
+        } else {
+            plan.starts()
+        };
+        let rows = qbinary::Rows {
+            starts: &starts,
+            len: plan.row,
+            a_along: plan.a_row,
+            b_along: plan.b_row,
+        };
+        let len = starts.len() * plan.row;
+        let (z, relu, scale) = (self.y_zp, self.relu, self.y_scale);
         let data = if self.y_signed {
-            let mut y = vec![0i8; plan.len];
-            self.run_broadcast(&plan, &va, &vb, z as i8, &mut y);
+            let mut y = vec![0i8; len];
+            let out = qbinary::QOutput {
+                scale,
+                zp: z as i8,
+                relu,
+            };
+            qbinary::qbinary(self.op, va, vb, &rows, out, &mut y);
             ArrayData::I8(y)
         } else {
-            let mut y = vec![0u8; plan.len];
-            self.run_broadcast(&plan, &va, &vb, z as u8, &mut y);
+            let mut y = vec![0u8; len];
+            let out = qbinary::QOutput {
+                scale,
+                zp: z as u8,
+                relu,
+            };
+            qbinary::qbinary(self.op, va, vb, &rows, out, &mut y);
             ArrayData::U8(y)
         };
-        Ok(vec![Array::new(shape, data)?])
+        Ok(vec![Array::new(plan.shape, data)?])
     }
 }
 
@@ -931,52 +862,17 @@ impl BroadcastRows {
     }
 }
 
-impl QBinary {
-    /// The general (broadcasting) case: per row, chunks on the stack, the same f32
-    /// operations as [`QBinary::run_same_shape`].
-    fn run_broadcast<T: crate::kernels::reference::quantize::QType + Copy + Ord>(
-        &self,
-        p: &BroadcastRows,
-        a: &View<'_>,
-        b: &View<'_>,
-        zp: T,
-        y: &mut [T],
-    ) {
-        const CH: usize = 64;
-        if p.len == 0 {
-            return;
-        }
-        let (mut fa, mut fb) = ([0f32; CH], [0f32; CH]);
-        let mut pos = vec![0usize; p.outer.len()];
+impl BroadcastRows {
+    /// Where each output row starts in `a` and in `b` (the outer dims as a mixed-radix
+    /// counter, innermost fastest).
+    fn starts(&self) -> Vec<(usize, usize)> {
+        let n_rows: usize = self.outer.iter().map(|d| d.0).product();
+        let mut out = Vec::with_capacity(n_rows);
+        let mut pos = vec![0usize; self.outer.len()];
         let (mut oa, mut ob) = (0usize, 0usize);
-        for yr in y.chunks_mut(p.row) {
-            for (i, yc) in yr.chunks_mut(CH).enumerate() {
-                let n = yc.len();
-                let (fa, fb) = (&mut fa[..n], &mut fb[..n]);
-                if p.a_row {
-                    a.fill(oa + i * CH, fa);
-                } else {
-                    fa.fill(a.get(oa));
-                }
-                if p.b_row {
-                    b.fill(ob + i * CH, fb);
-                } else {
-                    fb.fill(b.get(ob));
-                }
-                let it = fa.iter_mut().zip(fb.iter());
-                match self.op {
-                    BinOp::Add => it.for_each(|(x, &y)| *x += y),
-                    BinOp::Sub => it.for_each(|(x, &y)| *x -= y),
-                    BinOp::Mul => it.for_each(|(x, &y)| *x *= y),
-                    BinOp::Div => it.for_each(|(x, &y)| *x /= y),
-                }
-                crate::kernels::quantize::quantize_slice(fa, self.y_scale, zp, yc);
-                if self.relu {
-                    yc.iter_mut().for_each(|q| *q = (*q).max(zp));
-                }
-            }
-            // Next row: advance the mixed-radix counter of the outer dims.
-            for (d, &(size, sa, sb)) in p.outer.iter().enumerate().rev() {
+        for _ in 0..n_rows {
+            out.push((oa, ob));
+            for (d, &(size, sa, sb)) in self.outer.iter().enumerate().rev() {
                 pos[d] += 1;
                 oa += sa;
                 ob += sb;
@@ -988,6 +884,7 @@ impl QBinary {
                 pos[d] = 0;
             }
         }
+        out
     }
 }
 
@@ -1000,10 +897,10 @@ pub(crate) fn try_lower_binary(
     let node = g.node(n);
     let Some(op) = node.op() else { return Ok(None) };
     let f = match op.op_type.as_str() {
-        "Add" if node.is_op("Add") => BinOp::Add,
-        "Sub" if node.is_op("Sub") => BinOp::Sub,
-        "Mul" if node.is_op("Mul") => BinOp::Mul,
-        "Div" if node.is_op("Div") => BinOp::Div,
+        "Add" if node.is_op("Add") => BinaryOp::Add,
+        "Sub" if node.is_op("Sub") => BinaryOp::Sub,
+        "Mul" if node.is_op("Mul") => BinaryOp::Mul,
+        "Div" if node.is_op("Div") => BinaryOp::Div,
         _ => return Ok(None),
     };
     if node.inputs.len() != 2 || node.outputs.len() != 1 {

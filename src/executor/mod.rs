@@ -706,11 +706,12 @@ impl Executor {
     }
 
     /// [`Executor::run_arrays`] that also adds each step's wall time to `profile`, keyed by
-    /// what the step runs (op type, or the lowered unit's description).
+    /// what the step runs (op type, or the lowered unit's description) and the step's label
+    /// (its node).
     pub fn run_profiled(
         &self,
         inputs: Vec<(&str, Array)>,
-        profile: &mut HashMap<String, std::time::Duration>,
+        profile: &mut HashMap<(String, String), std::time::Duration>,
     ) -> Result<Vec<(String, Array)>> {
         self.run_inner(inputs, Some(profile), None)
     }
@@ -718,7 +719,7 @@ impl Executor {
     fn run_inner(
         &self,
         inputs: Vec<(&str, Array)>,
-        mut profile: Option<&mut HashMap<String, std::time::Duration>>,
+        mut profile: Option<&mut HashMap<(String, String), std::time::Duration>>,
         mut work: Option<&mut Work>,
     ) -> Result<Vec<(String, Array)>> {
         let mut vals: Vec<Option<Array>> = (0..self.n_slots).map(|_| None).collect();
@@ -820,7 +821,7 @@ impl Executor {
                 vals[k] = None;
             }
             if let (Some(p), Some(t0)) = (profile.as_deref_mut(), t0) {
-                *p.entry(s.kind.clone()).or_default() += t0.elapsed();
+                *p.entry((s.kind.clone(), s.label.clone())).or_default() += t0.elapsed();
             }
         }
         self.outputs

@@ -1107,8 +1107,8 @@ pub(crate) fn dequantize(
         // The common case, without the index computation (same arithmetic).
         let (z, s) = (zpv[0] as i32, sv[0]);
         let out = match &x.data {
-            ArrayData::U8(v) => v.iter().map(|&e| (i32::from(e) - z) as f32 * s).collect(),
-            ArrayData::I8(v) => v.iter().map(|&e| (i32::from(e) - z) as f32 * s).collect(),
+            ArrayData::U8(v) => crate::kernels::quantize::dequantize_vec(v, s, z as u8),
+            ArrayData::I8(v) => crate::kernels::quantize::dequantize_vec(v, s, z as i8),
             _ => xv
                 .iter()
                 .map(|&e| ((e as i32).wrapping_sub(z)) as f32 * s)

@@ -47,9 +47,33 @@ pub fn quantize_slice<T: QType>(x: &[f32], scale: f32, zp: T, y: &mut [T]) {
     quantize_slice_body(x, scale, zp, y);
 }
 
-/// Whether the AVX2 body may run (once per process; `ONNXQ_ISA=scalar` pins the portable one).
+/// DequantizeLinear with one scale and zero point, `(x − zp) as f32 · scale` per element (the
+/// reference's arithmetic), into a new vector; compiled for AVX2 where the host has it.
+pub fn dequantize_vec<T: QType>(x: &[T], scale: f32, zp: T) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: the host supports AVX2 (checked by avx2()).
+        return unsafe { dequantize_vec_avx2(x, scale, zp) };
+    }
+    dequantize_vec_body(x, scale, zp)
+}
+
 #[cfg(target_arch = "x86_64")]
-fn avx2() -> bool {
+#[target_feature(enable = "avx2")]
+fn dequantize_vec_avx2<T: QType>(x: &[T], scale: f32, zp: T) -> Vec<f32> {
+    dequantize_vec_body(x, scale, zp)
+}
+
+#[inline(always)]
+fn dequantize_vec_body<T: QType>(x: &[T], scale: f32, zp: T) -> Vec<f32> {
+    let z = zp.to_i32();
+    x.iter().map(|&e| (e.to_i32() - z) as f32 * scale).collect()
+}
+
+/// Whether the AVX2 bodies may run (once per process; `ONNXQ_ISA=scalar` pins the portable
+/// ones).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| super::cpu::host().avx2 && super::best().isa != super::Isa::Scalar)
@@ -112,6 +136,36 @@ mod tests {
             assert!(a == b || (a.is_nan() && b.is_nan()), "{x}: {a} vs {b}");
         }
         assert!(round_half_even(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn dequantize_vec_equals_the_definition() {
+        let u: Vec<u8> = (0..=255u8).chain(0..17).collect();
+        let i: Vec<i8> = (-128..=127i8).chain(0..17).collect();
+        for (scale, zu, zi) in [
+            (0.0371f32, 131u8, -3i8),
+            (1e-30, 0, 127),
+            (3.5e30, 255, -128),
+        ] {
+            let want: Vec<u32> = u
+                .iter()
+                .map(|&e| ((i32::from(e) - i32::from(zu)) as f32 * scale).to_bits())
+                .collect();
+            let got: Vec<u32> = dequantize_vec(&u, scale, zu)
+                .iter()
+                .map(|f| f.to_bits())
+                .collect();
+            assert_eq!(got, want);
+            let want: Vec<u32> = i
+                .iter()
+                .map(|&e| ((i32::from(e) - i32::from(zi)) as f32 * scale).to_bits())
+                .collect();
+            let got: Vec<u32> = dequantize_vec(&i, scale, zi)
+                .iter()
+                .map(|f| f.to_bits())
+                .collect();
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

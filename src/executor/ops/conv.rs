@@ -264,8 +264,14 @@ fn conv2d_f32(
                                 continue;
                             }
                             let src = &plane[iy as usize * wd..(iy as usize + 1) * wd];
-                            dst[..lo].fill(0.0);
-                            dst[hi..].fill(0.0);
+                            dst[..lo].iter_mut().for_each(|d| *d = 0.0);
+                            dst[hi..].iter_mut().for_each(|d| *d = 0.0);
+                            if sw == 1 && hi > lo {
+                                // Stride 1: one run of the input row.
+                                let s0 = (lo as isize + off) as usize;
+                                dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                                continue;
+                            }
                             for (ox, d) in dst[lo..hi].iter_mut().enumerate() {
                                 *d = src[((ox + lo) as isize * sw + off) as usize];
                             }

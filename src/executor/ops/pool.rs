@@ -22,7 +22,9 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                     v.chunks(inner)
                         .map(|r| {
                             if avg {
-                                r.iter().sum::<f32>() / inner as f32
+                                // In 8 lanes (a sequential sum is one dependent add per
+                                // element).
+                                crate::kernels::vmath::lane_sum(r) / inner as f32
                             } else {
                                 r.iter().copied().fold(f32::NEG_INFINITY, f32::max)
                             }
@@ -107,34 +109,12 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                     && (oh - 1) * sh + (kh - 1) * dh < h
                     && (ow - 1) * sw + (kw - 1) * dw < w;
                 if inside {
-                    // Every window inside the input: no bounds logic, same summation order
-                    // (column sums, then across columns) as the general loop below.
-                    let cnt = (kh * kw).max(1) as f32;
-                    for p in v[..n * c * h * w].chunks_exact(h * w) {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let base = oy * sh * w + ox * sw;
-                                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                                for kx in 0..kw {
-                                    let mut col = if max { f32::NEG_INFINITY } else { 0.0 };
-                                    for ky in 0..kh {
-                                        let e = p[base + ky * dh * w + kx * dw];
-                                        if max {
-                                            col = col.max(e);
-                                        } else {
-                                            col += e;
-                                        }
-                                    }
-                                    if max {
-                                        acc = acc.max(col);
-                                    } else {
-                                        acc += col;
-                                    }
-                                }
-                                out.push(if max { acc } else { acc / cnt });
-                            }
-                        }
-                    }
+                    let planes = &v[..n * c * h * w];
+                    let out = if max {
+                        pool_inside::<true>(planes, h, w, oh, ow, &g)
+                    } else {
+                        pool_inside::<false>(planes, h, w, oh, ow, &g)
+                    };
                     return Ok(vec![Array::f32(out_shape(&x.shape, c, oh, ow), out)]);
                 }
                 for plane in 0..n * c {
@@ -188,6 +168,69 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         _ => return Ok(None),
     }))
+}
+
+/// Max or average pooling over NCHW planes when every window lies inside the input (no
+/// padding): per output row, the column reductions of its KH input rows over the whole row (a
+/// vectorisable pass), then the KW taps of each window. That is the general loop's order
+/// (column sums, then across columns, each from the same start value), so the bits are the
+/// same.
+fn pool_inside<const MAX: bool>(
+    v: &[f32],
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+) -> Vec<f32> {
+    let [kh, kw] = g.kernel;
+    let [sh, sw] = g.strides;
+    let [dh, dw] = g.dilations;
+    let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
+    let cnt = (kh * kw).max(1) as f32;
+    let planes = v.len().checked_div(h * w).unwrap_or(0);
+    let mut out = vec![0f32; planes * oh * ow];
+    let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    if [kh, kw, sh, sw, dh, dw] == [2, 2, 2, 2, 1, 1] && h == 2 * oh && w == 2 * ow {
+        // 2×2 / stride 2 over even planes: the rows pair up across the whole tensor, one flat
+        // loop (small planes spent most of their time in per-row set-up).
+        for (pair, orow) in v[..planes * h * w]
+            .chunks_exact(2 * w)
+            .zip(out.chunks_exact_mut(ow))
+        {
+            let (r0, r1) = pair.split_at(w);
+            for ((y, a), b) in orow
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                let (c0, c1) = (op(op(start, a[0]), b[0]), op(op(start, a[1]), b[1]));
+                let acc = op(op(start, c0), c1);
+                *y = if MAX { acc } else { acc / cnt };
+            }
+        }
+        return out;
+    }
+    let mut col = vec![start; w];
+    for (p, o) in v.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
+            col.fill(start);
+            for ky in 0..kh {
+                let row = &p[(oy * sh + ky * dh) * w..][..w];
+                for (t, &e) in col.iter_mut().zip(row) {
+                    *t = op(*t, e);
+                }
+            }
+            for (ox, y) in orow.iter_mut().enumerate() {
+                let mut acc = start;
+                for kx in 0..kw {
+                    acc = op(acc, col[ox * sw + kx * dw]);
+                }
+                *y = if MAX { acc } else { acc / cnt };
+            }
+        }
+    }
+    out
 }
 
 /// MaxPool over `planes` NCHW planes of integer codes; windows are clipped to the input
@@ -433,6 +476,73 @@ pub(super) fn resize(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 mod tests {
     use super::*;
     use crate::kernels::reference::ConvGeometry;
+
+    /// `pool_inside` (both its paths) against a window scan in the documented order
+    /// (column reductions from the start value, then across columns from the start value),
+    /// bit for bit, for max and average, with signed zeros and NaNs in the data.
+    #[test]
+    fn pool_inside_equals_a_window_scan() {
+        for (h, w) in [(4usize, 4usize), (8, 8), (7, 9), (5, 17), (1, 3)] {
+            let planes = 3usize;
+            let v: Vec<f32> = (0..planes * h * w)
+                .map(|i| match i % 29 {
+                    0 => -0.0,
+                    1 if i % 3 == 0 => f32::NAN,
+                    _ => ((i * 37 % 101) as f32 - 50.0) * 0.173,
+                })
+                .collect();
+            for (k, s, d) in [
+                ([2, 2], [2, 2], [1, 1]),
+                ([1, 3], [1, 1], [1, 1]),
+                ([1, 2], [1, 2], [1, 1]),
+                ([1, 1], [1, 1], [1, 1]),
+            ] {
+                if k[0] > h || (k[1] - 1) * d[1] + 1 > w {
+                    continue;
+                }
+                let g = ConvGeometry {
+                    c_in: planes,
+                    c_out: planes,
+                    group: planes,
+                    kernel: k,
+                    strides: s,
+                    pads: [0; 4],
+                    dilations: d,
+                };
+                let oh = (h - (k[0] - 1) * d[0] - 1) / s[0] + 1;
+                let ow = (w - (k[1] - 1) * d[1] - 1) / s[1] + 1;
+                for max in [false, true] {
+                    let got = if max {
+                        pool_inside::<true>(&v, h, w, oh, ow, &g)
+                    } else {
+                        pool_inside::<false>(&v, h, w, oh, ow, &g)
+                    };
+                    let start = if max { f32::NEG_INFINITY } else { 0.0 };
+                    let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };
+                    let mut want = Vec::new();
+                    for p in 0..planes {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut acc = start;
+                                for kx in 0..k[1] {
+                                    let mut col = start;
+                                    for ky in 0..k[0] {
+                                        let (iy, ix) =
+                                            (oy * s[0] + ky * d[0], ox * s[1] + kx * d[1]);
+                                        col = op(col, v[p * h * w + iy * w + ix]);
+                                    }
+                                    acc = op(acc, col);
+                                }
+                                want.push(if max { acc } else { acc / (k[0] * k[1]) as f32 });
+                            }
+                        }
+                    }
+                    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{h}x{w} k{k:?} s{s:?} max {max}");
+                }
+            }
+        }
+    }
 
     /// `max_pool_codes` (both its paths) against a direct window scan.
     #[test]

@@ -64,6 +64,8 @@ pub enum ConvAlgo {
 #[derive(Debug, Default)]
 pub struct ConvScratch {
     im2col: Vec<u8>,
+    /// The padded image region im2col copies from.
+    padded: Vec<u8>,
     zero: Vec<u8>,
 }
 
@@ -345,6 +347,7 @@ impl PackedConv {
                                 part,
                                 a_zp,
                                 &mut buf[done * k..],
+                                &mut scratch.padded,
                             );
                             done += part;
                         }

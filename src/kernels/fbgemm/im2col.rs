@@ -20,6 +20,7 @@ pub(crate) fn im2col_rows(
     rows: usize,
     a_zp: u8,
     dst: &mut [u8],
+    padded: &mut Vec<u8>,
 ) {
     let [kh, kw] = geom.kernel;
     let [sh, sw] = geom.strides;
@@ -28,33 +29,145 @@ pub(crate) fn im2col_rows(
     let (c, cg) = (geom.c_in, geom.cg_in());
     let k = kh * kw * cg;
     debug_assert!(dst.len() >= rows * k);
-    for (r, row) in dst[..rows * k].chunks_exact_mut(k).enumerate() {
-        let m = m0 + r;
-        let (oy, ox) = (m / ow, m % ow);
+    if rows == 0 {
+        return;
+    }
+    // The output pixel of the first row; later rows step (oy, ox) instead of dividing.
+    let (mut oy, mut ox) = (m0 / ow, m0 % ow);
+    if cg == c && dh == 1 && dw == 1 {
+        // One group, no dilation: copy the part of the image the windows cover into a
+        // buffer with the padding filled in, once; then every row is KH runs of KW·C bytes
+        // with no border cases (per-tap border handling cost more than the GEMM on small
+        // images).
+        let (ph, pw) = ((oy + (rows + ox - 1) / ow) * sh + kh, (ow - 1) * sw + kw);
+        let y0 = oy * sh;
+        let need = (ph - y0) * pw * c;
+        if padded.len() < need {
+            padded.resize(need, 0);
+        }
+        let padded = &mut padded[..need];
+        for (py, prow) in padded.chunks_exact_mut(pw * c).enumerate() {
+            let iy = (y0 + py).wrapping_sub(pt);
+            if iy >= h {
+                fill_short(prow, a_zp);
+                continue;
+            }
+            // Input columns pl.. land at padded column 0..; the rest is padding.
+            let lo = pl.min(pw);
+            let hi = (pl + w).min(pw).max(lo);
+            fill_short(&mut prow[..lo * c], a_zp);
+            copy_short(
+                &mut prow[lo * c..hi * c],
+                &img[(iy * w) * c..][..(hi - lo) * c],
+            );
+            fill_short(&mut prow[hi * c..], a_zp);
+        }
+        let run = kw * c;
+        for row in dst[..rows * k].chunks_exact_mut(k) {
+            for (ky, seg) in row.chunks_exact_mut(run).enumerate() {
+                let src = ((oy * sh + ky - y0) * pw + ox * sw) * c;
+                copy_short(seg, &padded[src..src + run]);
+            }
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+            }
+        }
+        return;
+    }
+    for row in dst[..rows * k].chunks_exact_mut(k) {
         for ky in 0..kh {
             let seg = &mut row[ky * kw * cg..(ky + 1) * kw * cg];
             let iy = (oy * sh + ky * dh).wrapping_sub(pt);
             if iy >= h {
-                seg.fill(a_zp);
+                fill_short(seg, a_zp);
                 continue;
             }
             let line = &img[iy * w * c..(iy + 1) * w * c];
-            // One group, no dilation, window inside the row: the KW taps are one contiguous
-            // run of the input row.
-            let ix0 = (ox * sw).wrapping_sub(pl);
-            if cg == c && dw == 1 && ix0 < w && ix0 + kw <= w {
-                seg.copy_from_slice(&line[ix0 * c..(ix0 + kw) * c]);
+            if cg == c && dw == 1 {
+                // One group, no dilation: the taps inside the row are one contiguous run of
+                // the input row, the ones in the padding hold the zero point.
+                let ix0 = (ox * sw) as isize - pl as isize;
+                let lo = (-ix0).clamp(0, kw as isize) as usize;
+                let hi = (w as isize - ix0).clamp(lo as isize, kw as isize) as usize;
+                fill_short(&mut seg[..lo * c], a_zp);
+                if hi > lo {
+                    let src = (ix0 + lo as isize) as usize * c;
+                    copy_short(&mut seg[lo * c..hi * c], &line[src..src + (hi - lo) * c]);
+                }
+                fill_short(&mut seg[hi * c..], a_zp);
                 continue;
             }
             for (kx, tap) in seg.chunks_exact_mut(cg).enumerate() {
                 let ix = (ox * sw + kx * dw).wrapping_sub(pl);
                 if ix >= w {
-                    tap.fill(a_zp);
+                    fill_short(tap, a_zp);
                 } else {
                     let src = ix * c + g * cg;
-                    tap.copy_from_slice(&line[src..src + cg]);
+                    copy_short(tap, &line[src..src + cg]);
                 }
             }
+        }
+        ox += 1;
+        if ox == ow {
+            ox = 0;
+            oy += 1;
+        }
+    }
+}
+
+/// `dst.fill(v)` for short runs: 16-byte stores inline, the last one overlapping.
+#[inline(always)]
+fn fill_short(dst: &mut [u8], v: u8) {
+    const V: usize = 16;
+    let n = dst.len();
+    if n < V {
+        dst.iter_mut().for_each(|d| *d = v);
+        return;
+    }
+    let splat = [v; V];
+    let mut i = 0;
+    while i + V <= n {
+        dst[i..i + V].copy_from_slice(&splat);
+        i += V;
+    }
+    if i < n {
+        dst[n - V..].copy_from_slice(&splat);
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of im2col (a few taps of a few channels):
+/// 16-byte moves inline, the last one overlapping, instead of a call into `memcpy` per run
+/// (which cost as much as the GEMM on convs with 16 channels).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    const V: usize = 16;
+    let n = dst.len();
+    assert_eq!(n, src.len(), "copy_short: lengths differ");
+    if n < V {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let mut i = 0;
+    while i + V <= n {
+        dst[i..i + V].copy_from_slice(&src[i..i + V]);
+        i += V;
+    }
+    if i < n {
+        dst[n - V..].copy_from_slice(&src[n - V..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_short_copies_every_length() {
+        for n in 0..100usize {
+            let src: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+            let mut dst = vec![0u8; n];
+            super::copy_short(&mut dst, &src);
+            assert_eq!(dst, src, "length {n}");
         }
     }
 }
