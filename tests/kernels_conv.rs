@@ -461,7 +461,32 @@ fn algorithm_choice() {
             strides: [2, 2],
             ..pw
         };
-        assert_eq!(PackedConv::algos(k, &pw_s2), vec![ConvAlgo::Im2col]);
+        assert_eq!(
+            PackedConv::algos(k, &pw_s2),
+            vec![ConvAlgo::Indirect, ConvAlgo::Im2col]
+        );
+        let c3 = ConvGeometry {
+            pads: [1; 4],
+            ..ConvGeometry::new(16, 32, 3, 3)
+        };
+        assert_eq!(
+            PackedConv::algos(k, &c3),
+            vec![ConvAlgo::Indirect, ConvAlgo::Im2col]
+        );
+        // K·W·C not a multiple of 4, or grouped, or dilated: im2col only.
+        for g in [
+            ConvGeometry::new(3, 8, 3, 3),
+            ConvGeometry {
+                group: 2,
+                ..ConvGeometry::new(16, 16, 3, 3)
+            },
+            ConvGeometry {
+                dilations: [2, 2],
+                ..ConvGeometry::new(16, 16, 3, 3)
+            },
+        ] {
+            assert_eq!(PackedConv::algos(k, &g), vec![ConvAlgo::Im2col], "{g:?}");
+        }
         let w = vec![0i8; 64 * 32];
         let bad = PackedConv::with_algo(
             k,
@@ -475,5 +500,71 @@ fn algorithm_choice() {
             0,
         );
         assert!(bad.is_err());
+    }
+}
+
+/// The indirect conv (no im2col) against the reference: 16–40 channels (the sizes where it
+/// pays), kernels 1×1 to 5×3, strides 1–2, every pad pattern, batches, every output kind and
+/// both activation zero-point edges. Where the kernel set reads indirect A (AVX2 with 7-bit
+/// weights), the algorithm really is `Indirect` (not the im2col fallback); with full-range
+/// weights it falls back to im2col and stays exact.
+#[test]
+fn indirect_conv_equals_the_reference() {
+    let outs = out_kinds();
+    let mut i = 0u64;
+    let mut indirect_ran = 0;
+    for (c, m) in [(16usize, 16usize), (4, 17), (32, 40), (20, 3)] {
+        for (kh, kw) in [(3usize, 3usize), (1, 1), (5, 3), (2, 4)] {
+            for s in [1usize, 2] {
+                i += 1;
+                let pads = [
+                    (i % 3) as usize,
+                    kw / 2,
+                    (i % 2) as usize,
+                    ((i + 1) % 3) as usize,
+                ];
+                let geom = ConvGeometry {
+                    strides: [s, s],
+                    pads,
+                    ..ConvGeometry::new(c, m, kh, kw)
+                };
+                let data = if i % 4 == 3 {
+                    Data::Random
+                } else {
+                    Data::RandomSmallWeights
+                };
+                let t = ConvTester::new(geom, 1 + (i % 3) as usize, 5 + (i % 5) as usize, 7)
+                    .a_zp(ZPS[(i % 5) as usize])
+                    .bias(i.is_multiple_of(2))
+                    .out(outs[(i as usize) % outs.len()])
+                    .data(data)
+                    .seed(i);
+                for k in available() {
+                    t.test(k, ConvAlgo::Indirect);
+                    let w: Vec<i8> = (0..m * c * kh * kw).map(|j| (j % 121) as i8 - 60).collect();
+                    let packed = PackedConv::with_algo(
+                        k,
+                        ConvAlgo::Indirect,
+                        &geom,
+                        &ConvWeights {
+                            data: &w,
+                            zp: &[0],
+                            bias: None,
+                        },
+                        3,
+                    )
+                    .unwrap();
+                    if packed.algo() == ConvAlgo::Indirect {
+                        indirect_ran += 1;
+                    }
+                    if k.isa == Isa::Avx2 {
+                        assert_eq!(packed.algo(), ConvAlgo::Indirect, "{geom:?}");
+                    }
+                }
+            }
+        }
+    }
+    if available().iter().any(|k| k.isa == Isa::Avx2) {
+        assert!(indirect_ran > 0);
     }
 }

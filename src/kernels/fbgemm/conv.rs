@@ -10,6 +10,10 @@
 //! - [`ConvAlgo::Im2col`]: anything. Per image and group, chunks of output pixels are unrolled
 //!   into a reusable scratch buffer ([`ConvScratch`], sized to stay in L2; padding filled with
 //!   `a_zp`), then multiplied by the packed group weights with the fused output stage.
+//! - [`ConvAlgo::Indirect`]: one group, no dilation. The input is copied once with its padding
+//!   filled in; the micro-kernel then reads each output pixel's window in place through a row
+//!   pointer, `KH` runs of `KW·C` bytes (no im2col copy, which cost as much as the GEMM on
+//!   convs with 16–32 channels).
 //! - [`ConvAlgo::Depthwise`]: group = C = M with a dedicated kernel for the kernel size (3×3 and
 //!   5×5 ship). Per-pixel tap pointers (indirection) go to the input or to an `a_zp` row, so
 //!   every stride, dilation and padding is handled by the driver; see [`super::dwconv`].
@@ -26,8 +30,8 @@
 use std::marker::PhantomData;
 
 use super::dwconv::{DwConvTile, DwConvUkernel, DwLayout, PackedDw};
-use super::gemm::{qgemm, QGemmOutput};
-use super::im2col::im2col_rows;
+use super::gemm::{qgemm, qgemm_indirect, QGemmOutput};
+use super::im2col::{im2col_rows, pad_image};
 use super::output::OutputStage;
 use super::pack::{PackError, PackedB, QWeights};
 use super::ukernel::TileOutput;
@@ -56,6 +60,11 @@ pub enum ConvAlgo {
     Direct1x1,
     /// im2col into scratch, then the packed GEMM.
     Im2col,
+    /// One group, no dilation: the GEMM reads the input in place through row pointers, one
+    /// run of `KW·C` bytes per kernel row ([`qgemm_indirect`]), from a copy of the input with
+    /// its padding filled in. Needs `KW·C` a multiple of 4, symmetric weights and a kernel
+    /// that reads indirect A; otherwise it packs as [`ConvAlgo::Im2col`].
+    Indirect,
     /// Dedicated depthwise kernel (group = C = M, kernel size with a micro-kernel).
     Depthwise,
 }
@@ -117,6 +126,11 @@ impl PackedConv {
         }
         if geom.kernel == [1, 1] && geom.strides == [1, 1] && geom.pads == [0; 4] {
             v.push(ConvAlgo::Direct1x1);
+        } else if geom.group == 1
+            && geom.dilations == [1, 1]
+            && (geom.kernel[1] * geom.c_in).is_multiple_of(4)
+        {
+            v.push(ConvAlgo::Indirect);
         }
         v.push(ConvAlgo::Im2col);
         v
@@ -233,6 +247,16 @@ impl PackedConv {
                 bias: w.bias.map(|bb| &bb[g * mg..(g + 1) * mg]),
             };
             packed.gemm.push(PackedB::for_kernels(kernels, &qw, a_zp)?);
+        }
+        if algo == ConvAlgo::Indirect
+            && packed
+                .gemm
+                .iter()
+                .any(|pb| !pb.ukernel().indirect || pb.b_zp_padded().is_some())
+        {
+            // The weights went to a kernel that needs packed or contiguous A (wide weights
+            // on AVX2), or need row sums: same packing, im2col instead.
+            packed.algo = ConvAlgo::Im2col;
         }
         Ok(packed)
     }
@@ -362,6 +386,38 @@ impl PackedConv {
                             m,
                         );
                     }
+                }
+            }
+            ConvAlgo::Indirect => {
+                let [kh, kw] = g.kernel;
+                let [sh, sw] = g.strides;
+                let (ph, pw) = ((oh - 1) * sh + kh, (ow - 1) * sw + kw);
+                let img_p = ph * pw * c;
+                let padded = &mut scratch.padded;
+                if padded.len() < n * img_p {
+                    padded.resize(n * img_p, 0);
+                }
+                for (img, dst) in padded[..n * img_p].chunks_exact_mut(img_p).enumerate() {
+                    let src = &input[img * h * w * c..(img + 1) * h * w * c];
+                    pad_image(src, h, w, c, g.pads[0], g.pads[1], 0, pw, a_zp, dst);
+                }
+                // Row pointers: each output pixel's window, top-left; run `ky` is `ky` padded
+                // rows further.
+                let base = padded.as_ptr();
+                let mut rows: Vec<*const u8> = Vec::with_capacity(n * oh * ow);
+                for img in 0..n {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let off = img * img_p + (oy * sh * pw + ox * sw) * c;
+                            rows.push(base.wrapping_add(off));
+                        }
+                    }
+                }
+                // SAFETY: pointer `(img, oy, ox)` plus run `ky < KH` of `KW·C` bytes stays in
+                // image `img` of `padded` (rows `oy·sh + ky < ph`, columns `ox·sw + KW ≤ pw`),
+                // which outlives the call and is not written during it.
+                unsafe {
+                    qgemm_indirect(&rows, kh, pw * c, a_zp, &self.gemm[0], stage, out, m);
                 }
             }
             ConvAlgo::Depthwise => {

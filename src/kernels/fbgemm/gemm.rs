@@ -80,11 +80,81 @@ pub fn qgemm(
         return;
     }
     assert!(lda >= k, "lda {lda} < K {k}");
-    assert!(ldc >= n, "ldc {ldc} < N {n}");
     assert!(
         a.len() >= (m - 1) * lda + k,
         "A too short for M×K at stride lda"
     );
+    qgemm_impl(ASource::Rows { a, lda }, a_zp, m, packed, output, c, ldc);
+}
+
+/// [`qgemm`] over indirect A: row `r` of A is `segs` runs of `K / segs` bytes, run `s` at
+/// `rows[r] + s·seg_stride` (a convolution's kernel rows in its NHWC input, read in place).
+/// The weights must be symmetric (no row sums) and packed for a kernel that reads indirect A.
+///
+/// # Safety
+/// Every pointer in `rows` is valid for reads of the runs it describes.
+///
+/// # Panics
+/// As [`qgemm`]; also if the packed kernel cannot read indirect A, the weights have zero
+/// points, or `K / segs` is not a whole multiple of 4.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn qgemm_indirect(
+    rows: &[*const u8],
+    segs: usize,
+    seg_stride: usize,
+    a_zp: u8,
+    packed: &PackedB,
+    output: OutputStage<'_>,
+    c: QGemmOutput<'_>,
+    ldc: usize,
+) {
+    let k = packed.k();
+    assert!(packed.ukernel().indirect, "kernel cannot read indirect A");
+    assert!(
+        packed.b_zp_padded().is_none(),
+        "indirect A needs symmetric weights"
+    );
+    assert!(
+        segs > 0 && k.is_multiple_of(segs) && (k / segs).is_multiple_of(4),
+        "K {k} in {segs} runs"
+    );
+    let src = ASource::Indirect {
+        rows,
+        segs,
+        seg_stride,
+    };
+    qgemm_impl(src, a_zp, rows.len(), packed, output, c, ldc);
+}
+
+/// Where the micro-kernel reads A.
+#[derive(Clone, Copy)]
+enum ASource<'a> {
+    Rows {
+        a: &'a [u8],
+        lda: usize,
+    },
+    Indirect {
+        rows: &'a [*const u8],
+        segs: usize,
+        seg_stride: usize,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn qgemm_impl(
+    src: ASource<'_>,
+    a_zp: u8,
+    m: usize,
+    packed: &PackedB,
+    output: OutputStage<'_>,
+    c: QGemmOutput<'_>,
+    ldc: usize,
+) {
+    let (k, n) = (packed.k(), packed.n());
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(ldc >= n, "ldc {ldc} < N {n}");
     assert!(
         c.len() >= (m - 1) * ldc + n,
         "C too short for M×N at stride ldc"
@@ -184,21 +254,31 @@ pub fn qgemm(
         let n1 = (n0 + nc).min(n);
         for m0 in (0..m).step_by(mr) {
             let mm = mr.min(m - m0);
-            let a_rows = &a[m0 * lda..(m0 + mm - 1) * lda + k];
-            if b_zp.is_some() {
-                for (r, s) in row_sums[..mm].iter_mut().enumerate() {
-                    *s = a_rows[r * lda..r * lda + k]
-                        .iter()
-                        .map(|&v| i32::from(v))
-                        .sum();
+            let (a_tile, a_stride, a_ptrs, segs, seg_stride) = match src {
+                ASource::Rows { a, lda } => {
+                    let a_rows = &a[m0 * lda..(m0 + mm - 1) * lda + k];
+                    if b_zp.is_some() {
+                        for (r, s) in row_sums[..mm].iter_mut().enumerate() {
+                            *s = a_rows[r * lda..r * lda + k]
+                                .iter()
+                                .map(|&v| i32::from(v))
+                                .sum();
+                        }
+                    }
+                    let (a_tile, a_stride) = match uk.a_format {
+                        AFormat::Direct => (a_rows.as_ptr(), lda),
+                        AFormat::PackedI16Pairs => {
+                            pack_a_u16(a_rows, lda, mm, k, &mut a_panel, panel_ld);
+                            (a_panel.as_ptr().cast::<u8>(), panel_ld * 2)
+                        }
+                    };
+                    (a_tile, a_stride, std::ptr::null(), 1, 0)
                 }
-            }
-            let (a_tile, a_stride) = match uk.a_format {
-                AFormat::Direct => (a_rows.as_ptr(), lda),
-                AFormat::PackedI16Pairs => {
-                    pack_a_u16(a_rows, lda, mm, k, &mut a_panel, panel_ld);
-                    (a_panel.as_ptr().cast::<u8>(), panel_ld * 2)
-                }
+                ASource::Indirect {
+                    rows,
+                    segs,
+                    seg_stride,
+                } => (std::ptr::null(), 0, rows[m0..].as_ptr(), segs, seg_stride),
             };
             for col0 in (n0..n1).step_by(nr) {
                 let nn = nr.min(n1 - col0);
@@ -234,6 +314,9 @@ pub fn qgemm(
                     k,
                     a: a_tile,
                     lda: a_stride,
+                    a_rows: a_ptrs,
+                    segs,
+                    seg_stride,
                     b: packed.strip_ptr(s),
                     col_bias: col_bias[col0..].as_ptr(),
                     row_sums: if b_zp.is_some() {
@@ -247,7 +330,8 @@ pub fn qgemm(
                     _lifetime: PhantomData,
                 };
                 // SAFETY: the kernel was chosen for this host by dispatch (its ISA is in
-                // `available()`); A covers `mm` rows × `k` (or the packed panel), the strip is a
+                // `available()`); A covers `mm` rows × `k` (or the packed panel, or the `mm`
+                // row pointers `qgemm_indirect`'s caller vouched for), the strip is a
                 // whole padded strip of `packed`, parameter arrays are padded to `n_padded ≥
                 // col0 + nr`, and C covers `mm` rows × `nn` columns at stride `ldc` (asserted
                 // above).

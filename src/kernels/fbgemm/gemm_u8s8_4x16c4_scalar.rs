@@ -19,6 +19,7 @@ pub static GEMM_U8S8_4X16C4_SCALAR: QGemmUkernel = QGemmUkernel {
     a_format: AFormat::Direct,
     b_format: BFormat::I8Quads,
     weights: WeightRange::Full,
+    indirect: false,
     run,
 };
 

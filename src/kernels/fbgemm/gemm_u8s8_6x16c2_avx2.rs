@@ -22,6 +22,7 @@ pub static GEMM_U8S8_6X16C2_AVX2: QGemmUkernel = QGemmUkernel {
     a_format: AFormat::PackedI16Pairs,
     b_format: BFormat::I16Pairs,
     weights: WeightRange::Full,
+    indirect: false,
     run,
 };
 

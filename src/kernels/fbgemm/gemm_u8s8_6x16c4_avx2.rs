@@ -21,6 +21,7 @@ pub static GEMM_U8S8_6X16C4_AVX2: QGemmUkernel = QGemmUkernel {
     a_format: AFormat::Direct,
     b_format: BFormat::I8Quads,
     weights: WeightRange::PairSum128,
+    indirect: true,
     run,
 };
 

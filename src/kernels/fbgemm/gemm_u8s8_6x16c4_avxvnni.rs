@@ -20,6 +20,7 @@ pub static GEMM_U8S8_6X16C4_AVXVNNI: QGemmUkernel = QGemmUkernel {
     a_format: AFormat::Direct,
     b_format: BFormat::I8Quads,
     weights: WeightRange::Full,
+    indirect: true,
     run,
 };
 

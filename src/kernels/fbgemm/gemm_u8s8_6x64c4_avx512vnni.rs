@@ -18,6 +18,7 @@ pub static GEMM_U8S8_6X64C4_AVX512VNNI: QGemmUkernel = QGemmUkernel {
     a_format: AFormat::Direct,
     b_format: BFormat::I8Quads,
     weights: WeightRange::Full,
+    indirect: false,
     run,
 };
 

@@ -46,22 +46,7 @@ pub(crate) fn im2col_rows(
             padded.resize(need, 0);
         }
         let padded = &mut padded[..need];
-        for (py, prow) in padded.chunks_exact_mut(pw * c).enumerate() {
-            let iy = (y0 + py).wrapping_sub(pt);
-            if iy >= h {
-                fill_short(prow, a_zp);
-                continue;
-            }
-            // Input columns pl.. land at padded column 0..; the rest is padding.
-            let lo = pl.min(pw);
-            let hi = (pl + w).min(pw).max(lo);
-            fill_short(&mut prow[..lo * c], a_zp);
-            copy_short(
-                &mut prow[lo * c..hi * c],
-                &img[(iy * w) * c..][..(hi - lo) * c],
-            );
-            fill_short(&mut prow[hi * c..], a_zp);
-        }
+        pad_image(img, h, w, c, pt, pl, y0, pw, a_zp, padded);
         let run = kw * c;
         for row in dst[..rows * k].chunks_exact_mut(k) {
             for (ky, seg) in row.chunks_exact_mut(run).enumerate() {
@@ -114,6 +99,40 @@ pub(crate) fn im2col_rows(
             ox = 0;
             oy += 1;
         }
+    }
+}
+
+/// Copies the padded rows `y0..` of an NHWC image (`h×w×c`, top and left pads `pt`, `pl`) into
+/// `dst` (whole rows of `pw` pixels; as many rows as `dst` holds): padded pixel `(y, x)` is
+/// input pixel `(y − pt, x − pl)`, or `zp` outside the input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pad_image(
+    img: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    pt: usize,
+    pl: usize,
+    y0: usize,
+    pw: usize,
+    zp: u8,
+    dst: &mut [u8],
+) {
+    for (py, prow) in dst.chunks_exact_mut(pw * c).enumerate() {
+        let iy = (y0 + py).wrapping_sub(pt);
+        if iy >= h {
+            fill_short(prow, zp);
+            continue;
+        }
+        // Input columns land at padded columns pl..; the rest is padding.
+        let lo = pl.min(pw);
+        let hi = (pl + w).min(pw).max(lo);
+        fill_short(&mut prow[..lo * c], zp);
+        copy_short(
+            &mut prow[lo * c..hi * c],
+            &img[(iy * w) * c..][..(hi - lo) * c],
+        );
+        fill_short(&mut prow[hi * c..], zp);
     }
 }
 

@@ -108,6 +108,13 @@ pub struct QGemmTile<'a> {
     pub a: *const u8,
     /// Row stride of A in bytes (of the caller's matrix, or of the packed panel).
     pub lda: usize,
+    /// Indirect A (kernels with `indirect: true`; null otherwise): `m` row pointers; row
+    /// `r`'s K bytes are `segs` runs of `k / segs` bytes, run `s` at `a_rows[r] + s·seg_stride`
+    /// (`a` and `lda` are then unused). A conv reads its NHWC input this way, one run per
+    /// kernel row, with no im2col copy. `k / segs` is a multiple of 4.
+    pub a_rows: *const *const u8,
+    pub segs: usize,
+    pub seg_stride: usize,
     /// The packed B strip (`ceil(k/kr)` groups × `nr` × `kr` elements).
     pub b: *const u8,
     /// `nr` initial accumulator values (bias with folded zero-point terms).
@@ -135,6 +142,8 @@ pub struct QGemmUkernel {
     pub a_format: AFormat,
     pub b_format: BFormat,
     pub weights: WeightRange,
+    /// Reads indirect A ([`QGemmTile::a_rows`]).
+    pub indirect: bool,
     /// Computes one tile.
     ///
     /// # Safety

@@ -47,6 +47,9 @@ unsafe fn init<const MR: usize>(t: &QGemmTile<'_>) -> Acc<MR> {
 /// `t` satisfies the `QGemmUkernel::run` contract with `t.m == MR`, and the host supports `D`.
 #[inline(always)]
 pub(crate) unsafe fn tile_c4<D: DotQuad, const MR: usize>(t: &QGemmTile<'_>) {
+    if !t.a_rows.is_null() {
+        return tile_c4_indirect::<D, MR>(t);
+    }
     let mut acc = init::<MR>(t);
     let lda = t.lda;
     let mut a = t.a;
@@ -73,6 +76,37 @@ pub(crate) unsafe fn tile_c4<D: DotQuad, const MR: usize>(t: &QGemmTile<'_>) {
             let av = _mm256_set1_epi32(i32::from_le_bytes(quad));
             acc_r[0] = D::dot(acc_r[0], av, b0);
             acc_r[1] = D::dot(acc_r[1], av, b1);
+        }
+    }
+    finish::<MR>(t, &mut acc);
+}
+
+/// [`tile_c4`] over indirect A: the same k-quad steps, the quads of row `r` read from its
+/// pointer's runs (`k / segs` bytes each, a multiple of 4, so a quad never straddles two).
+///
+/// # Safety
+/// As [`tile_c4`], with `a_rows` holding `MR` pointers valid for the runs they describe.
+#[inline(always)]
+unsafe fn tile_c4_indirect<D: DotQuad, const MR: usize>(t: &QGemmTile<'_>) {
+    let mut acc = init::<MR>(t);
+    let mut rows = [core::ptr::null::<u8>(); MR];
+    for (r, p) in rows.iter_mut().enumerate() {
+        *p = *t.a_rows.add(r);
+    }
+    let quads = t.k / t.segs / 4;
+    let mut bp = t.b.cast::<__m256i>();
+    for s in 0..t.segs {
+        let mut run = rows.map(|p| p.add(s * t.seg_stride));
+        for _ in 0..quads {
+            let b0 = _mm256_load_si256(bp);
+            let b1 = _mm256_load_si256(bp.add(1));
+            for (acc_r, a) in acc.iter_mut().zip(run.iter_mut()) {
+                let av = _mm256_set1_epi32(a.cast::<i32>().read_unaligned());
+                acc_r[0] = D::dot(acc_r[0], av, b0);
+                acc_r[1] = D::dot(acc_r[1], av, b1);
+                *a = a.add(4);
+            }
+            bp = bp.add(2);
         }
     }
     finish::<MR>(t, &mut acc);
