@@ -214,6 +214,37 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
             a,
             "{name}: threads change results"
         );
+        // Values kept NHWC through elementwise ops and global pools give the same bits.
+        let conv_to_conv_only = Executor::new(
+            &model,
+            ExecutorOptions {
+                nhwc_regions: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(conv_to_conv_only.nhwc_regions().is_empty());
+        assert_eq!(
+            conv_to_conv_only.run(&refs).unwrap(),
+            a,
+            "{name}: NHWC regions change results"
+        );
+        if name == "inverted_residual" {
+            // The squeeze-excitation block: the depthwise output feeds a global pool (through
+            // its DequantizeLinear) and the Mul by the channel scales, then the project conv.
+            let regions = lowered.nhwc_regions().join(" | ");
+            for step in [
+                "`/GlobalAveragePool`",
+                "`/Mul`",
+                "`/dw/Conv`",
+                "`/project/Conv`",
+            ] {
+                assert!(
+                    regions.contains(step),
+                    "{step} not in an NHWC region: {regions}"
+                );
+            }
+        }
         for ((oname, x), (_, y)) in a.iter().zip(&b) {
             let (x, y) = (x.to_f32_vec().unwrap(), y.to_f32_vec().unwrap());
             let Some(scale) = output_scale(&model, oname) else {

@@ -77,6 +77,7 @@ fn plan(
         threads,
         lowering: lowering.parse::<Lowering>().map_err(anyhow::Error::msg)?,
         q8_rounding: q8_rounding_of(q8_rounding),
+        ..ExecutorOptions::default()
     };
     let exec =
         Executor::new(&m, options).with_context(|| format!("planning {}", model.display()))?;
@@ -113,6 +114,9 @@ pub fn run(a: RunArgs) -> Result<()> {
     if a.verbose {
         for u in exec.lowered_units() {
             eprintln!("lowered: {u}");
+        }
+        for r in exec.nhwc_regions() {
+            eprintln!("kept NHWC: {r}");
         }
     }
     let inputs = parse_inputs(&a.inputs)?;
@@ -267,6 +271,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 threads: a.threads,
                 lowering: a.lowering.parse::<Lowering>().map_err(anyhow::Error::msg)?,
                 q8_rounding: q8_rounding_of(&a.q8_rounding),
+                ..ExecutorOptions::default()
             };
             let exec = Executor::new(&m, options)?;
             let arrays: Vec<(&str, super::Array)> = inputs

@@ -733,6 +733,19 @@ struct QBinary {
     y_signed: bool,
     /// A Relu before the Q: the result is at least the zero point.
     relu: bool,
+    /// Set by the layout pass when the step runs on NHWC values: per operand, whether it
+    /// keeps an NCHW shape whose bytes are the same in NHWC (a broadcast `[N, C, 1, 1]`, a
+    /// constant) and is read channels-last.
+    nhwc: Option<[bool; 2]>,
+}
+
+/// `shape` (NCHW, rank ≤ 4, right-aligned as broadcasting does) read channels-last.
+fn channels_last_4d(shape: &[usize]) -> Vec<usize> {
+    let mut v = vec![1; 4usize.saturating_sub(shape.len())];
+    v.extend_from_slice(shape);
+    let c = v.remove(1);
+    v.push(c);
+    v
 }
 
 impl QBinary {
@@ -760,7 +773,22 @@ impl Kernel for QBinary {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
         let (sa, va) = QBinary::view(&self.a, inputs)?;
         let (sb, vb) = QBinary::view(&self.b, inputs)?;
-        let plan = BroadcastRows::new(sa, sb)?;
+        let (sa, sb) = match self.nhwc {
+            Some([pa, pb]) => (
+                if pa {
+                    channels_last_4d(sa)
+                } else {
+                    sa.to_vec()
+                },
+                if pb {
+                    channels_last_4d(sb)
+                } else {
+                    sb.to_vec()
+                },
+            ),
+            None => (sa.to_vec(), sb.to_vec()),
+        };
+        let plan = BroadcastRows::new(&sa, &sb)?;
         // An empty output (a zero dim) has no rows.
         let starts = if plan.len == 0 {
             Vec::new()
@@ -795,6 +823,24 @@ impl Kernel for QBinary {
             ArrayData::U8(y)
         };
         Ok(vec![Array::new(plan.shape, data)?])
+    }
+
+    fn layout_role(&mut self) -> Option<super::ops::LayoutRole<'_>> {
+        let side = |o: &Operand| -> Option<Option<usize>> {
+            match o {
+                Operand::Quant { slot, .. } => Some(Some(*slot)),
+                // A constant must have the same bytes in both layouts.
+                Operand::Const(a) => {
+                    let dims: Vec<Option<usize>> = a.shape.iter().map(|&d| Some(d)).collect();
+                    super::layout::same_bytes_in_nhwc(&dims).then_some(None)
+                }
+            }
+        };
+        let operands = [side(&self.a)?, side(&self.b)?];
+        Some(super::ops::LayoutRole::Binary {
+            operands,
+            nhwc: &mut self.nhwc,
+        })
     }
 }
 
@@ -997,6 +1043,7 @@ pub(crate) fn try_lower_binary(
             y_zp,
             y_signed,
             relu,
+            nhwc: None,
         }),
         inputs,
         outputs: vec![Some(qout)],

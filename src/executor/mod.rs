@@ -23,6 +23,7 @@ pub mod cli;
 mod composite;
 mod contrib;
 mod control;
+mod layout;
 mod lower;
 pub(crate) mod ops;
 mod q8;
@@ -68,6 +69,10 @@ pub struct ExecutorOptions {
     /// Tie rule of the qnnpack backend's fixed-point requantization: `HalfEven` (default,
     /// "precise": ONNX's rounding of the exact product) or `HalfAway` (QNNPACK's).
     pub q8_rounding: crate::kernels::qnnpack::Rounding,
+    /// Keep values NHWC through elementwise ops and into global pools between quantized
+    /// convs (`executor::layout`; default). Off: only conv → conv values stay NHWC (the
+    /// results are the same bits either way; tests compare the two).
+    pub nhwc_regions: bool,
 }
 
 /// How much of a QDQ graph is lowered to integer kernels.
@@ -106,6 +111,7 @@ impl Default for ExecutorOptions {
             threads: 1,
             lowering: Lowering::OrtCompatible,
             q8_rounding: crate::kernels::qnnpack::Rounding::HalfEven,
+            nhwc_regions: true,
         }
     }
 }
@@ -261,6 +267,8 @@ pub struct Executor {
     inputs: Vec<InputSpec>,
     outputs: Vec<(String, usize)>,
     lowered: Vec<String>,
+    /// The regions kept NHWC beyond conv → conv (their steps), for reports.
+    nhwc_regions: Vec<String>,
     options: ExecutorOptions,
 }
 
@@ -270,51 +278,6 @@ impl std::fmt::Debug for Executor {
             .field("steps", &self.steps.len())
             .field("lowered", &self.lowered)
             .finish_non_exhaustive()
-    }
-}
-
-/// Marks the values that stay NHWC: the output of a quantized conv whose every consumer is a
-/// quantized conv reading it as its activation (not a graph output). Both sides then skip
-/// their NCHW↔NHWC transpose (see `qlinear::ConvLayout`).
-fn keep_nhwc_between_convs(steps: &mut [Step], out_slots: &HashSet<usize>) {
-    let mut consumers: HashMap<usize, Vec<(usize, usize)>> = HashMap::new();
-    for (k, s) in steps.iter().enumerate() {
-        for (pos, slot) in s.inputs.iter().enumerate() {
-            if let Some(slot) = slot {
-                consumers.entry(*slot).or_default().push((k, pos));
-            }
-        }
-    }
-    let mut marks: Vec<(usize, Vec<usize>)> = Vec::new();
-    for p in 0..steps.len() {
-        if steps[p].kernel.conv_layout().is_none() {
-            continue;
-        }
-        let Some(Some(slot)) = steps[p].outputs.first().copied() else {
-            continue;
-        };
-        if out_slots.contains(&slot) || steps[p].outputs.len() != 1 {
-            continue;
-        }
-        let Some(cons) = consumers.get(&slot) else {
-            continue;
-        };
-        let all_convs = cons
-            .iter()
-            .all(|&(k, pos)| k != p && steps[k].kernel.conv_layout().is_some_and(|l| l.x == pos));
-        if all_convs {
-            marks.push((p, cons.iter().map(|c| c.0).collect()));
-        }
-    }
-    for (p, cons) in marks {
-        if let Some(l) = steps[p].kernel.conv_layout() {
-            l.out_nhwc = true;
-        }
-        for k in cons {
-            if let Some(l) = steps[k].kernel.conv_layout() {
-                l.in_nhwc = true;
-            }
-        }
     }
 }
 
@@ -626,7 +589,36 @@ impl Executor {
         }
         // Last use of every slot that is neither a constant nor a graph output.
         let out_slots: HashSet<usize> = outputs.iter().map(|o| o.1).collect();
-        keep_nhwc_between_convs(&mut planned, &out_slots);
+        let scalar_const = |slot: usize| {
+            consts
+                .iter()
+                .any(|(v, a)| v.index() == slot && a.shape.iter().product::<usize>() == 1)
+        };
+        let slot_values: HashMap<usize, ValueId> = g.value_ids().map(|v| (v.index(), v)).collect();
+        let static_shape = |slot: usize| -> Option<Vec<Option<usize>>> {
+            if let Some((_, a)) = consts.iter().find(|(v, _)| v.index() == slot) {
+                return Some(a.shape.iter().map(|&d| Some(d)).collect());
+            }
+            let v = slot_values.get(&slot)?;
+            match &g.value(*v).ty {
+                crate::ir::ValueType::Tensor(t) => t.shape.as_ref().map(|dims| {
+                    dims.iter()
+                        .map(|d| match d {
+                            crate::ir::Dim::Fixed(n) => usize::try_from(*n).ok(),
+                            _ => None,
+                        })
+                        .collect()
+                }),
+                _ => None,
+            }
+        };
+        let nhwc_regions = layout::keep_nhwc(
+            &mut planned,
+            &out_slots,
+            &scalar_const,
+            &static_shape,
+            options.nhwc_regions,
+        );
         let const_slots: HashMap<usize, Array> = consts
             .into_iter()
             .filter(|(v, _)| needed.contains(v))
@@ -655,6 +647,7 @@ impl Executor {
             inputs,
             outputs,
             lowered,
+            nhwc_regions,
             options,
         })
     }
@@ -672,6 +665,12 @@ impl Executor {
     /// The units lowered to integer kernels (`OpType \`node\` (what)`), for reports.
     pub fn lowered_units(&self) -> &[String] {
         &self.lowered
+    }
+
+    /// The regions of steps that run on NHWC values beyond conv → conv (see
+    /// `executor::layout`), for reports.
+    pub fn nhwc_regions(&self) -> &[String] {
+        &self.nhwc_regions
     }
 
     /// Number of planned steps.

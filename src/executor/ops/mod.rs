@@ -51,6 +51,26 @@ pub(crate) trait Kernel: Send + Sync {
     fn conv_layout(&mut self) -> Option<&mut crate::executor::qlinear::ConvLayout> {
         None
     }
+
+    /// How the kernel can take NHWC values, for the planner's layout pass
+    /// (`executor::layout`); `None` when it needs NCHW.
+    fn layout_role(&mut self) -> Option<LayoutRole<'_>> {
+        None
+    }
+}
+
+/// What a kernel offers the layout pass (`executor::layout`).
+pub(crate) enum LayoutRole<'a> {
+    /// Elementwise over two operands (`Some(step input)` for a run-time value, `None` for a
+    /// constant whose bytes are the same in both layouts). The pass sets `nhwc` to run it on
+    /// NHWC values: per operand, whether it stays NCHW-shaped (outside the region, broadcast)
+    /// and is read channels-last.
+    Binary {
+        operands: [Option<usize>; 2],
+        nhwc: &'a mut Option<[bool; 2]>,
+    },
+    /// A global pool: reads NHWC at input 0 when the pass sets the flag, writes `[N, C, 1, 1]`.
+    GlobalPool(&'a mut bool),
 }
 
 /// What a kernel builder knows about its node.

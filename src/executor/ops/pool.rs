@@ -7,35 +7,10 @@ use crate::executor::value::{strides, Array, ArrayData};
 
 pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>>, String> {
     Ok(Some(match t {
-        "GlobalAveragePool" | "GlobalMaxPool" => {
-            let avg = t == "GlobalAveragePool";
-            boxed(move |i| {
-                let x = input(i, 0)?;
-                if x.rank() < 3 {
-                    return Err("global pooling needs rank ≥ 3".into());
-                }
-                let inner: usize = x.shape[2..].iter().product();
-                let v = x.as_f32()?;
-                let out: Vec<f32> = if inner == 0 {
-                    vec![f32::NAN; x.shape[0] * x.shape[1]]
-                } else {
-                    v.chunks(inner)
-                        .map(|r| {
-                            if avg {
-                                // In 8 lanes (a sequential sum is one dependent add per
-                                // element).
-                                crate::kernels::vmath::lane_sum(r) / inner as f32
-                            } else {
-                                r.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-                            }
-                        })
-                        .collect()
-                };
-                let mut shape = x.shape.clone();
-                shape[2..].iter_mut().for_each(|d| *d = 1);
-                Ok(vec![Array::f32(shape, out)])
-            })
-        }
+        "GlobalAveragePool" | "GlobalMaxPool" => Box::new(GlobalPool {
+            avg: t == "GlobalAveragePool",
+            nhwc: false,
+        }),
         "MaxPool" | "AveragePool" => {
             let attrs = ConvAttrs::parse(ctx)?;
             let ks = attrs
@@ -168,6 +143,111 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         _ => return Ok(None),
     }))
+}
+
+/// GlobalAveragePool / GlobalMaxPool. NCHW: one plane per (n, c), averaged in
+/// [`crate::kernels::vmath::lane_sum`]'s order. NHWC (the layout pass's `nhwc`, input
+/// `[N, spatial…, C]`): the same per-channel order with the channels side by side, so the bits
+/// are those of the NCHW path.
+struct GlobalPool {
+    avg: bool,
+    nhwc: bool,
+}
+
+impl Kernel for GlobalPool {
+    fn run(&self, i: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let x = input(i, 0)?;
+        if x.rank() < 3 {
+            return Err("global pooling needs rank ≥ 3".into());
+        }
+        let v = x.as_f32()?;
+        let (n, c, inner) = if self.nhwc {
+            let r = x.rank();
+            (
+                x.shape[0],
+                x.shape[r - 1],
+                x.shape[1..r - 1].iter().product::<usize>(),
+            )
+        } else {
+            (
+                x.shape[0],
+                x.shape[1],
+                x.shape[2..].iter().product::<usize>(),
+            )
+        };
+        let out: Vec<f32> = if inner == 0 {
+            vec![f32::NAN; n * c]
+        } else if !self.nhwc {
+            v.chunks(inner)
+                .map(|r| {
+                    if self.avg {
+                        // In 8 lanes (a sequential sum is one dependent add per element).
+                        crate::kernels::vmath::lane_sum(r) / inner as f32
+                    } else {
+                        r.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                    }
+                })
+                .collect()
+        } else {
+            let mut out = Vec::with_capacity(n * c);
+            for img in v.chunks_exact(inner * c) {
+                if self.avg {
+                    out.extend(
+                        lane_sums_nhwc(img, inner, c)
+                            .iter()
+                            .map(|s| s / inner as f32),
+                    );
+                } else {
+                    let mut m = vec![f32::NEG_INFINITY; c];
+                    for px in img.chunks_exact(c) {
+                        for (a, &e) in m.iter_mut().zip(px) {
+                            *a = a.max(e);
+                        }
+                    }
+                    out.extend(m);
+                }
+            }
+            out
+        };
+        let mut shape = if self.nhwc {
+            super::super::qlinear::channels_first(&x.shape)
+        } else {
+            x.shape.clone()
+        };
+        shape[2..].iter_mut().for_each(|d| *d = 1);
+        Ok(vec![Array::f32(shape, out)])
+    }
+
+    fn layout_role(&mut self) -> Option<super::LayoutRole<'_>> {
+        Some(super::LayoutRole::GlobalPool(&mut self.nhwc))
+    }
+}
+
+/// Per channel of an NHWC image (`pixels` × `c`), the sum over pixels in
+/// [`crate::kernels::vmath::lane_sum`]'s order: eight lanes over whole groups of eight
+/// pixels, the lanes added as a tree, then the remaining pixels in order.
+fn lane_sums_nhwc(img: &[f32], pixels: usize, c: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; 8 * c];
+    let full = pixels / 8 * 8;
+    for (p, px) in img[..full * c].chunks_exact(c).enumerate() {
+        let lane = &mut acc[(p % 8) * c..(p % 8 + 1) * c];
+        for (a, &e) in lane.iter_mut().zip(px) {
+            *a += e;
+        }
+    }
+    let lane = |l: usize, ch: usize| acc[l * c + ch];
+    let mut sums: Vec<f32> = (0..c)
+        .map(|ch| {
+            ((lane(0, ch) + lane(1, ch)) + (lane(2, ch) + lane(3, ch)))
+                + ((lane(4, ch) + lane(5, ch)) + (lane(6, ch) + lane(7, ch)))
+        })
+        .collect();
+    for px in img[full * c..pixels * c].chunks_exact(c) {
+        for (s, &e) in sums.iter_mut().zip(px) {
+            *s += e;
+        }
+    }
+    sums
 }
 
 /// Max or average pooling over NCHW planes when every window lies inside the input (no
@@ -540,6 +620,43 @@ mod tests {
                     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&got), bits(&want), "{h}x{w} k{k:?} s{s:?} max {max}");
                 }
+            }
+        }
+    }
+
+    /// The NHWC global pools equal the NCHW ones bit for bit (lane order kept), for pixel
+    /// counts around the 8-lane groups.
+    #[test]
+    fn global_pool_nhwc_equals_nchw() {
+        for (h, w) in [(1usize, 1usize), (2, 3), (4, 4), (3, 5), (7, 7), (8, 9)] {
+            let (n, c) = (2usize, 5usize);
+            let nchw: Vec<f32> = (0..n * c * h * w)
+                .map(|i| ((i * 7919 % 1009) as f32 - 500.0) * 0.0137)
+                .collect();
+            let mut nhwc = vec![0f32; nchw.len()];
+            for img in 0..n {
+                for ch in 0..c {
+                    for p in 0..h * w {
+                        nhwc[(img * h * w + p) * c + ch] = nchw[(img * c + ch) * h * w + p];
+                    }
+                }
+            }
+            for avg in [true, false] {
+                let a = Array::f32(vec![n, c, h, w], nchw.clone());
+                let b = Array::f32(vec![n, h, w, c], nhwc.clone());
+                let ka = GlobalPool { avg, nhwc: false };
+                let kb = GlobalPool { avg, nhwc: true };
+                let (ya, yb) = (ka.run(&[Some(&a)]).unwrap(), kb.run(&[Some(&b)]).unwrap());
+                assert_eq!(ya[0].shape, vec![n, c, 1, 1]);
+                assert_eq!(ya[0].shape, yb[0].shape);
+                let bits = |x: &Array| {
+                    x.as_f32()
+                        .unwrap()
+                        .iter()
+                        .map(|f| f.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(bits(&ya[0]), bits(&yb[0]), "{h}x{w} avg {avg}");
             }
         }
     }
