@@ -166,6 +166,93 @@ mod tests {
         (*seed >> 33) as u32
     }
 
+    /// Ties, NaN, infinities, huge values and signed zeros: the same codes as the definition
+    /// (both output types, Relu or not), along rows of every length up to 40.
+    #[test]
+    fn special_values_round_and_saturate_as_the_definition() {
+        let specials = [
+            0.5f32,
+            1.5,
+            2.5,
+            -0.5,
+            -1.5,
+            -2.5,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            -0.0,
+            0.0,
+            127.5,
+            128.5,
+            -128.5,
+            255.5,
+            254.5,
+            8_388_609.0,
+            0.49999997,
+        ];
+        for len in 1..=40usize {
+            let f: Vec<f32> = (0..len).map(|i| specials[i % specials.len()]).collect();
+            let codes: Vec<u8> = (0..len).map(|i| (i * 37 % 256) as u8).collect();
+            let starts = [(0usize, 0usize)];
+            let rows = Rows {
+                starts: &starts,
+                len,
+                a_along: true,
+                b_along: true,
+            };
+            let (oa, ob) = (Operand::U8(&codes, 0.5, 3), Operand::F32(&f));
+            for op in [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div] {
+                for relu in [false, true] {
+                    let mut y = vec![0u8; len];
+                    qbinary(
+                        op,
+                        oa,
+                        ob,
+                        &rows,
+                        QOutput {
+                            scale: 1.0,
+                            zp: 7u8,
+                            relu,
+                        },
+                        &mut y,
+                    );
+                    let mut y8 = vec![0i8; len];
+                    qbinary(
+                        op,
+                        ob,
+                        oa,
+                        &rows,
+                        QOutput {
+                            scale: 0.5,
+                            zp: -9i8,
+                            relu,
+                        },
+                        &mut y8,
+                    );
+                    for j in 0..len {
+                        let (x, z) = (oa.get(j), ob.get(j));
+                        let apply = |p: f32, q: f32| match op {
+                            BinaryOp::Add => p + q,
+                            BinaryOp::Sub => p - q,
+                            BinaryOp::Mul => p * q,
+                            BinaryOp::Div => p / q,
+                        };
+                        let mut want = quantize_one(apply(x, z), 1.0, 7u8);
+                        let mut want8 = quantize_one(apply(z, x), 0.5, -9i8);
+                        if relu {
+                            want = want.max(7);
+                            want8 = want8.max(-9);
+                        }
+                        assert_eq!(y[j], want, "{op:?} u8 len {len} at {j}: {x} {z}");
+                        assert_eq!(y8[j], want8, "{op:?} i8 len {len} at {j}: {z} {x}");
+                    }
+                }
+            }
+        }
+    }
+
     /// The dispatched kernel equals an element-by-element evaluation of the float graph
     /// (dequantize, op, QuantizeLinear), for every op, both output types, with and without
     /// Relu, on awkward row lengths and both broadcast forms.
