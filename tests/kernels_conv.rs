@@ -567,4 +567,17 @@ fn indirect_conv_equals_the_reference() {
     if available().iter().any(|k| k.isa == Isa::Avx2) {
         assert!(indirect_ran > 0);
     }
+    // Images whose padded copies exceed the L2 budget one by one: one GEMM call per image.
+    let big = ConvGeometry {
+        pads: [1; 4],
+        ..ConvGeometry::new(16, 3, 3, 3)
+    };
+    let t = ConvTester::new(big, 2, 116, 117)
+        .a_zp(128)
+        .bias(true)
+        .data(Data::RandomSmallWeights)
+        .seed(99);
+    for k in available() {
+        t.test(k, ConvAlgo::Indirect);
+    }
 }

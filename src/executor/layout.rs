@@ -126,6 +126,18 @@ pub(crate) fn keep_nhwc(
                     queue.push(u);
                 }
             };
+            // An elementwise step's operands join the region unless their bytes are the same
+            // in both layouts.
+            let pull_operands = |k: usize,
+                                 operands: &[usize],
+                                 values: &mut HashSet<usize>,
+                                 queue: &mut Vec<usize>| {
+                for u in operands.iter().filter_map(|&pos| steps[k].inputs[pos]) {
+                    if !admitted_outside(u, values, static_shape) {
+                        add(u, values, queue);
+                    }
+                }
+            };
             // Its producer makes it NHWC.
             match producer.get(&v).map(|&k| (k, &roles[k])) {
                 Some((k, Role::Conv { .. })) if steps[k].outputs.len() == 1 => {
@@ -133,14 +145,7 @@ pub(crate) fn keep_nhwc(
                 }
                 Some((k, Role::Elementwise { operands })) => {
                     touched.insert(k);
-                    for &pos in operands {
-                        let Some(u) = steps[k].inputs[pos] else {
-                            continue;
-                        };
-                        if !admitted_outside(u, &values, static_shape) {
-                            add(u, &mut values, &mut queue);
-                        }
-                    }
+                    pull_operands(k, operands, &mut values, &mut queue);
                 }
                 _ => {
                     ok = false;
@@ -167,14 +172,7 @@ pub(crate) fn keep_nhwc(
                                 break;
                             }
                         }
-                        for &q in operands {
-                            let Some(u) = steps[k].inputs[q] else {
-                                continue;
-                            };
-                            if !admitted_outside(u, &values, static_shape) {
-                                add(u, &mut values, &mut queue);
-                            }
-                        }
+                        pull_operands(k, operands, &mut values, &mut queue);
                     }
                     _ => {
                         ok = false;

@@ -739,12 +739,16 @@ struct QBinary {
     nhwc: Option<[bool; 2]>,
 }
 
-/// `shape` (NCHW, rank ≤ 4, right-aligned as broadcasting does) read channels-last.
-fn channels_last_4d(shape: &[usize]) -> Vec<usize> {
-    let mut v = vec![1; 4usize.saturating_sub(shape.len())];
+/// `shape` (channels first) broadcast to `rank` (left-padded with 1s, as broadcasting
+/// aligns shapes) and read channels-last: `[N, C, 1, 1]` → `[N, 1, 1, C]`, `[C, 1, 1]` at
+/// rank 4 → `[1, 1, 1, C]`, `[N, C, 1]` at rank 3 → `[N, 1, C]`.
+fn channels_last_at(shape: &[usize], rank: usize) -> Vec<usize> {
+    let mut v = vec![1; rank.saturating_sub(shape.len())];
     v.extend_from_slice(shape);
-    let c = v.remove(1);
-    v.push(c);
+    if v.len() >= 2 {
+        let c = v.remove(1);
+        v.push(c);
+    }
     v
 }
 
@@ -773,21 +777,18 @@ impl Kernel for QBinary {
     fn run(&self, inputs: &[Option<&Array>]) -> Result<Vec<Array>, String> {
         let (sa, va) = QBinary::view(&self.a, inputs)?;
         let (sb, vb) = QBinary::view(&self.b, inputs)?;
-        let (sa, sb) = match self.nhwc {
-            Some([pa, pb]) => (
-                if pa {
-                    channels_last_4d(sa)
-                } else {
-                    sa.to_vec()
-                },
-                if pb {
-                    channels_last_4d(sb)
-                } else {
-                    sb.to_vec()
-                },
-            ),
-            None => (sa.to_vec(), sb.to_vec()),
+        // NHWC mode: the operand from outside the region is read channels-last at the rank of
+        // the output (a conv's rank).
+        let rank = sa.len().max(sb.len());
+        let side = |s: &[usize], permute: bool| {
+            if permute {
+                channels_last_at(s, rank)
+            } else {
+                s.to_vec()
+            }
         };
+        let (pa, pb) = self.nhwc.map_or((false, false), |[pa, pb]| (pa, pb));
+        let (sa, sb) = (side(sa, pa), side(sb, pb));
         let plan = BroadcastRows::new(&sa, &sb)?;
         // An empty output (a zero dim) has no rows.
         let starts = if plan.len == 0 {
@@ -1054,4 +1055,16 @@ pub(crate) fn try_lower_binary(
             if relu { "+Relu" } else { "" }
         ),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn channels_last_at_the_output_rank() {
+        use super::channels_last_at as cl;
+        assert_eq!(cl(&[2, 64, 1, 1], 4), vec![2, 1, 1, 64]);
+        assert_eq!(cl(&[64, 1, 1], 4), vec![1, 1, 1, 64]);
+        assert_eq!(cl(&[2, 64, 1], 3), vec![2, 1, 64]);
+        assert_eq!(cl(&[], 4), vec![1, 1, 1, 1]);
+    }
 }

@@ -250,6 +250,23 @@ fn lane_sums_nhwc(img: &[f32], pixels: usize, c: usize) -> Vec<f32> {
     sums
 }
 
+/// 2×2 / stride 2 pooling over even planes (`w = 2·ow`, `v` a whole number of row pairs): the
+/// planes' rows pair up across the whole tensor, so one flat loop with no per-row set-up
+/// (small planes, e.g. 8×8, spent most of their time there). `f(a0, a1, b0, b1)` reduces one
+/// window, top row `a`, bottom row `b`.
+fn pool_2x2<T: Copy, U>(v: &[T], w: usize, ow: usize, out: &mut [U], f: impl Fn(T, T, T, T) -> U) {
+    for (pair, orow) in v.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow)) {
+        let (r0, r1) = pair.split_at(w);
+        for ((y, a), b) in orow
+            .iter_mut()
+            .zip(r0.chunks_exact(2))
+            .zip(r1.chunks_exact(2))
+        {
+            *y = f(a[0], a[1], b[0], b[1]);
+        }
+    }
+}
+
 /// Max or average pooling over NCHW planes when every window lies inside the input (no
 /// padding): per output row, the column reductions of its KH input rows over the whole row (a
 /// vectorisable pass), then the KW taps of each window. That is the general loop's order
@@ -272,23 +289,15 @@ fn pool_inside<const MAX: bool>(
     let mut out = vec![0f32; planes * oh * ow];
     let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
     if [kh, kw, sh, sw, dh, dw] == [2, 2, 2, 2, 1, 1] && h == 2 * oh && w == 2 * ow {
-        // 2×2 / stride 2 over even planes: the rows pair up across the whole tensor, one flat
-        // loop (small planes spent most of their time in per-row set-up).
-        for (pair, orow) in v[..planes * h * w]
-            .chunks_exact(2 * w)
-            .zip(out.chunks_exact_mut(ow))
-        {
-            let (r0, r1) = pair.split_at(w);
-            for ((y, a), b) in orow
-                .iter_mut()
-                .zip(r0.chunks_exact(2))
-                .zip(r1.chunks_exact(2))
-            {
-                let (c0, c1) = (op(op(start, a[0]), b[0]), op(op(start, a[1]), b[1]));
-                let acc = op(op(start, c0), c1);
-                *y = if MAX { acc } else { acc / cnt };
+        pool_2x2(&v[..planes * h * w], w, ow, &mut out, |a0, a1, b0, b1| {
+            let (c0, c1) = (op(op(start, a0), b0), op(op(start, a1), b1));
+            let acc = op(op(start, c0), c1);
+            if MAX {
+                acc
+            } else {
+                acc / cnt
             }
-        }
+        });
         return out;
     }
     let mut col = vec![start; w];
@@ -342,22 +351,9 @@ fn max_pool_codes<T: Copy + Ord>(
         // in place (the common 2×2 / stride 2 as pairwise maxima).
         let mut out = vec![lowest; planes * oh * ow];
         if [kh, kw, sh, sw, dh, dw] == [2, 2, 2, 2, 1, 1] && h == 2 * oh && w == 2 * ow {
-            // The common 2×2 / stride 2 over even planes: the planes' rows pair up across
-            // the whole tensor, so one flat loop (no per-row set-up: small planes, e.g. 8×8,
-            // spent most of their time there).
-            for (pair, orow) in v[..planes * h * w]
-                .chunks_exact(2 * w)
-                .zip(out.chunks_exact_mut(ow))
-            {
-                let (r0, r1) = pair.split_at(w);
-                for ((m, a), b) in orow
-                    .iter_mut()
-                    .zip(r0.chunks_exact(2))
-                    .zip(r1.chunks_exact(2))
-                {
-                    *m = a[0].max(a[1]).max(b[0].max(b[1]));
-                }
-            }
+            pool_2x2(&v[..planes * h * w], w, ow, &mut out, |a0, a1, b0, b1| {
+                a0.max(a1).max(b0.max(b1))
+            });
             return out;
         }
         let mut tmp = vec![lowest; w];

@@ -10,8 +10,8 @@
 //! - [`ConvAlgo::Im2col`]: anything. Per image and group, chunks of output pixels are unrolled
 //!   into a reusable scratch buffer ([`ConvScratch`], sized to stay in L2; padding filled with
 //!   `a_zp`), then multiplied by the packed group weights with the fused output stage.
-//! - [`ConvAlgo::Indirect`]: one group, no dilation. The input is copied once with its padding
-//!   filled in; the micro-kernel then reads each output pixel's window in place through a row
+//! - [`ConvAlgo::Indirect`]: one group, no dilation. The input is copied with its padding filled
+//!   in (a group of images at a time, within the im2col chunk budget); the micro-kernel then reads each output pixel's window in place through a row
 //!   pointer, `KH` runs of `KW·C` bytes (no im2col copy, which cost as much as the GEMM on
 //!   convs with 16–32 channels).
 //! - [`ConvAlgo::Depthwise`]: group = C = M with a dedicated kernel for the kernel size (3×3 and
@@ -393,31 +393,40 @@ impl PackedConv {
                 let [sh, sw] = g.strides;
                 let (ph, pw) = ((oh - 1) * sh + kh, (ow - 1) * sw + kw);
                 let img_p = ph * pw * c;
-                let padded = &mut scratch.padded;
-                if padded.len() < n * img_p {
-                    padded.resize(n * img_p, 0);
-                }
-                for (img, dst) in padded[..n * img_p].chunks_exact_mut(img_p).enumerate() {
-                    let src = &input[img * h * w * c..(img + 1) * h * w * c];
-                    pad_image(src, h, w, c, g.pads[0], g.pads[1], 0, pw, a_zp, dst);
-                }
-                // Row pointers: each output pixel's window, top-left; run `ky` is `ky` padded
-                // rows further.
-                let base = padded.as_ptr();
-                let mut rows: Vec<*const u8> = Vec::with_capacity(n * oh * ow);
-                for img in 0..n {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let off = img * img_p + (oy * sh * pw + ox * sw) * c;
-                            rows.push(base.wrapping_add(off));
+                // Images in groups whose padded copies fit the L2 budget (small images share
+                // one GEMM call; a large one gets its own, so memory stays about one image).
+                let per = (IM2COL_CHUNK_BYTES / img_p.max(1)).clamp(1, n);
+                let mut rows: Vec<*const u8> = Vec::with_capacity(per * oh * ow);
+                for i0 in (0..n).step_by(per) {
+                    let imgs = per.min(n - i0);
+                    let padded = &mut scratch.padded;
+                    if padded.len() < imgs * img_p {
+                        padded.resize(imgs * img_p, 0);
+                    }
+                    for (i, dst) in padded[..imgs * img_p].chunks_exact_mut(img_p).enumerate() {
+                        let img = i0 + i;
+                        let src = &input[img * h * w * c..(img + 1) * h * w * c];
+                        pad_image(src, h, w, c, g.pads[0], g.pads[1], 0, pw, a_zp, dst);
+                    }
+                    // Row pointers: each output pixel's window, top-left; run `ky` is `ky`
+                    // padded rows further.
+                    let base = padded.as_ptr();
+                    rows.clear();
+                    for i in 0..imgs {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let off = i * img_p + (oy * sh * pw + ox * sw) * c;
+                                rows.push(base.wrapping_add(off));
+                            }
                         }
                     }
-                }
-                // SAFETY: pointer `(img, oy, ox)` plus run `ky < KH` of `KW·C` bytes stays in
-                // image `img` of `padded` (rows `oy·sh + ky < ph`, columns `ox·sw + KW ≤ pw`),
-                // which outlives the call and is not written during it.
-                unsafe {
-                    qgemm_indirect(&rows, kh, pw * c, a_zp, &self.gemm[0], stage, out, m);
+                    let part = sub_out(&mut out, i0 * oh * ow * m);
+                    // SAFETY: pointer `(i, oy, ox)` plus run `ky < KH` of `KW·C` bytes stays
+                    // in padded image `i` (rows `oy·sh + ky < ph`, columns `ox·sw + KW ≤
+                    // pw`), which outlives the call and is not written during it.
+                    unsafe {
+                        qgemm_indirect(&rows, kh, pw * c, a_zp, &self.gemm[0], stage, part, m);
+                    }
                 }
             }
             ConvAlgo::Depthwise => {
