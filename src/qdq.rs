@@ -414,9 +414,9 @@ pub fn decompression_node(
         &[&format!("{name}_dequantized")],
     );
     let out = g.node(mul).outputs[0].expect("one output");
-    g.value_mut(out).ty = crate::ir::ValueType::Tensor(crate::ir::TensorType::new(
+    g.value_mut(out).ty = ValueType::Tensor(TensorType::new(
         DataType::F32,
-        dims.iter().map(|&d| crate::ir::Dim::Fixed(d)).collect(),
+        dims.iter().map(|&d| Dim::Fixed(d)).collect(),
     ));
     out
 }

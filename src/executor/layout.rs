@@ -35,7 +35,13 @@ enum Role {
     /// A quantized conv reading its activation at this step input.
     Conv { x: usize },
     /// Elementwise: `operands` are the step inputs that are data; the output has their shape.
-    Elementwise { operands: Vec<usize> },
+    /// `reads_outside`: an operand may stay NCHW-shaped outside the region when its bytes are
+    /// the same in both layouts (the step reads its shape channels-last); without it, every
+    /// operand is in the region, since the output takes its shape from them.
+    Elementwise {
+        operands: Vec<usize>,
+        reads_outside: bool,
+    },
     /// Reads NHWC at input 0, writes `[N, C, 1, 1]`.
     GlobalPool,
     /// Needs NCHW.
@@ -50,6 +56,7 @@ fn role(s: &mut Step, scalar_const: &dyn Fn(usize) -> bool) -> Role {
         Some(LayoutRole::Binary { operands, .. }) => {
             return Role::Elementwise {
                 operands: operands.iter().flatten().copied().collect(),
+                reads_outside: true,
             }
         }
         Some(LayoutRole::GlobalPool(_)) => return Role::GlobalPool,
@@ -61,7 +68,10 @@ fn role(s: &mut Step, scalar_const: &dyn Fn(usize) -> bool) -> Role {
         && s.inputs.iter().skip(1).flatten().all(|&k| scalar_const(k))
         && s.inputs.first().is_some_and(Option::is_some)
     {
-        return Role::Elementwise { operands: vec![0] };
+        return Role::Elementwise {
+            operands: vec![0],
+            reads_outside: false,
+        };
     }
     Role::Fixed
 }
@@ -130,10 +140,11 @@ pub(crate) fn keep_nhwc(
             // in both layouts.
             let pull_operands = |k: usize,
                                  operands: &[usize],
+                                 reads_outside: bool,
                                  values: &mut HashSet<usize>,
                                  queue: &mut Vec<usize>| {
                 for u in operands.iter().filter_map(|&pos| steps[k].inputs[pos]) {
-                    if !admitted_outside(u, values, static_shape) {
+                    if !(reads_outside && admitted_outside(u, values, static_shape)) {
                         add(u, values, queue);
                     }
                 }
@@ -143,9 +154,15 @@ pub(crate) fn keep_nhwc(
                 Some((k, Role::Conv { .. })) if steps[k].outputs.len() == 1 => {
                     touched.insert(k);
                 }
-                Some((k, Role::Elementwise { operands })) => {
+                Some((
+                    k,
+                    Role::Elementwise {
+                        operands,
+                        reads_outside,
+                    },
+                )) => {
                     touched.insert(k);
-                    pull_operands(k, operands, &mut values, &mut queue);
+                    pull_operands(k, operands, *reads_outside, &mut values, &mut queue);
                 }
                 _ => {
                     ok = false;
@@ -161,7 +178,10 @@ pub(crate) fn keep_nhwc(
                     Role::GlobalPool if pos == 0 => {
                         touched.insert(k);
                     }
-                    Role::Elementwise { operands } if operands.contains(&pos) => {
+                    Role::Elementwise {
+                        operands,
+                        reads_outside,
+                    } if operands.contains(&pos) => {
                         touched.insert(k);
                         match steps[k].outputs.first() {
                             Some(Some(o)) if steps[k].outputs.len() == 1 => {
@@ -172,7 +192,7 @@ pub(crate) fn keep_nhwc(
                                 break;
                             }
                         }
-                        pull_operands(k, operands, &mut values, &mut queue);
+                        pull_operands(k, operands, *reads_outside, &mut values, &mut queue);
                     }
                     _ => {
                         ok = false;

@@ -753,6 +753,20 @@ fn channels_last_at(shape: &[usize], rank: usize) -> Vec<usize> {
 }
 
 impl QBinary {
+    /// The `len` output codes of `rows`.
+    fn compute<T: crate::kernels::reference::quantize::QType + Ord>(
+        &self,
+        a: qbinary::Operand<'_>,
+        b: qbinary::Operand<'_>,
+        rows: &qbinary::Rows<'_>,
+        out: qbinary::QOutput<T>,
+        len: usize,
+    ) -> Vec<T> {
+        let mut y = vec![out.zp; len];
+        qbinary::qbinary(self.op, a, b, rows, out, &mut y);
+        y
+    }
+
     /// An operand read in place, with its shape.
     fn view<'a>(
         o: &'a Operand,
@@ -803,25 +817,21 @@ impl Kernel for QBinary {
             b_along: plan.b_row,
         };
         let len = starts.len() * plan.row;
-        let (z, relu, scale) = (self.y_zp, self.relu, self.y_scale);
+        let (zp, relu, scale) = (self.y_zp, self.relu, self.y_scale);
         let data = if self.y_signed {
-            let mut y = vec![0i8; len];
             let out = qbinary::QOutput {
                 scale,
-                zp: z as i8,
+                zp: zp as i8,
                 relu,
             };
-            qbinary::qbinary(self.op, va, vb, &rows, out, &mut y);
-            ArrayData::I8(y)
+            ArrayData::I8(self.compute(va, vb, &rows, out, len))
         } else {
-            let mut y = vec![0u8; len];
             let out = qbinary::QOutput {
                 scale,
-                zp: z as u8,
+                zp: zp as u8,
                 relu,
             };
-            qbinary::qbinary(self.op, va, vb, &rows, out, &mut y);
-            ArrayData::U8(y)
+            ArrayData::U8(self.compute(va, vb, &rows, out, len))
         };
         Ok(vec![Array::new(plan.shape, data)?])
     }

@@ -589,18 +589,14 @@ impl Executor {
         }
         // Last use of every slot that is neither a constant nor a graph output.
         let out_slots: HashSet<usize> = outputs.iter().map(|o| o.1).collect();
-        let scalar_const = |slot: usize| {
-            consts
-                .iter()
-                .any(|(v, a)| v.index() == slot && a.shape.iter().product::<usize>() == 1)
-        };
         let slot_values: HashMap<usize, ValueId> = g.value_ids().map(|v| (v.index(), v)).collect();
+        let konst = |slot: usize| slot_values.get(&slot).and_then(|v| consts.get(v));
+        let scalar_const = |slot: usize| konst(slot).is_some_and(|a| a.len() == 1);
         let static_shape = |slot: usize| -> Option<Vec<Option<usize>>> {
-            if let Some((_, a)) = consts.iter().find(|(v, _)| v.index() == slot) {
+            if let Some(a) = konst(slot) {
                 return Some(a.shape.iter().map(|&d| Some(d)).collect());
             }
-            let v = slot_values.get(&slot)?;
-            match &g.value(*v).ty {
+            match &g.value(*slot_values.get(&slot)?).ty {
                 crate::ir::ValueType::Tensor(t) => t.shape.as_ref().map(|dims| {
                     dims.iter()
                         .map(|d| match d {

@@ -74,21 +74,13 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
                 }
                 let v = x.as_f32()?;
                 let mut out = Vec::with_capacity(n * c * oh * ow);
-                let [kh, kw] = g.kernel;
-                let [sh, sw] = g.strides;
-                let [dh, dw] = g.dilations;
-                let inside = g.pads[0] == 0
-                    && g.pads[1] == 0
-                    && oh > 0
-                    && ow > 0
-                    && (oh - 1) * sh + (kh - 1) * dh < h
-                    && (ow - 1) * sw + (kw - 1) * dw < w;
-                if inside {
+                if windows_inside(&g, h, w, oh, ow) {
                     let planes = &v[..n * c * h * w];
                     let out = if max {
-                        pool_inside::<true>(planes, h, w, oh, ow, &g)
+                        pool_inside(planes, h, w, oh, ow, &g, f32::NEG_INFINITY, f32::max, |m| m)
                     } else {
-                        pool_inside::<false>(planes, h, w, oh, ow, &g)
+                        let cnt = (g.kernel[0] * g.kernel[1]).max(1) as f32;
+                        pool_inside(planes, h, w, oh, ow, &g, 0.0, |a, b| a + b, |s| s / cnt)
                     };
                     return Ok(vec![Array::f32(out_shape(&x.shape, c, oh, ow), out)]);
                 }
@@ -250,54 +242,60 @@ fn lane_sums_nhwc(img: &[f32], pixels: usize, c: usize) -> Vec<f32> {
     sums
 }
 
-/// 2×2 / stride 2 pooling over even planes (`w = 2·ow`, `v` a whole number of row pairs): the
-/// planes' rows pair up across the whole tensor, so one flat loop with no per-row set-up
-/// (small planes, e.g. 8×8, spent most of their time there). `f(a0, a1, b0, b1)` reduces one
-/// window, top row `a`, bottom row `b`.
-fn pool_2x2<T: Copy, U>(v: &[T], w: usize, ow: usize, out: &mut [U], f: impl Fn(T, T, T, T) -> U) {
-    for (pair, orow) in v.chunks_exact(2 * w).zip(out.chunks_exact_mut(ow)) {
-        let (r0, r1) = pair.split_at(w);
-        for ((y, a), b) in orow
-            .iter_mut()
-            .zip(r0.chunks_exact(2))
-            .zip(r1.chunks_exact(2))
-        {
-            *y = f(a[0], a[1], b[0], b[1]);
-        }
-    }
+/// Whether every pooling window lies inside the `h × w` input (no leading padding reached).
+fn windows_inside(
+    g: &crate::kernels::reference::ConvGeometry,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> bool {
+    let ([kh, kw], [sh, sw], [dh, dw]) = (g.kernel, g.strides, g.dilations);
+    g.pads[0] == 0
+        && g.pads[1] == 0
+        && oh > 0
+        && ow > 0
+        && (oh - 1) * sh + (kh - 1) * dh < h
+        && (ow - 1) * sw + (kw - 1) * dw < w
 }
 
-/// Max or average pooling over NCHW planes when every window lies inside the input (no
-/// padding): per output row, the column reductions of its KH input rows over the whole row (a
-/// vectorisable pass), then the KW taps of each window. That is the general loop's order
-/// (column sums, then across columns, each from the same start value), so the bits are the
-/// same.
-fn pool_inside<const MAX: bool>(
-    v: &[f32],
+/// Pooling over NCHW planes when every window lies inside the input ([`windows_inside`]):
+/// per output row, the column reductions of its KH input rows over the whole row (a
+/// vectorisable pass), then the KW taps of each window, each reduction from `start` with
+/// `op`, and `finish` on the result. That is the general loops' order (column reductions,
+/// then across columns), so the bits are the same. 2×2 / stride 2 over even planes runs as
+/// one flat loop: the planes' rows pair up across the whole tensor (small planes, e.g. 8×8,
+/// spent most of their time in per-row set-up).
+#[allow(clippy::too_many_arguments)]
+fn pool_inside<T: Copy, U: Copy>(
+    v: &[T],
     h: usize,
     w: usize,
     oh: usize,
     ow: usize,
     g: &crate::kernels::reference::ConvGeometry,
-) -> Vec<f32> {
-    let [kh, kw] = g.kernel;
-    let [sh, sw] = g.strides;
-    let [dh, dw] = g.dilations;
-    let start = if MAX { f32::NEG_INFINITY } else { 0.0 };
-    let cnt = (kh * kw).max(1) as f32;
+    start: T,
+    op: impl Fn(T, T) -> T,
+    finish: impl Fn(T) -> U,
+) -> Vec<U> {
+    let ([kh, kw], [sh, sw], [dh, dw]) = (g.kernel, g.strides, g.dilations);
     let planes = v.len().checked_div(h * w).unwrap_or(0);
-    let mut out = vec![0f32; planes * oh * ow];
-    let op = |a: f32, b: f32| if MAX { a.max(b) } else { a + b };
+    let mut out = vec![finish(start); planes * oh * ow];
     if [kh, kw, sh, sw, dh, dw] == [2, 2, 2, 2, 1, 1] && h == 2 * oh && w == 2 * ow {
-        pool_2x2(&v[..planes * h * w], w, ow, &mut out, |a0, a1, b0, b1| {
-            let (c0, c1) = (op(op(start, a0), b0), op(op(start, a1), b1));
-            let acc = op(op(start, c0), c1);
-            if MAX {
-                acc
-            } else {
-                acc / cnt
+        for (pair, orow) in v[..planes * h * w]
+            .chunks_exact(2 * w)
+            .zip(out.chunks_exact_mut(ow))
+        {
+            let (r0, r1) = pair.split_at(w);
+            for ((y, a), b) in orow
+                .iter_mut()
+                .zip(r0.chunks_exact(2))
+                .zip(r1.chunks_exact(2))
+            {
+                let (c0, c1) = (op(op(start, a[0]), b[0]), op(op(start, a[1]), b[1]));
+                *y = finish(op(op(start, c0), c1));
             }
-        });
+        }
         return out;
     }
     let mut col = vec![start; w];
@@ -315,7 +313,7 @@ fn pool_inside<const MAX: bool>(
                 for kx in 0..kw {
                     acc = op(acc, col[ox * sw + kx * dw]);
                 }
-                *y = if MAX { acc } else { acc / cnt };
+                *y = finish(acc);
             }
         }
     }
@@ -339,48 +337,8 @@ fn max_pool_codes<T: Copy + Ord>(
     let [sh, sw] = g.strides;
     let [dh, dw] = g.dilations;
     let (pt, pl) = (g.pads[0], g.pads[1]);
-    if pt == 0
-        && pl == 0
-        && oh > 0
-        && ow > 0
-        && (oh - 1) * sh + (kh - 1) * dh < h
-        && (ow - 1) * sw + (kw - 1) * dw < w
-    {
-        // Every window inside the image: per output row, the vertical max of its KH input
-        // rows (a vectorisable pass over whole rows), then the KW horizontal taps, written
-        // in place (the common 2×2 / stride 2 as pairwise maxima).
-        let mut out = vec![lowest; planes * oh * ow];
-        if [kh, kw, sh, sw, dh, dw] == [2, 2, 2, 2, 1, 1] && h == 2 * oh && w == 2 * ow {
-            pool_2x2(&v[..planes * h * w], w, ow, &mut out, |a0, a1, b0, b1| {
-                a0.max(a1).max(b0.max(b1))
-            });
-            return out;
-        }
-        let mut tmp = vec![lowest; w];
-        for (p, o) in v[..planes * h * w]
-            .chunks_exact(h * w)
-            .zip(out.chunks_exact_mut(oh * ow))
-        {
-            for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
-                tmp.copy_from_slice(&p[oy * sh * w..][..w]);
-                for ky in 1..kh {
-                    let row = &p[(oy * sh + ky * dh) * w..][..w];
-                    for (t, &r) in tmp.iter_mut().zip(row) {
-                        *t = (*t).max(r);
-                    }
-                }
-                if kw == 2 && sw == 2 && dw == 1 {
-                    for (m, pair) in orow.iter_mut().zip(tmp.chunks_exact(2)) {
-                        *m = pair[0].max(pair[1]);
-                    }
-                } else {
-                    for (ox, m) in orow.iter_mut().enumerate() {
-                        *m = (1..kw).fold(tmp[ox * sw], |m, kx| m.max(tmp[ox * sw + kx * dw]));
-                    }
-                }
-            }
-        }
-        return out;
+    if windows_inside(g, h, w, oh, ow) {
+        return pool_inside(&v[..planes * h * w], h, w, oh, ow, g, lowest, T::max, |m| m);
     }
     let mut out = Vec::with_capacity(planes * oh * ow);
     // Per output coordinate, the input taps inside the image (same for every plane).
@@ -589,9 +547,10 @@ mod tests {
                 let ow = (w - (k[1] - 1) * d[1] - 1) / s[1] + 1;
                 for max in [false, true] {
                     let got = if max {
-                        pool_inside::<true>(&v, h, w, oh, ow, &g)
+                        pool_inside(&v, h, w, oh, ow, &g, f32::NEG_INFINITY, f32::max, |m| m)
                     } else {
-                        pool_inside::<false>(&v, h, w, oh, ow, &g)
+                        let cnt = (k[0] * k[1]) as f32;
+                        pool_inside(&v, h, w, oh, ow, &g, 0.0, |a, b| a + b, |s| s / cnt)
                     };
                     let start = if max { f32::NEG_INFINITY } else { 0.0 };
                     let op = |a: f32, b: f32| if max { a.max(b) } else { a + b };

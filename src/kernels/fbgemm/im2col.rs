@@ -34,12 +34,13 @@ pub(crate) fn im2col_rows(
     }
     // The output pixel of the first row; later rows step (oy, ox) instead of dividing.
     let (mut oy, mut ox) = (m0 / ow, m0 % ow);
-    if cg == c && dh == 1 && dw == 1 {
-        // One group, no dilation: copy the part of the image the windows cover into a
-        // buffer with the padding filled in, once; then every row is KH runs of KW·C bytes
-        // with no border cases (per-tap border handling cost more than the GEMM on small
-        // images).
-        let (ph, pw) = ((oy + (rows + ox - 1) / ow) * sh + kh, (ow - 1) * sw + kw);
+    if cg == c && dw == 1 {
+        // One group, no horizontal dilation: copy the part of the image the windows cover
+        // into a buffer with the padding filled in, once; then every row is KH runs of KW·C
+        // bytes with no border cases (per-tap border handling cost more than the GEMM on
+        // small images).
+        let last_oy = oy + (rows + ox - 1) / ow;
+        let (ph, pw) = (last_oy * sh + (kh - 1) * dh + 1, (ow - 1) * sw + kw);
         let y0 = oy * sh;
         let need = (ph - y0) * pw * c;
         if padded.len() < need {
@@ -50,7 +51,7 @@ pub(crate) fn im2col_rows(
         let run = kw * c;
         for row in dst[..rows * k].chunks_exact_mut(k) {
             for (ky, seg) in row.chunks_exact_mut(run).enumerate() {
-                let src = ((oy * sh + ky - y0) * pw + ox * sw) * c;
+                let src = ((oy * sh + ky * dh - y0) * pw + ox * sw) * c;
                 copy_short(seg, &padded[src..src + run]);
             }
             ox += 1;
@@ -70,20 +71,6 @@ pub(crate) fn im2col_rows(
                 continue;
             }
             let line = &img[iy * w * c..(iy + 1) * w * c];
-            if cg == c && dw == 1 {
-                // One group, no dilation: the taps inside the row are one contiguous run of
-                // the input row, the ones in the padding hold the zero point.
-                let ix0 = (ox * sw) as isize - pl as isize;
-                let lo = (-ix0).clamp(0, kw as isize) as usize;
-                let hi = (w as isize - ix0).clamp(lo as isize, kw as isize) as usize;
-                fill_short(&mut seg[..lo * c], a_zp);
-                if hi > lo {
-                    let src = (ix0 + lo as isize) as usize * c;
-                    copy_short(&mut seg[lo * c..hi * c], &line[src..src + (hi - lo) * c]);
-                }
-                fill_short(&mut seg[hi * c..], a_zp);
-                continue;
-            }
             for (kx, tap) in seg.chunks_exact_mut(cg).enumerate() {
                 let ix = (ox * sw + kx * dw).wrapping_sub(pl);
                 if ix >= w {
