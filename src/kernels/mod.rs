@@ -18,6 +18,8 @@ pub mod fbgemm;
 pub mod heap; // heap thresholds: freed buffers stay mapped between runs
 pub mod histc; // histogram binning of the calibration observers
 pub mod qbinary; // quantized elementwise Add/Sub/Mul/Div (dequantize, op, quantize)
+#[cfg(target_arch = "x86_64")]
+mod qbinary_avx2;
 pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
 pub mod quantize;
 pub mod reference;

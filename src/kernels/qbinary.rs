@@ -4,9 +4,9 @@
 //! DequantizeLinear's `(x − zp) as f32 · scale` for each operand, the op, then QuantizeLinear
 //! ([`super::quantize::quantize_one`]). So the result equals the QDQ graph's bit for bit.
 //!
-//! The work runs in chunks held on the stack (dequantize both, operate, quantize), all inside
-//! one function: on AVX2 hosts that function is compiled for AVX2 (the same IEEE operations in
-//! 8 lanes, so the same bits as the portable body), with no call or dispatch per chunk.
+//! The portable body runs in chunks held on the stack (dequantize both, operate, quantize). On
+//! AVX2 hosts [`super::qbinary_avx2`] does the same IEEE operations 32 lanes at a time in
+//! registers (the same bits; the tests below compare it with the element definition).
 
 use super::quantize::quantize_slice_body;
 use crate::kernels::reference::quantize::QType;
@@ -27,6 +27,28 @@ impl Operand<'_> {
             Operand::U8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
             Operand::I8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
             Operand::F32(v) => v[i],
+        }
+    }
+
+    /// Elements held.
+    fn len(&self) -> usize {
+        match *self {
+            Operand::U8(v, ..) => v.len(),
+            Operand::I8(v, ..) => v.len(),
+            Operand::F32(v) => v.len(),
+        }
+    }
+
+    /// Panics unless every row's range (`len` elements from its start when `along`, else the
+    /// start) lies inside the operand.
+    fn check_rows(&self, starts: impl Iterator<Item = usize>, len: usize, along: bool) {
+        let need = if along { len } else { 1 };
+        for s in starts {
+            assert!(
+                s.checked_add(need).is_some_and(|end| end <= self.len()),
+                "qbinary: operand of {} elements read at {s}..{s}+{need}",
+                self.len()
+            );
         }
     }
 
@@ -97,24 +119,14 @@ pub fn qbinary<T: QType + Ord>(
         "qbinary: output length"
     );
     #[cfg(target_arch = "x86_64")]
-    if super::quantize::avx2() {
-        // SAFETY: the host supports AVX2 (checked by avx2()).
-        unsafe { qbinary_avx2(op, a, b, rows, out, y) };
+    if super::quantize::avx2() && rows.len > 0 {
+        a.check_rows(rows.starts.iter().map(|s| s.0), rows.len, rows.a_along);
+        b.check_rows(rows.starts.iter().map(|s| s.1), rows.len, rows.b_along);
+        // SAFETY: the host supports AVX2 (checked by avx2()); every row's operand range was
+        // checked above and `y` has one `rows.len` row per start (asserted).
+        unsafe { super::qbinary_avx2::qbinary(op, a, b, rows, out, y) };
         return;
     }
-    qbinary_body(op, a, b, rows, out, y);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn qbinary_avx2<T: QType + Ord>(
-    op: BinaryOp,
-    a: Operand<'_>,
-    b: Operand<'_>,
-    rows: &Rows<'_>,
-    out: QOutput<T>,
-    y: &mut [T],
-) {
     qbinary_body(op, a, b, rows, out, y);
 }
 
@@ -307,6 +319,32 @@ mod tests {
                                     want,
                                     "{op:?} len {len} row {r} col {j}"
                                 );
+                            }
+                        }
+                        // The i8 operand first (each operand form on either side).
+                        let swapped = Rows {
+                            starts: &starts.iter().map(|&(x, z)| (z, x)).collect::<Vec<_>>(),
+                            len,
+                            a_along: b_along,
+                            b_along: a_along,
+                        };
+                        let mut ys = vec![0u8; nrows * len];
+                        qbinary(op, ob, oa, &swapped, out, &mut ys);
+                        for (r, &(sa, sb)) in starts.iter().enumerate() {
+                            for j in 0..len {
+                                let x = oa.get(sa + if a_along { j } else { 0 });
+                                let z = ob.get(sb + if b_along { j } else { 0 });
+                                let f = match op {
+                                    BinaryOp::Add => z + x,
+                                    BinaryOp::Sub => z - x,
+                                    BinaryOp::Mul => z * x,
+                                    BinaryOp::Div => z / x,
+                                };
+                                let mut want = quantize_one(f, 0.05, 120u8);
+                                if relu {
+                                    want = want.max(120);
+                                }
+                                assert_eq!(ys[r * len + j], want, "{op:?} swapped len {len}");
                             }
                         }
                         let mut y8 = vec![0i8; nrows * len];

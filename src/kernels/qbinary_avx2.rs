@@ -1,0 +1,302 @@
+//! AVX2 body of [`super::qbinary`]: 32 elements per step in registers (dequantize both
+//! operands, the op, QuantizeLinear, one 4-register pack to bytes), then 8 at a time, the
+//! last partial group through 8-element stack copies. The loop is compiled once per op and
+//! pair of operand forms (codes along the row, f32 along the row, or one value per row), so
+//! nothing but the row length is decided inside it.
+//!
+//! Each lane gets the IEEE operations of the element definition, in the same order:
+//! `(x − zp) as f32 · scale` per operand, the op, the division by the output scale, rounding
+//! half to even (`vroundps`), NaN → 0, `+ zp`, the clamp (then the Relu as a max with the zero
+//! point). So the codes equal [`super::qbinary::qbinary_body`]'s bit for bit (tested there).
+
+use core::arch::x86_64::*;
+
+use super::qbinary::{BinaryOp, Operand, QOutput, Rows};
+use crate::kernels::reference::quantize::QType;
+
+/// Output-stage constants, splatted once per call.
+///
+/// QuantizeLinear's `clamp(round(x / s) + z, MIN, MAX)` is computed as
+/// `round(clamp(x / s, MIN − z, MAX − z)) + z`: the bounds are integers, so clamping before
+/// or after rounding gives the same integer. Rounding half to even is the f32 addition of
+/// `M = 1.5·2²³` (for |r| ≤ 2²², the sum's ulp is 1), whose bits minus M's bits are then the
+/// integer; `z` is added to those bits as an integer (adding it before rounding would move
+/// ties: RNE(0.5) + 1 = 1 but RNE(1.5) = 2). With a Relu the lower bound is `z` instead of
+/// `MIN` (the clamp followed by `max(z)`).
+struct Stage {
+    scale: __m256,
+    lo: __m256,
+    hi: __m256,
+    magic: __m256,
+    /// M's bits minus z.
+    bias: __m256i,
+}
+
+/// One operand positioned at a row: where its lanes come from.
+trait Src: Copy {
+    /// The operand read from element `off` (along the row, or the one value there).
+    ///
+    /// # Safety
+    /// AVX2; `off` (and the row read from it) lies inside the operand.
+    unsafe fn at(o: &Operand<'_>, off: usize) -> Self;
+    /// Eight dequantized lanes starting at lane `i` of the row.
+    ///
+    /// # Safety
+    /// AVX2; lanes `i..i + 8` lie inside the row.
+    unsafe fn load8(self, i: usize) -> __m256;
+}
+
+/// 8-bit codes along the row. i8 codes are read as `c ^ 0x80` (a u8) with zero point
+/// `z + 128`: `(c ^ 0x80) as u8 − (z + 128) = c as i8 − z`, the same integer. The difference is
+/// formed in f32 without a conversion: the bits `0x4B00_0000 | u` are the float `2²³ + u`
+/// (u < 2²³), and subtracting `2²³ + z` (exact: both are integers below 2²⁴) leaves `u − z`
+/// exactly, the value `(u − z) as f32` of the definition.
+#[derive(Clone, Copy)]
+struct Codes {
+    p: *const u8,
+    flip: __m128i,
+    /// `2²³ + z` (z after the i8 shift).
+    z: __m256,
+    s: __m256,
+}
+
+/// The bits of the f32 2²³.
+const TWO23_BITS: i32 = 0x4B00_0000;
+
+impl Src for Codes {
+    #[inline(always)]
+    unsafe fn at(o: &Operand<'_>, off: usize) -> Self {
+        let (p, flip, z, s) = match *o {
+            Operand::U8(v, s, z) => (v.as_ptr(), 0, z, s),
+            Operand::I8(v, s, z) => (v.as_ptr().cast::<u8>(), -128i8, z + 128, s),
+            Operand::F32(_) => unreachable!("Codes::at on an f32 operand"),
+        };
+        Codes {
+            p: p.add(off),
+            flip: _mm_set1_epi8(flip),
+            z: _mm256_set1_ps(8_388_608.0 + z as f32),
+            s: _mm256_set1_ps(s),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(self, i: usize) -> __m256 {
+        let b = _mm_xor_si128(_mm_loadl_epi64(self.p.add(i).cast()), self.flip);
+        let u = _mm256_or_si256(_mm256_cvtepu8_epi32(b), _mm256_set1_epi32(TWO23_BITS));
+        _mm256_mul_ps(_mm256_sub_ps(_mm256_castsi256_ps(u), self.z), self.s)
+    }
+}
+
+/// f32 values along the row.
+#[derive(Clone, Copy)]
+struct Floats(*const f32);
+
+impl Src for Floats {
+    #[inline(always)]
+    unsafe fn at(o: &Operand<'_>, off: usize) -> Self {
+        match *o {
+            Operand::F32(v) => Floats(v.as_ptr().add(off)),
+            _ => unreachable!("Floats::at on a code operand"),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load8(self, i: usize) -> __m256 {
+        _mm256_loadu_ps(self.0.add(i))
+    }
+}
+
+/// One value for the whole row.
+#[derive(Clone, Copy)]
+struct Splat(__m256);
+
+impl Src for Splat {
+    #[inline(always)]
+    unsafe fn at(o: &Operand<'_>, off: usize) -> Self {
+        let v = match *o {
+            Operand::U8(v, s, z) => (i32::from(*v.get_unchecked(off)) - z) as f32 * s,
+            Operand::I8(v, s, z) => (i32::from(*v.get_unchecked(off)) - z) as f32 * s,
+            Operand::F32(v) => *v.get_unchecked(off),
+        };
+        Splat(_mm256_set1_ps(v))
+    }
+
+    #[inline(always)]
+    unsafe fn load8(self, _: usize) -> __m256 {
+        self.0
+    }
+}
+
+/// [`BinaryOp`] as a const parameter.
+const ADD: u8 = 0;
+const SUB: u8 = 1;
+const MUL: u8 = 2;
+const DIV: u8 = 3;
+
+#[inline(always)]
+unsafe fn apply<const OP: u8>(a: __m256, b: __m256) -> __m256 {
+    match OP {
+        ADD => _mm256_add_ps(a, b),
+        SUB => _mm256_sub_ps(a, b),
+        MUL => _mm256_mul_ps(a, b),
+        _ => _mm256_div_ps(a, b),
+    }
+}
+
+/// QuantizeLinear of 8 lanes, as i32 codes.
+#[inline(always)]
+unsafe fn quantize8(x: __m256, st: &Stage) -> __m256i {
+    let r = _mm256_div_ps(x, st.scale);
+    // NaN → 0 (then the zero point).
+    let r = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(r, r), r);
+    let r = _mm256_min_ps(_mm256_max_ps(r, st.lo), st.hi);
+    _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(r, st.magic)), st.bias)
+}
+
+#[inline(always)]
+unsafe fn group<A: Src, B: Src, const OP: u8>(a: A, b: B, i: usize, st: &Stage) -> __m256i {
+    quantize8(apply::<OP>(a.load8(i), b.load8(i)), st)
+}
+
+/// Writes `y` (the [`super::qbinary::qbinary`] contract).
+///
+/// # Safety
+/// AVX2; every row's operand range lies inside its operand (checked by the caller); `y`
+/// holds `rows.starts.len() · rows.len` elements.
+pub(crate) unsafe fn qbinary<T: QType>(
+    op: BinaryOp,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    rows: &Rows<'_>,
+    out: QOutput<T>,
+    y: &mut [T],
+) {
+    /// The operand forms of one side, as a type.
+    macro_rules! with_src {
+        ($o:expr, $along:expr, |$t:ident| $body:expr) => {
+            match ($o, $along) {
+                (_, false) => {
+                    type $t = Splat;
+                    $body
+                }
+                (Operand::F32(_), true) => {
+                    type $t = Floats;
+                    $body
+                }
+                _ => {
+                    type $t = Codes;
+                    $body
+                }
+            }
+        };
+    }
+    // SAFETY (every arm): the caller's contract.
+    with_src!(a, rows.a_along, |SA| with_src!(
+        b,
+        rows.b_along,
+        |SB| match op {
+            BinaryOp::Add => rows_op::<SA, SB, T, ADD>(&a, &b, rows, out, y),
+            BinaryOp::Sub => rows_op::<SA, SB, T, SUB>(&a, &b, rows, out, y),
+            BinaryOp::Mul => rows_op::<SA, SB, T, MUL>(&a, &b, rows, out, y),
+            BinaryOp::Div => rows_op::<SA, SB, T, DIV>(&a, &b, rows, out, y),
+        }
+    ))
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn rows_op<A: Src, B: Src, T: QType, const OP: u8>(
+    a: &Operand<'_>,
+    b: &Operand<'_>,
+    rows: &Rows<'_>,
+    out: QOutput<T>,
+    y: &mut [T],
+) {
+    let signed = T::MIN < 0;
+    let z = out.zp.to_i32() as f32;
+    const M: f32 = 12_582_912.0; // 1.5 · 2²³
+    let st = Stage {
+        scale: _mm256_set1_ps(out.scale),
+        lo: _mm256_set1_ps(if out.relu { 0.0 } else { T::MIN as f32 - z }),
+        hi: _mm256_set1_ps(T::MAX as f32 - z),
+        magic: _mm256_set1_ps(M),
+        bias: _mm256_set1_epi32(M.to_bits() as i32 - out.zp.to_i32()),
+    };
+    let len = rows.len;
+    // Dword k of `packs(packs(q0, q1), packs(q2, q3))` holds 4 codes of group
+    // [0, 2, 4, 6, 1, 3, 5, 7][k]; this order restores 0..32.
+    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (r, &(ra, rb)) in rows.starts.iter().enumerate() {
+        let yr = y.as_mut_ptr().add(r * len).cast::<u8>();
+        let (sa, sb) = (A::at(a, ra), B::at(b, rb));
+        let mut i = 0;
+        while i + 32 <= len {
+            let q0 = group::<A, B, OP>(sa, sb, i, &st);
+            let q1 = group::<A, B, OP>(sa, sb, i + 8, &st);
+            let q2 = group::<A, B, OP>(sa, sb, i + 16, &st);
+            let q3 = group::<A, B, OP>(sa, sb, i + 24, &st);
+            let w01 = _mm256_packs_epi32(q0, q1);
+            let w23 = _mm256_packs_epi32(q2, q3);
+            let bytes = if signed {
+                _mm256_packs_epi16(w01, w23)
+            } else {
+                _mm256_packus_epi16(w01, w23)
+            };
+            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
+            _mm256_storeu_si256(yr.add(i).cast(), bytes);
+            i += 32;
+        }
+        while i < len {
+            let n = (len - i).min(8);
+            let q = if n == 8 {
+                group::<A, B, OP>(sa, sb, i, &st)
+            } else {
+                // The last partial group, from zero-padded stack copies of the lanes.
+                let ta = tail::<A>(a, rows.a_along, ra, i, n);
+                let tb = tail::<B>(b, rows.b_along, rb, i, n);
+                quantize8(apply::<OP>(ta, tb), &st)
+            };
+            let w = _mm256_packs_epi32(q, q);
+            let w = if signed {
+                _mm256_packs_epi16(w, w)
+            } else {
+                _mm256_packus_epi16(w, w)
+            };
+            // Bytes 0..4 of each 128-bit half hold lanes 0..4 and 4..8.
+            let lo = _mm256_castsi256_si128(w);
+            let hi = _mm256_extracti128_si256::<1>(w);
+            let eight = _mm_cvtsi128_si64(_mm_unpacklo_epi32(lo, hi)).to_le_bytes();
+            core::ptr::copy_nonoverlapping(eight.as_ptr(), yr.add(i), n);
+            i += n;
+        }
+    }
+}
+
+/// Lanes `i..i + n` (`n < 8`) of the row at `row` of `o`, zero-padded to 8 through a stack
+/// copy (or the row's one value).
+///
+/// # Safety
+/// AVX2; the row lies inside `o`.
+#[inline(always)]
+unsafe fn tail<S: Src>(o: &Operand<'_>, along: bool, row: usize, i: usize, n: usize) -> __m256 {
+    if !along {
+        return S::at(o, row).load8(0);
+    }
+    let r = row + i..row + i + n;
+    match *o {
+        Operand::U8(v, s, z) => {
+            let mut c = [0u8; 8];
+            c[..n].copy_from_slice(&v[r]);
+            S::at(&Operand::U8(&c, s, z), 0).load8(0)
+        }
+        Operand::I8(v, s, z) => {
+            let mut c = [0i8; 8];
+            c[..n].copy_from_slice(&v[r]);
+            S::at(&Operand::I8(&c, s, z), 0).load8(0)
+        }
+        Operand::F32(v) => {
+            let mut c = [0f32; 8];
+            c[..n].copy_from_slice(&v[r]);
+            S::at(&Operand::F32(&c), 0).load8(0)
+        }
+    }
+}
