@@ -230,8 +230,9 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
             "{name}: NHWC regions change results"
         );
         if name == "inverted_residual" {
-            // The squeeze-excitation block: the depthwise output feeds a global pool (through
-            // its DequantizeLinear) and the Mul by the channel scales, then the project conv.
+            // The squeeze-excitation block: the depthwise output feeds a global pool (its
+            // DequantizeLinear fused into the pool) and the Mul by the channel scales, then the
+            // project conv.
             let regions = lowered.nhwc_regions().join(" | ");
             for step in [
                 "`/GlobalAveragePool`",

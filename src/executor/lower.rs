@@ -567,6 +567,52 @@ pub(crate) fn try_lower_transparent(
     }))
 }
 
+/// Tries to read a GlobalAveragePool / GlobalMaxPool's input from the 8-bit codes of the
+/// per-tensor DequantizeLinear producing it: each code is dequantized where the pool reads it,
+/// in the same order, so the result is the two steps' bit for bit without writing the f32
+/// tensor (the DQ step goes away when nothing else reads it). Its output stays float, so what
+/// reads it (usually a Q) is untouched.
+pub(crate) fn try_lower_dq_pool(
+    g: &Graph,
+    n: NodeId,
+    consts: &HashMap<ValueId, Array>,
+) -> Result<Option<Lowered>, String> {
+    let node = g.node(n);
+    let avg = node.is_op("GlobalAveragePool");
+    if !(avg || node.is_op("GlobalMaxPool")) || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let Some(Some(xin)) = node.inputs.first() else {
+        return Ok(None);
+    };
+    let Some(dq) = dq_of(g, consts, *xin) else {
+        return Ok(None);
+    };
+    // 8-bit codes: the zero point's type, or the value's own when there is none (an i32
+    // bias-like DQ must not get here).
+    let codes = match dq.zp {
+        Some(z) => z.len() == 1 && is_8bit(z),
+        None => matches!(
+            g.value(dq.x).ty.tensor().and_then(|t| t.dtype),
+            Some(DataType::U8 | DataType::I8)
+        ),
+    };
+    let Some(scale) = scalar_f32(Some(dq.scale)) else {
+        return Ok(None);
+    };
+    if !codes {
+        return Ok(None);
+    }
+    let zp = dq.zp.map_or(0, |z| z.data.to_i64_vec()[0] as i32);
+    Ok(Some(Lowered {
+        kernel: super::ops::global_pool_of_codes(avg, scale, zp),
+        inputs: vec![Some(dq.x)],
+        outputs: node.outputs.to_vec(),
+        absorbed: vec![],
+        what: format!("{} of dequantized codes", node.op_type()),
+    }))
+}
+
 /// Elementwise float ops of one quantized input (the other inputs constant).
 const UNARY: &[&str] = &[
     "Relu",

@@ -461,6 +461,10 @@ impl Executor {
                     Some(l) => Ok(Some(l)),
                     None => lower::try_lower_binary(g, n, &consts),
                 });
+                let l = l.and_then(|l| match l {
+                    Some(l) => Ok(Some(l)),
+                    None => lower::try_lower_dq_pool(g, n, &consts),
+                });
                 match l {
                     Ok(Some(l)) => {
                         absorbed.extend(l.absorbed.iter().copied());

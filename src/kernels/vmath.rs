@@ -215,8 +215,9 @@ pub fn lane_sum_sq(v: &[f32]) -> f32 {
     lane_sum_map(v, |x| x * x)
 }
 
+/// `Σ f(v)` in [`lane_sum`]'s order (each `f(x)` rounded as the unfused op writes it).
 #[inline(always)]
-fn lane_sum_map(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(crate) fn lane_sum_map<T: Copy>(v: &[T], f: impl Fn(T) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = v.chunks_exact(8);
     let tail = chunks.remainder();

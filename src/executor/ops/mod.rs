@@ -253,3 +253,4 @@ pub(crate) fn build(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 }
 
 pub(crate) use matmul::sgemm;
+pub(crate) use pool::global_pool_of_codes;

@@ -10,6 +10,7 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         "GlobalAveragePool" | "GlobalMaxPool" => Box::new(GlobalPool {
             avg: t == "GlobalAveragePool",
             nhwc: false,
+            dq: None,
         }),
         "MaxPool" | "AveragePool" => {
             let attrs = ConvAttrs::parse(ctx)?;
@@ -140,10 +141,97 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
 /// GlobalAveragePool / GlobalMaxPool. NCHW: one plane per (n, c), averaged in
 /// [`crate::kernels::vmath::lane_sum`]'s order. NHWC (the layout pass's `nhwc`, input
 /// `[N, spatial…, C]`): the same per-channel order with the channels side by side, so the bits
-/// are those of the NCHW path.
+/// are those of the NCHW path. With `dq` (a DequantizeLinear fused in front, per tensor) the
+/// input is 8-bit codes, each dequantized as DequantizeLinear does (`(x − zp) as f32 · scale`)
+/// where the sum or max reads it: the same values in the same order, so the same bits as the
+/// two steps, without writing the f32 tensor.
 struct GlobalPool {
     avg: bool,
     nhwc: bool,
+    dq: Option<(f32, i32)>,
+}
+
+/// A global pool of the DequantizeLinear (per-tensor `scale`, `zp`) of 8-bit codes.
+pub(crate) fn global_pool_of_codes(avg: bool, scale: f32, zp: i32) -> Box<dyn Kernel> {
+    Box::new(GlobalPool {
+        avg,
+        nhwc: false,
+        dq: Some((scale, zp)),
+    })
+}
+
+impl GlobalPool {
+    /// The pooled values, `n · c` of them, from `v` mapped through `f` (`[N, C, inner]`, or
+    /// `[N, inner, C]` when NHWC). Compiled for AVX2 where the host has it (plain IEEE adds
+    /// and maxes in the same order: the same bits).
+    fn pool<T: Copy>(
+        &self,
+        v: &[T],
+        dims: (usize, usize, usize),
+        f: impl Fn(T) -> f32 + Copy,
+    ) -> Vec<f32> {
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernels::quantize::avx2() {
+            // SAFETY: the host supports AVX2 (checked by avx2()).
+            return unsafe { self.pool_avx2(v, dims, f) };
+        }
+        self.pool_body(v, dims, f)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn pool_avx2<T: Copy>(
+        &self,
+        v: &[T],
+        dims: (usize, usize, usize),
+        f: impl Fn(T) -> f32 + Copy,
+    ) -> Vec<f32> {
+        self.pool_body(v, dims, f)
+    }
+
+    #[inline(always)]
+    fn pool_body<T: Copy>(
+        &self,
+        v: &[T],
+        (n, c, inner): (usize, usize, usize),
+        f: impl Fn(T) -> f32 + Copy,
+    ) -> Vec<f32> {
+        if inner == 0 {
+            return vec![f32::NAN; n * c];
+        }
+        if !self.nhwc {
+            return v
+                .chunks(inner)
+                .map(|r| {
+                    if self.avg {
+                        // In 8 lanes (a sequential sum is one dependent add per element).
+                        crate::kernels::vmath::lane_sum_map(r, f) / inner as f32
+                    } else {
+                        r.iter().fold(f32::NEG_INFINITY, |m, &e| m.max(f(e)))
+                    }
+                })
+                .collect();
+        }
+        let mut out = Vec::with_capacity(n * c);
+        for img in v.chunks_exact(inner * c) {
+            if self.avg {
+                out.extend(
+                    lane_sums_nhwc(img, inner, c, f)
+                        .iter()
+                        .map(|s| s / inner as f32),
+                );
+            } else {
+                let mut m = vec![f32::NEG_INFINITY; c];
+                for px in img.chunks_exact(c) {
+                    for (a, &e) in m.iter_mut().zip(px) {
+                        *a = a.max(f(e));
+                    }
+                }
+                out.extend(m);
+            }
+        }
+        out
+    }
 }
 
 impl Kernel for GlobalPool {
@@ -152,8 +240,7 @@ impl Kernel for GlobalPool {
         if x.rank() < 3 {
             return Err("global pooling needs rank ≥ 3".into());
         }
-        let v = x.as_f32()?;
-        let (n, c, inner) = if self.nhwc {
+        let dims = if self.nhwc {
             let r = x.rank();
             (
                 x.shape[0],
@@ -167,39 +254,15 @@ impl Kernel for GlobalPool {
                 x.shape[2..].iter().product::<usize>(),
             )
         };
-        let out: Vec<f32> = if inner == 0 {
-            vec![f32::NAN; n * c]
-        } else if !self.nhwc {
-            v.chunks(inner)
-                .map(|r| {
-                    if self.avg {
-                        // In 8 lanes (a sequential sum is one dependent add per element).
-                        crate::kernels::vmath::lane_sum(r) / inner as f32
-                    } else {
-                        r.iter().copied().fold(f32::NEG_INFINITY, f32::max)
-                    }
-                })
-                .collect()
-        } else {
-            let mut out = Vec::with_capacity(n * c);
-            for img in v.chunks_exact(inner * c) {
-                if self.avg {
-                    out.extend(
-                        lane_sums_nhwc(img, inner, c)
-                            .iter()
-                            .map(|s| s / inner as f32),
-                    );
-                } else {
-                    let mut m = vec![f32::NEG_INFINITY; c];
-                    for px in img.chunks_exact(c) {
-                        for (a, &e) in m.iter_mut().zip(px) {
-                            *a = a.max(e);
-                        }
-                    }
-                    out.extend(m);
-                }
+        let out = match (self.dq, &x.data) {
+            (None, _) => self.pool(x.as_f32()?, dims, |e| e),
+            (Some((s, z)), ArrayData::U8(v)) => {
+                self.pool(v, dims, move |e| (i32::from(e) - z) as f32 * s)
             }
-            out
+            (Some((s, z)), ArrayData::I8(v)) => {
+                self.pool(v, dims, move |e| (i32::from(e) - z) as f32 * s)
+            }
+            (Some(_), d) => return Err(format!("expected 8-bit codes, got {}", d.dtype())),
         };
         let mut shape = if self.nhwc {
             super::super::qlinear::channels_first(&x.shape)
@@ -215,16 +278,17 @@ impl Kernel for GlobalPool {
     }
 }
 
-/// Per channel of an NHWC image (`pixels` × `c`), the sum over pixels in
+/// Per channel of an NHWC image (`pixels` × `c`), the sum over pixels of `f(x)` in
 /// [`crate::kernels::vmath::lane_sum`]'s order: eight lanes over whole groups of eight
 /// pixels, the lanes added as a tree, then the remaining pixels in order.
-fn lane_sums_nhwc(img: &[f32], pixels: usize, c: usize) -> Vec<f32> {
+#[inline(always)]
+fn lane_sums_nhwc<T: Copy>(img: &[T], pixels: usize, c: usize, f: impl Fn(T) -> f32) -> Vec<f32> {
     let mut acc = vec![0f32; 8 * c];
     let full = pixels / 8 * 8;
     for (p, px) in img[..full * c].chunks_exact(c).enumerate() {
         let lane = &mut acc[(p % 8) * c..(p % 8 + 1) * c];
         for (a, &e) in lane.iter_mut().zip(px) {
-            *a += e;
+            *a += f(e);
         }
     }
     let lane = |l: usize, ch: usize| acc[l * c + ch];
@@ -236,7 +300,7 @@ fn lane_sums_nhwc(img: &[f32], pixels: usize, c: usize) -> Vec<f32> {
         .collect();
     for px in img[full * c..pixels * c].chunks_exact(c) {
         for (s, &e) in sums.iter_mut().zip(px) {
-            *s += e;
+            *s += f(e);
         }
     }
     sums
@@ -599,8 +663,16 @@ mod tests {
             for avg in [true, false] {
                 let a = Array::f32(vec![n, c, h, w], nchw.clone());
                 let b = Array::f32(vec![n, h, w, c], nhwc.clone());
-                let ka = GlobalPool { avg, nhwc: false };
-                let kb = GlobalPool { avg, nhwc: true };
+                let ka = GlobalPool {
+                    avg,
+                    nhwc: false,
+                    dq: None,
+                };
+                let kb = GlobalPool {
+                    avg,
+                    nhwc: true,
+                    dq: None,
+                };
                 let (ya, yb) = (ka.run(&[Some(&a)]).unwrap(), kb.run(&[Some(&b)]).unwrap());
                 assert_eq!(ya[0].shape, vec![n, c, 1, 1]);
                 assert_eq!(ya[0].shape, yb[0].shape);
@@ -612,6 +684,58 @@ mod tests {
                         .collect::<Vec<_>>()
                 };
                 assert_eq!(bits(&ya[0]), bits(&yb[0]), "{h}x{w} avg {avg}");
+            }
+        }
+    }
+
+    /// A global pool of codes with its DequantizeLinear fused equals DequantizeLinear then the
+    /// float pool, bit for bit: NCHW and NHWC, u8 and i8, average and max, pixel counts
+    /// around the 8-lane groups.
+    #[test]
+    fn global_pool_of_codes_equals_dequantize_then_pool() {
+        use crate::kernels::quantize::dequantize_vec;
+        for (h, w) in [(1usize, 1usize), (2, 3), (4, 4), (3, 5), (7, 7), (8, 9)] {
+            let (n, c) = (2usize, 5usize);
+            let len = n * c * h * w;
+            let u: Vec<u8> = (0..len).map(|i| (i * 7919 % 251) as u8).collect();
+            let s: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+            for nhwc in [false, true] {
+                let shape = if nhwc {
+                    vec![n, h, w, c]
+                } else {
+                    vec![n, c, h, w]
+                };
+                for avg in [true, false] {
+                    let float = GlobalPool {
+                        avg,
+                        nhwc,
+                        dq: None,
+                    };
+                    let codes = |scale: f32, zp: i32| GlobalPool {
+                        avg,
+                        nhwc,
+                        dq: Some((scale, zp)),
+                    };
+                    let bits = |x: &Array| {
+                        x.as_f32()
+                            .unwrap()
+                            .iter()
+                            .map(|f| f.to_bits())
+                            .collect::<Vec<_>>()
+                    };
+                    let (su, zu, si, zi) = (0.0371f32, 131u8, 0.0123f32, -7i8);
+                    let fu = Array::f32(shape.clone(), dequantize_vec(&u, su, zu));
+                    let fi = Array::f32(shape.clone(), dequantize_vec(&s, si, zi));
+                    let cu = Array::new(shape.clone(), ArrayData::U8(u.clone())).unwrap();
+                    let ci = Array::new(shape.clone(), ArrayData::I8(s.clone())).unwrap();
+                    let want_u = float.run(&[Some(&fu)]).unwrap();
+                    let got_u = codes(su, i32::from(zu)).run(&[Some(&cu)]).unwrap();
+                    assert_eq!(want_u[0].shape, got_u[0].shape);
+                    assert_eq!(bits(&want_u[0]), bits(&got_u[0]), "u8 {h}x{w} {nhwc} {avg}");
+                    let want_i = float.run(&[Some(&fi)]).unwrap();
+                    let got_i = codes(si, i32::from(zi)).run(&[Some(&ci)]).unwrap();
+                    assert_eq!(bits(&want_i[0]), bits(&got_i[0]), "i8 {h}x{w} {nhwc} {avg}");
+                }
             }
         }
     }
