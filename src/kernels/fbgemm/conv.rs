@@ -487,20 +487,34 @@ impl PackedConv {
             .map_or(0, |last| last / sw + 1)
             .clamp(ox_lo, ow);
         let out_ptr = out_base(&mut out);
+        let run = |pixels: usize, taps: *const *const u8, tap_step: usize, off: usize| {
+            let tile = DwConvTile {
+                pixels,
+                taps,
+                tap_step,
+                channels: c,
+                weights: pd.weights.as_ptr(),
+                bias: bias.as_ptr(),
+                out: params.tile_output(out_ptr, off),
+                out_stride: c,
+                _lifetime: PhantomData,
+            };
+            // SAFETY: the kernel's ISA is available (it came from an available kernel set);
+            // every tap pointer (with `tap_step`, of every pixel of the run: their windows
+            // lie inside the image) addresses `c` bytes of the input image or of the `a_zp`
+            // row; weights/bias/parameters are padded to whole blocks of the layout; the
+            // output holds `pixels` pixels × `c` at `off` (asserted length N·OH·OW·M, M = C).
+            unsafe { (uk.run)(&tile) };
+        };
         for img in 0..n {
             let img_in = &input[img * h * w * c..(img + 1) * h * w * c];
             for oy in 0..oh {
                 let iy0 = (oy * sh).wrapping_sub(pt);
                 let row_inside = iy0 < h && iy0 + (kh - 1) * dh < h;
-                for ox in 0..ow {
+                // Columns whose windows are all inside: one run with a pointer step.
+                let (lo, hi) = if row_inside { (ox_lo, ox_hi) } else { (ow, ow) };
+                for ox in (0..lo).chain(hi..ow) {
                     let p = &mut ind[ox * taps..(ox + 1) * taps];
-                    if row_inside && (ox_lo..ox_hi).contains(&ox) {
-                        let base = img_in[(iy0 * w + ox * sw - pl) * c..].as_ptr();
-                        for (q, &o) in p.iter_mut().zip(&toff) {
-                            *q = base.wrapping_add(o);
-                        }
-                        continue;
-                    }
                     for ky in 0..kh {
                         let iy = (oy * sh + ky * dh).wrapping_sub(pt);
                         for kx in 0..kw {
@@ -514,21 +528,20 @@ impl PackedConv {
                     }
                 }
                 let off = ((img * oh + oy) * ow) * c;
-                let tile = DwConvTile {
-                    pixels: ow,
-                    taps: ind.as_ptr(),
-                    channels: c,
-                    weights: pd.weights.as_ptr(),
-                    bias: bias.as_ptr(),
-                    out: params.tile_output(out_ptr, off),
-                    out_stride: c,
-                    _lifetime: PhantomData,
-                };
-                // SAFETY: the kernel's ISA is available (it came from an available kernel set);
-                // every tap pointer addresses `c` bytes of the input image or of the `a_zp`
-                // row; weights/bias/parameters are padded to whole blocks of the layout; the output
-                // holds `ow` pixels × `c` at `off` (asserted length N·OH·OW·M, M = C).
-                unsafe { (uk.run)(&tile) };
+                if lo > 0 {
+                    run(lo, ind.as_ptr(), 0, off);
+                }
+                if lo < hi {
+                    let base = img_in[(iy0 * w + lo * sw - pl) * c..].as_ptr();
+                    let first = &mut ind[lo * taps..(lo + 1) * taps];
+                    for (q, &o) in first.iter_mut().zip(&toff) {
+                        *q = base.wrapping_add(o);
+                    }
+                    run(hi - lo, first.as_ptr(), sw * c, off + lo * c);
+                }
+                if hi < ow {
+                    run(ow - hi, ind[hi * taps..].as_ptr(), 0, off + hi * c);
+                }
             }
         }
     }

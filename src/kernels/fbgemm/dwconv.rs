@@ -178,9 +178,13 @@ pub fn dw_lane(c: usize) -> usize {
 pub struct DwConvTile<'a> {
     /// Output pixels to compute.
     pub pixels: usize,
-    /// `pixels·T` input pointers, pixel-major, taps row-major; each is valid for `channels`
-    /// bytes.
+    /// Input pointers, taps row-major, each valid for `channels` bytes: `pixels·T` of them,
+    /// pixel-major, when `tap_step` is 0; else pixel 0's `T`, and pixel `p`'s taps are those
+    /// plus `p·tap_step` bytes (a run of output pixels whose windows are all inside the
+    /// input: the driver builds no pointers per pixel there).
     pub taps: *const *const u8,
+    /// Bytes between consecutive pixels' windows, or 0 (see `taps`).
+    pub tap_step: usize,
     pub channels: usize,
     /// Packed weights (module docs), `⌈channels/block⌉` blocks of the kernel's layout.
     pub weights: *const i16,
@@ -194,6 +198,28 @@ pub struct DwConvTile<'a> {
     /// Elements between consecutive output pixels (≥ `channels`).
     pub out_stride: usize,
     pub _lifetime: PhantomData<&'a ()>,
+}
+
+impl DwConvTile<'_> {
+    /// The `T` tap pointers of pixel `px`.
+    ///
+    /// # Safety
+    /// `px < pixels`, `T` is the kernel's tap count, and the tile is valid as documented.
+    #[inline(always)]
+    pub(crate) unsafe fn pixel_taps<const T: usize>(&self, px: usize) -> [*const u8; T] {
+        if self.tap_step == 0 {
+            self.taps
+                .add(px * T)
+                .cast::<[*const u8; T]>()
+                .read_unaligned()
+        } else {
+            let mut p = self.taps.cast::<[*const u8; T]>().read_unaligned();
+            for q in &mut p {
+                *q = q.add(px * self.tap_step);
+            }
+            p
+        }
+    }
 }
 
 /// One depthwise micro-kernel (uniform interface, like [`super::QGemmUkernel`]).

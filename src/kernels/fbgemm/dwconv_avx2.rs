@@ -180,7 +180,7 @@ pub(crate) unsafe fn tile<const T: usize>(t: &DwConvTile<'_>) {
     let ch = t.channels;
     let full = ch / DW_CB * DW_CB;
     for px in 0..t.pixels {
-        let ptrs: [*const u8; T] = t.taps.add(px * T).cast::<[*const u8; T]>().read_unaligned();
+        let ptrs: [*const u8; T] = t.pixel_taps::<T>(px);
         let off = px * t.out_stride;
         let mut c0 = 0;
         let mut w = t.weights;

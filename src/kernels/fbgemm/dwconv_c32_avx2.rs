@@ -262,7 +262,7 @@ pub(crate) unsafe fn tile<const T: usize>(t: &DwConvTile<'_>) {
     let blocks = ch.div_ceil(CB);
     let w0 = t.weights.cast::<u8>();
     for px in 0..t.pixels {
-        let ptrs: [*const u8; T] = t.taps.add(px * T).cast::<[*const u8; T]>().read_unaligned();
+        let ptrs: [*const u8; T] = t.pixel_taps::<T>(px);
         let off = px * t.out_stride;
         if ch < CB {
             let mut local = [[0u8; CB]; T];

@@ -62,8 +62,8 @@ pub(crate) unsafe fn store_one(out: &TileOutput, off: usize, c: usize, acc: i32)
 unsafe fn run<const T: usize>(t: &DwConvTile<'_>) {
     let pairs = T.div_ceil(2);
     for px in 0..t.pixels {
-        // SAFETY: the tile holds `pixels·T` pointers.
-        let taps = unsafe { core::slice::from_raw_parts(t.taps.add(px * T), T) };
+        // SAFETY: px < pixels and T is this kernel's tap count.
+        let taps: [*const u8; T] = unsafe { t.pixel_taps::<T>(px) };
         for c in 0..t.channels {
             let (b, lane) = (c / DW_CB, dw_lane(c));
             // SAFETY: bias is padded to whole blocks, c < channels.
