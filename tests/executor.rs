@@ -246,6 +246,14 @@ fn lowered_quantized_models_match_their_float_qdq_graph() {
                 );
             }
         }
+        if name == "digits_cnn" {
+            // conv → MaxPool on codes → conv: the pool runs NHWC, no transpose around it.
+            let regions = lowered.nhwc_regions().join(" | ");
+            assert!(
+                regions.contains("MaxPool `/features/features.6/MaxPool`"),
+                "the MaxPool is not in an NHWC region: {regions}"
+            );
+        }
         for ((oname, x), (_, y)) in a.iter().zip(&b) {
             let (x, y) = (x.to_f32_vec().unwrap(), y.to_f32_vec().unwrap());
             let Some(scale) = output_scale(&model, oname) else {

@@ -3,7 +3,8 @@
 //! The int8 conv kernels compute in NHWC while ONNX tensors are NCHW, so a conv transposes its
 //! input and output unless the planner keeps the value NHWC. A *region* is a set of values that
 //! can all be NHWC at once: it grows from a conv's output through the steps that do not care
-//! about the layout (elementwise ops, per-tensor QuantizeLinear/DequantizeLinear) to the
+//! about the layout (elementwise ops, per-tensor QuantizeLinear/DequantizeLinear, MaxPool on
+//! codes) to the
 //! consumers that read NHWC (convs, global pools). A region is kept NHWC only if every value in
 //! it is made and read that way; a graph input or output, a constant, or any other reader
 //! (Reshape, a per-channel op, ...) leaves the whole region NCHW, as before.
@@ -60,6 +61,13 @@ fn role(s: &mut Step, scalar_const: &dyn Fn(usize) -> bool) -> Role {
             }
         }
         Some(LayoutRole::GlobalPool(_)) => return Role::GlobalPool,
+        // Its output's shape follows its input's, pooled: an elementwise step to the region.
+        Some(LayoutRole::Pool(_)) => {
+            return Role::Elementwise {
+                operands: vec![0],
+                reads_outside: false,
+            }
+        }
         None => {}
     }
     // Per-tensor QuantizeLinear / DequantizeLinear: elementwise in the data input.
@@ -244,7 +252,7 @@ pub(crate) fn keep_nhwc(
                     }
                     *nhwc = Some(permute);
                 }
-                Some(LayoutRole::GlobalPool(nhwc)) => *nhwc = true,
+                Some(LayoutRole::GlobalPool(nhwc) | LayoutRole::Pool(nhwc)) => *nhwc = true,
                 None => {}
             }
         }

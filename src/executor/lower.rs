@@ -551,15 +551,20 @@ pub(crate) fn try_lower_transparent(
         present: node.inputs.iter().map(Option::is_some).collect(),
         n_outputs: 1,
     };
-    let inner = super::ops::build(&ctx)?;
     let mut inputs = node.inputs.to_vec();
     inputs[0] = Some(dq.x);
-    Ok(Some(Lowered {
-        kernel: Box::new(OnQuantized {
-            inner,
-            // MaxPool pools 8-bit codes directly; nothing needs the f32 round trip now.
+    let kernel: Box<dyn Kernel> = if node.is_op("MaxPool") {
+        // Its own kernel: it can also pool NHWC inside a layout region.
+        super::ops::max_pool_of_codes(&ctx)?
+    } else {
+        Box::new(OnQuantized {
+            inner: super::ops::build(&ctx)?,
+            // The data-movement ops move 8-bit codes as they are.
             via_f32: false,
-        }),
+        })
+    };
+    Ok(Some(Lowered {
+        kernel,
         inputs,
         outputs: vec![Some(qout)],
         absorbed: vec![qn],

@@ -71,6 +71,9 @@ pub(crate) enum LayoutRole<'a> {
     },
     /// A global pool: reads NHWC at input 0 when the pass sets the flag, writes `[N, C, 1, 1]`.
     GlobalPool(&'a mut bool),
+    /// A spatial pool of codes: reads and writes NHWC (`[N, H, W, C]` → `[N, OH, OW, C]`) when
+    /// the pass sets the flag; to the pass, an elementwise step of one operand.
+    Pool(&'a mut bool),
 }
 
 /// What a kernel builder knows about its node.
@@ -253,4 +256,4 @@ pub(crate) fn build(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
 }
 
 pub(crate) use matmul::sgemm;
-pub(crate) use pool::global_pool_of_codes;
+pub(crate) use pool::{global_pool_of_codes, max_pool_of_codes};

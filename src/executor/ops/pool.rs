@@ -13,49 +13,13 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             dq: None,
         }),
         "MaxPool" | "AveragePool" => {
-            let attrs = ConvAttrs::parse(ctx)?;
-            let ks = attrs
-                .kernel_shape
-                .clone()
-                .ok_or("pooling needs kernel_shape")?;
-            let ceil = ctx.int("ceil_mode", 0) != 0;
+            let pa = PoolAttrs::parse(t, ctx)?;
             let include_pad = ctx.int("count_include_pad", 0) != 0;
-            if t == "MaxPool" && ctx.int("storage_order", 0) != 0 {
-                return Err("MaxPool storage_order=1 is not supported".into());
-            }
-            if t == "MaxPool" && ctx.n_outputs > 1 {
-                return Err("MaxPool Indices output is not supported".into());
-            }
             let max = t == "MaxPool";
             boxed(move |i| {
                 let x = input(i, 0)?;
-                // The geometry helper wants weight dims: [C, 1, k..] with group = C.
-                let mut wshape = vec![x.shape.get(1).copied().unwrap_or(0), 1];
-                wshape.extend(ks.iter().map(|&k| k.max(1) as usize));
-                let mut a = attrs.clone();
-                a.group = wshape[0].max(1);
-                a.kernel_shape = None;
-                let g = a.geometry(&x.shape, &wshape)?;
+                let (g, oh, ow) = pa.geometry(&x.shape)?;
                 let (n, h, w) = nhw(&x.shape);
-                let od = |len: usize, d: usize| -> Result<usize, String> {
-                    let (k, s, dl) = (g.kernel[d], g.strides[d], g.dilations[d]);
-                    let span = len + g.pads[d] + g.pads[d + 2];
-                    let eff = (k - 1) * dl + 1;
-                    if span < eff {
-                        return Err("pooling window larger than the padded input".into());
-                    }
-                    let mut o = if ceil {
-                        (span - eff).div_ceil(s) + 1
-                    } else {
-                        (span - eff) / s + 1
-                    };
-                    // A window may not start in the end padding.
-                    if ceil && (o - 1) * s >= len + g.pads[d] {
-                        o -= 1;
-                    }
-                    Ok(o)
-                };
-                let (oh, ow) = (od(h, 0)?, od(w, 1)?);
                 let c = g.c_in;
                 if max {
                     // 8-bit codes (MaxPool between equal DQ and Q): max commutes with the
@@ -136,6 +100,204 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
         }
         _ => return Ok(None),
     }))
+}
+
+/// The attributes of a MaxPool / AveragePool, parsed once.
+#[derive(Clone)]
+struct PoolAttrs {
+    attrs: ConvAttrs,
+    ks: Vec<i64>,
+    ceil: bool,
+}
+
+impl PoolAttrs {
+    fn parse(t: &str, ctx: &NodeCtx<'_>) -> Result<PoolAttrs, String> {
+        let attrs = ConvAttrs::parse(ctx)?;
+        let ks = attrs
+            .kernel_shape
+            .clone()
+            .ok_or("pooling needs kernel_shape")?;
+        if t == "MaxPool" && ctx.int("storage_order", 0) != 0 {
+            return Err("MaxPool storage_order=1 is not supported".into());
+        }
+        if t == "MaxPool" && ctx.n_outputs > 1 {
+            return Err("MaxPool Indices output is not supported".into());
+        }
+        Ok(PoolAttrs {
+            attrs,
+            ks,
+            ceil: ctx.int("ceil_mode", 0) != 0,
+        })
+    }
+
+    /// The window geometry (as a depthwise conv's) and the output's `(OH, OW)` for an NCHW
+    /// input shape (rank 3 or 4).
+    fn geometry(
+        &self,
+        x_shape: &[usize],
+    ) -> Result<(crate::kernels::reference::ConvGeometry, usize, usize), String> {
+        // The geometry helper wants weight dims: [C, 1, k..] with group = C.
+        let mut wshape = vec![x_shape.get(1).copied().unwrap_or(0), 1];
+        wshape.extend(self.ks.iter().map(|&k| k.max(1) as usize));
+        let mut a = self.attrs.clone();
+        a.group = wshape[0].max(1);
+        a.kernel_shape = None;
+        let g = a.geometry(x_shape, &wshape)?;
+        let (_, h, w) = nhw(x_shape);
+        let od = |len: usize, d: usize| -> Result<usize, String> {
+            let (k, s, dl) = (g.kernel[d], g.strides[d], g.dilations[d]);
+            let span = len + g.pads[d] + g.pads[d + 2];
+            let eff = (k - 1) * dl + 1;
+            if span < eff {
+                return Err("pooling window larger than the padded input".into());
+            }
+            let mut o = if self.ceil {
+                (span - eff).div_ceil(s) + 1
+            } else {
+                (span - eff) / s + 1
+            };
+            // A window may not start in the end padding.
+            if self.ceil && (o - 1) * s >= len + g.pads[d] {
+                o -= 1;
+            }
+            Ok(o)
+        };
+        let (oh, ow) = (od(h, 0)?, od(w, 1)?);
+        Ok((g, oh, ow))
+    }
+}
+
+/// MaxPool on 8-bit codes (between a DequantizeLinear and a QuantizeLinear of the same
+/// parameters: max commutes with the monotonic dequantization, so the codes are pooled
+/// directly). NCHW, or NHWC (`[N, H, W, C]` in and out) when the layout pass keeps its
+/// values so: per output pixel, the channel vectors of the window's pixels, maxed.
+struct MaxPoolCodes {
+    pa: PoolAttrs,
+    nhwc: bool,
+}
+
+/// A MaxPool kernel for 8-bit codes (see [`MaxPoolCodes`]).
+pub(crate) fn max_pool_of_codes(ctx: &NodeCtx<'_>) -> Result<Box<dyn Kernel>, String> {
+    Ok(Box::new(MaxPoolCodes {
+        pa: PoolAttrs::parse("MaxPool", ctx)?,
+        nhwc: false,
+    }))
+}
+
+impl Kernel for MaxPoolCodes {
+    fn run(&self, i: &[Option<&Array>]) -> Result<Vec<Array>, String> {
+        let x = input(i, 0)?;
+        if !matches!(x.rank(), 3 | 4) {
+            return Err("pooling needs rank 3 or 4".into());
+        }
+        let nchw = if self.nhwc {
+            super::super::qlinear::channels_first(&x.shape)
+        } else {
+            x.shape.clone()
+        };
+        let (g, oh, ow) = self.pa.geometry(&nchw)?;
+        let (n, h, w) = nhw(&nchw);
+        let c = g.c_in;
+        let mut shape = out_shape(&nchw, c, oh, ow);
+        if self.nhwc {
+            shape = super::super::qlinear::channels_last(&shape);
+        }
+        let data = match (&x.data, self.nhwc) {
+            (ArrayData::U8(v), false) => {
+                ArrayData::U8(max_pool_codes(v, n * c, h, w, oh, ow, &g, 0u8))
+            }
+            (ArrayData::I8(v), false) => {
+                ArrayData::I8(max_pool_codes(v, n * c, h, w, oh, ow, &g, i8::MIN))
+            }
+            (ArrayData::U8(v), true) => {
+                ArrayData::U8(max_pool_codes_nhwc(v, [n, h, w, c], oh, ow, &g, 0u8))
+            }
+            (ArrayData::I8(v), true) => {
+                ArrayData::I8(max_pool_codes_nhwc(v, [n, h, w, c], oh, ow, &g, i8::MIN))
+            }
+            (d, _) => return Err(format!("expected 8-bit codes, got {}", d.dtype())),
+        };
+        Ok(vec![Array::new(shape, data)?])
+    }
+
+    fn layout_role(&mut self) -> Option<super::LayoutRole<'_>> {
+        Some(super::LayoutRole::Pool(&mut self.nhwc))
+    }
+}
+
+/// [`max_pool_codes`] on NHWC images (`dims = [N, H, W, C]`), output `[N, OH, OW, C]`:
+/// the same maxima (max is exact in any order).
+fn max_pool_codes_nhwc<T: Copy + Ord>(
+    v: &[T],
+    dims: [usize; 4],
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    lowest: T,
+) -> Vec<T> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::quantize::avx2() {
+        // SAFETY: the host supports AVX2 (checked by avx2()).
+        return unsafe { max_pool_codes_nhwc_avx2(v, dims, oh, ow, g, lowest) };
+    }
+    max_pool_codes_nhwc_body(v, dims, oh, ow, g, lowest)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_pool_codes_nhwc_avx2<T: Copy + Ord>(
+    v: &[T],
+    dims: [usize; 4],
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    lowest: T,
+) -> Vec<T> {
+    max_pool_codes_nhwc_body(v, dims, oh, ow, g, lowest)
+}
+
+#[inline(always)]
+fn max_pool_codes_nhwc_body<T: Copy + Ord>(
+    v: &[T],
+    [n, h, w, c]: [usize; 4],
+    oh: usize,
+    ow: usize,
+    g: &crate::kernels::reference::ConvGeometry,
+    lowest: T,
+) -> Vec<T> {
+    let ys = window_taps(oh, g.kernel[0], g.strides[0], g.dilations[0], g.pads[0], h);
+    let xs = window_taps(ow, g.kernel[1], g.strides[1], g.dilations[1], g.pads[1], w);
+    let mut out = vec![lowest; n * oh * ow * c];
+    for (img, o_img) in v[..n * h * w * c]
+        .chunks_exact(h * w * c)
+        .zip(out.chunks_exact_mut(oh * ow * c))
+    {
+        for (ty, o_row) in ys.iter().zip(o_img.chunks_exact_mut(ow * c)) {
+            for (tx, o) in xs.iter().zip(o_row.chunks_exact_mut(c)) {
+                for &iy in ty {
+                    for &ix in tx {
+                        let px = &img[(iy * w + ix) * c..(iy * w + ix + 1) * c];
+                        for (a, &b) in o.iter_mut().zip(px) {
+                            *a = (*a).max(b);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Per output coordinate along one axis, the input positions of its window taps that lie
+/// inside the input (`len`), with pooling stride `s`, dilation `d` and leading pad `p`.
+fn window_taps(outs: usize, k: usize, s: usize, d: usize, p: usize, len: usize) -> Vec<Vec<usize>> {
+    (0..outs)
+        .map(|o| {
+            (0..k)
+                .filter_map(|t| (o * s + t * d).checked_sub(p).filter(|&i| i < len))
+                .collect()
+        })
+        .collect()
 }
 
 /// GlobalAveragePool / GlobalMaxPool. NCHW: one plane per (n, c), averaged in
@@ -406,13 +568,8 @@ fn max_pool_codes<T: Copy + Ord>(
     }
     let mut out = Vec::with_capacity(planes * oh * ow);
     // Per output coordinate, the input taps inside the image (same for every plane).
-    let taps = |o: usize, k: usize, s: usize, d: usize, p: usize, len: usize| -> Vec<usize> {
-        (0..k)
-            .filter_map(|t| (o * s + t * d).checked_sub(p).filter(|&i| i < len))
-            .collect()
-    };
-    let ys: Vec<Vec<usize>> = (0..oh).map(|o| taps(o, kh, sh, dh, pt, h)).collect();
-    let xs: Vec<Vec<usize>> = (0..ow).map(|o| taps(o, kw, sw, dw, pl, w)).collect();
+    let ys = window_taps(oh, kh, sh, dh, pt, h);
+    let xs = window_taps(ow, kw, sw, dw, pl, w);
     for p in v[..planes * h * w].chunks_exact(h * w) {
         for ty in &ys {
             for tx in &xs {
@@ -792,6 +949,47 @@ mod tests {
                 got, want,
                 "{h}x{w}: kernel {k:?} strides {s:?} dil {d:?} pads {pads:?}"
             );
+            // NHWC (the planes as the channels of one image, and as 17 channels of two
+            // images with i8 codes): the same maxima, channels last.
+            let nhwc: Vec<u8> = (0..h * w)
+                .flat_map(|px| (0..planes).map(move |p| (p, px)))
+                .map(|(p, px)| v[p * h * w + px])
+                .collect();
+            let got = max_pool_codes_nhwc(&nhwc, [1, h, w, planes], oh, ow, &g, 0u8);
+            for (j, &m) in got.iter().enumerate() {
+                let (px, p) = (j / planes, j % planes);
+                assert_eq!(
+                    m,
+                    want[p * oh * ow + px],
+                    "NHWC {h}x{w} k {k:?} pads {pads:?}"
+                );
+            }
+            let (n, c) = (2usize, 17usize);
+            let codes: Vec<i8> = (0..n * h * w * c)
+                .map(|i| (i * 89 % 256) as u8 as i8)
+                .collect();
+            let g17 = ConvGeometry {
+                c_in: c,
+                c_out: c,
+                group: c,
+                ..g
+            };
+            let got = max_pool_codes_nhwc(&codes, [n, h, w, c], oh, ow, &g17, i8::MIN);
+            let planar: Vec<i8> = (0..n * c * h * w)
+                .map(|i| {
+                    let (img, ch, px) = (i / (c * h * w), i / (h * w) % c, i % (h * w));
+                    codes[(img * h * w + px) * c + ch]
+                })
+                .collect();
+            let want = max_pool_codes(&planar, n * c, h, w, oh, ow, &g17, i8::MIN);
+            for (j, &m) in got.iter().enumerate() {
+                let (img, px, ch) = (j / (oh * ow * c), j / c % (oh * ow), j % c);
+                assert_eq!(
+                    m,
+                    want[(img * c + ch) * oh * ow + px],
+                    "i8 NHWC {h}x{w} k {k:?}"
+                );
+            }
         }
     }
 }
