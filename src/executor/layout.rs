@@ -4,10 +4,9 @@
 //! input and output unless the planner keeps the value NHWC. A *region* is a set of values that
 //! can all be NHWC at once: it grows from a conv's output through the steps that do not care
 //! about the layout (elementwise ops, per-tensor QuantizeLinear/DequantizeLinear, MaxPool on
-//! codes) to the
-//! consumers that read NHWC (convs, global pools). A region is kept NHWC only if every value in
-//! it is made and read that way; a graph input or output, a constant, or any other reader
-//! (Reshape, a per-channel op, ...) leaves the whole region NCHW, as before.
+//! codes) to the consumers that read NHWC (convs, global pools). A region is kept NHWC only if
+//! every value in it is made and read that way; a graph input or output, a constant, or any
+//! other reader (Reshape, a per-channel op, ...) leaves the whole region NCHW, as before.
 //!
 //! Inside a region a value has the NHWC shape `[N, H, W, C]`. An elementwise operand from
 //! outside the region is admitted when its bytes are the same in both layouts (at most one of

@@ -22,6 +22,8 @@ pub mod qbinary; // quantized elementwise Add/Sub/Mul/Div (dequantize, op, quant
 mod qbinary_avx2;
 pub mod qnnpack; // qnnpack-style family (u8×u8, fixed-point requant, indirection conv)
 pub mod quantize;
+#[cfg(target_arch = "x86_64")]
+mod quantize_avx2;
 pub mod reference;
 pub mod sgemm;
 pub mod small_qgemm;

@@ -7,30 +7,14 @@
 //! Each lane gets the IEEE operations of the element definition, in the same order:
 //! `(x − zp) as f32 · scale` per operand, the op, the division by the output scale, rounding
 //! half to even (`vroundps`), NaN → 0, `+ zp`, the clamp (then the Relu as a max with the zero
-//! point). So the codes equal [`super::qbinary::qbinary_body`]'s bit for bit (tested there).
+//! point; [`super::quantize_avx2`]). So the codes equal [`super::qbinary::qbinary_body`]'s bit
+//! for bit (tested there).
 
 use core::arch::x86_64::*;
 
 use super::qbinary::{BinaryOp, Operand, QOutput, Rows};
+use super::quantize_avx2::QStage;
 use crate::kernels::reference::quantize::QType;
-
-/// Output-stage constants, splatted once per call.
-///
-/// QuantizeLinear's `clamp(round(x / s) + z, MIN, MAX)` is computed as
-/// `round(clamp(x / s, MIN − z, MAX − z)) + z`: the bounds are integers, so clamping before
-/// or after rounding gives the same integer. Rounding half to even is the f32 addition of
-/// `M = 1.5·2²³` (for |r| ≤ 2²², the sum's ulp is 1), whose bits minus M's bits are then the
-/// integer; `z` is added to those bits as an integer (adding it before rounding would move
-/// ties: RNE(0.5) + 1 = 1 but RNE(1.5) = 2). With a Relu the lower bound is `z` instead of
-/// `MIN` (the clamp followed by `max(z)`).
-struct Stage {
-    scale: __m256,
-    lo: __m256,
-    hi: __m256,
-    magic: __m256,
-    /// M's bits minus z.
-    bias: __m256i,
-}
 
 /// One operand positioned at a row: where its lanes come from.
 trait Src: Copy {
@@ -143,19 +127,9 @@ unsafe fn apply<const OP: u8>(a: __m256, b: __m256) -> __m256 {
     }
 }
 
-/// QuantizeLinear of 8 lanes, as i32 codes.
 #[inline(always)]
-unsafe fn quantize8(x: __m256, st: &Stage) -> __m256i {
-    let r = _mm256_div_ps(x, st.scale);
-    // NaN → 0 (then the zero point).
-    let r = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(r, r), r);
-    let r = _mm256_min_ps(_mm256_max_ps(r, st.lo), st.hi);
-    _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(r, st.magic)), st.bias)
-}
-
-#[inline(always)]
-unsafe fn group<A: Src, B: Src, const OP: u8>(a: A, b: B, i: usize, st: &Stage) -> __m256i {
-    quantize8(apply::<OP>(a.load8(i), b.load8(i)), st)
+unsafe fn group<A: Src, B: Src, const OP: u8>(a: A, b: B, i: usize, st: &QStage) -> __m256i {
+    st.quantize8(apply::<OP>(a.load8(i), b.load8(i)))
 }
 
 /// Writes `y` (the [`super::qbinary::qbinary`] contract).
@@ -211,38 +185,15 @@ unsafe fn rows_op<A: Src, B: Src, T: QType, const OP: u8>(
     out: QOutput<T>,
     y: &mut [T],
 ) {
-    let signed = T::MIN < 0;
-    let z = out.zp.to_i32() as f32;
-    const M: f32 = 12_582_912.0; // 1.5 · 2²³
-    let st = Stage {
-        scale: _mm256_set1_ps(out.scale),
-        lo: _mm256_set1_ps(if out.relu { 0.0 } else { T::MIN as f32 - z }),
-        hi: _mm256_set1_ps(T::MAX as f32 - z),
-        magic: _mm256_set1_ps(M),
-        bias: _mm256_set1_epi32(M.to_bits() as i32 - out.zp.to_i32()),
-    };
+    let st = QStage::new(out.scale, out.zp, out.relu);
     let len = rows.len;
-    // Dword k of `packs(packs(q0, q1), packs(q2, q3))` holds 4 codes of group
-    // [0, 2, 4, 6, 1, 3, 5, 7][k]; this order restores 0..32.
-    let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (r, &(ra, rb)) in rows.starts.iter().enumerate() {
         let yr = y.as_mut_ptr().add(r * len).cast::<u8>();
         let (sa, sb) = (A::at(a, ra), B::at(b, rb));
         let mut i = 0;
         while i + 32 <= len {
-            let q0 = group::<A, B, OP>(sa, sb, i, &st);
-            let q1 = group::<A, B, OP>(sa, sb, i + 8, &st);
-            let q2 = group::<A, B, OP>(sa, sb, i + 16, &st);
-            let q3 = group::<A, B, OP>(sa, sb, i + 24, &st);
-            let w01 = _mm256_packs_epi32(q0, q1);
-            let w23 = _mm256_packs_epi32(q2, q3);
-            let bytes = if signed {
-                _mm256_packs_epi16(w01, w23)
-            } else {
-                _mm256_packus_epi16(w01, w23)
-            };
-            let bytes = _mm256_permutevar8x32_epi32(bytes, order);
-            _mm256_storeu_si256(yr.add(i).cast(), bytes);
+            let q = [0, 8, 16, 24].map(|k| group::<A, B, OP>(sa, sb, i + k, &st));
+            _mm256_storeu_si256(yr.add(i).cast(), st.pack32(q));
             i += 32;
         }
         while i < len {
@@ -253,19 +204,9 @@ unsafe fn rows_op<A: Src, B: Src, T: QType, const OP: u8>(
                 // The last partial group, from zero-padded stack copies of the lanes.
                 let ta = tail::<A>(a, rows.a_along, ra, i, n);
                 let tb = tail::<B>(b, rows.b_along, rb, i, n);
-                quantize8(apply::<OP>(ta, tb), &st)
+                st.quantize8(apply::<OP>(ta, tb))
             };
-            let w = _mm256_packs_epi32(q, q);
-            let w = if signed {
-                _mm256_packs_epi16(w, w)
-            } else {
-                _mm256_packus_epi16(w, w)
-            };
-            // Bytes 0..4 of each 128-bit half hold lanes 0..4 and 4..8.
-            let lo = _mm256_castsi256_si128(w);
-            let hi = _mm256_extracti128_si256::<1>(w);
-            let eight = _mm_cvtsi128_si64(_mm_unpacklo_epi32(lo, hi)).to_le_bytes();
-            core::ptr::copy_nonoverlapping(eight.as_ptr(), yr.add(i), n);
+            st.store8(q, yr.add(i), n);
             i += n;
         }
     }

@@ -32,16 +32,16 @@ pub fn quantize_one<T: QType>(x: f32, scale: f32, zp: T) -> T {
     T::from_i32(v as i32)
 }
 
-/// [`quantize_one`] over a slice with one scale and zero point, written without branches so
-/// that it vectorises (the per-element work is a division, a rounding and a clamp). On hosts
-/// with AVX2 the same body runs compiled for AVX2 (8 lanes instead of SSE2's 4; the same
-/// IEEE operations, so the same bits).
+/// [`quantize_one`] over a slice with one scale and zero point. The portable body is written
+/// without branches so that it vectorises (a division, a rounding and a clamp per element); on
+/// hosts with AVX2, [`super::quantize_avx2`] does the same in registers, 32 lanes per step
+/// (the same values: tested against the portable body).
 pub fn quantize_slice<T: QType>(x: &[f32], scale: f32, zp: T, y: &mut [T]) {
     assert_eq!(x.len(), y.len(), "quantize_slice: lengths differ");
     #[cfg(target_arch = "x86_64")]
     if avx2() {
-        // SAFETY: the host supports AVX2 (checked by avx2()).
-        unsafe { quantize_slice_avx2(x, scale, zp, y) };
+        // SAFETY: the host supports AVX2 (checked by avx2()); the lengths are equal (asserted).
+        unsafe { super::quantize_avx2::quantize_slice(x, scale, zp, y) };
         return;
     }
     quantize_slice_body(x, scale, zp, y);
@@ -77,12 +77,6 @@ pub(crate) fn avx2() -> bool {
     use std::sync::OnceLock;
     static OK: OnceLock<bool> = OnceLock::new();
     *OK.get_or_init(|| super::cpu::host().avx2 && super::best().isa != super::Isa::Scalar)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn quantize_slice_avx2<T: QType>(x: &[f32], scale: f32, zp: T, y: &mut [T]) {
-    quantize_slice_body(x, scale, zp, y);
 }
 
 /// The portable body of [`quantize_slice`] (also its reference in the tests).
@@ -184,6 +178,28 @@ mod tests {
                 quantize_slice(&x, s, z as i8, &mut yi);
                 let want: Vec<i8> = x.iter().map(|&v| reference::<i8>(v, s, z as i8)).collect();
                 assert_eq!(yi, want, "i8 n={n} s={s} z={z}");
+            }
+        }
+    }
+
+    /// Exact ties with odd and even zero points (rounding must happen before the zero point is
+    /// added), both types, every length up to 40 (the 32-lane steps and the partial groups).
+    #[test]
+    fn quantize_slice_ties_with_every_zero_point_parity() {
+        let x: Vec<f32> = (-300..300).map(|k| k as f32 + 0.5).collect();
+        for len in (1..=40).chain([600]) {
+            let x = &x[..len.min(x.len())];
+            for z in [0u8, 1, 127, 128, 255] {
+                let mut y = vec![0u8; x.len()];
+                quantize_slice(x, 1.0, z, &mut y);
+                let want: Vec<u8> = x.iter().map(|&v| reference::<u8>(v, 1.0, z)).collect();
+                assert_eq!(y, want, "u8 len {len} z {z}");
+            }
+            for z in [-128i8, -1, 0, 1, 127] {
+                let mut y = vec![0i8; x.len()];
+                quantize_slice(x, 1.0, z, &mut y);
+                let want: Vec<i8> = x.iter().map(|&v| reference::<i8>(v, 1.0, z)).collect();
+                assert_eq!(y, want, "i8 len {len} z {z}");
             }
         }
     }
