@@ -300,6 +300,10 @@ mod tests {
                         };
                         let mut y = vec![0u8; nrows * len];
                         qbinary(op, oa, ob, &rows, out, &mut y);
+                        // The portable body (non-AVX2 hosts) gives the same codes.
+                        let mut yp = vec![0u8; nrows * len];
+                        qbinary_body(op, oa, ob, &rows, out, &mut yp);
+                        assert_eq!(y, yp, "{op:?} len {len}: dispatched vs portable");
                         for (r, &(sa, sb)) in starts.iter().enumerate() {
                             for j in 0..len {
                                 let x = oa.get(sa + if a_along { j } else { 0 });

@@ -4,11 +4,11 @@
 //! pair of operand forms (codes along the row, f32 along the row, or one value per row), so
 //! nothing but the row length is decided inside it.
 //!
-//! Each lane gets the IEEE operations of the element definition, in the same order:
-//! `(x − zp) as f32 · scale` per operand, the op, the division by the output scale, rounding
-//! half to even (`vroundps`), NaN → 0, `+ zp`, the clamp (then the Relu as a max with the zero
-//! point; [`super::quantize_avx2`]). So the codes equal [`super::qbinary::qbinary_body`]'s bit
-//! for bit (tested there).
+//! Each lane gets the values of the element definition: `(x − zp) as f32 · scale` per operand
+//! (formed exactly, see [`Codes`]), the op, then QuantizeLinear's division by the output scale,
+//! rounding half to even, NaN → 0, `+ zp` and the clamp (and the Relu), in the output stage of
+//! [`super::quantize_avx2`]. So the codes equal [`super::qbinary::qbinary_body`]'s bit for bit
+//! (tested there).
 
 use core::arch::x86_64::*;
 
@@ -192,7 +192,14 @@ unsafe fn rows_op<A: Src, B: Src, T: QType, const OP: u8>(
         let (sa, sb) = (A::at(a, ra), B::at(b, rb));
         let mut i = 0;
         while i + 32 <= len {
-            let q = [0, 8, 16, 24].map(|k| group::<A, B, OP>(sa, sb, i + k, &st));
+            // No closure (`[..].map`) here: a closure does not inherit `#[target_feature]`,
+            // and an outlined one turns every intrinsic into a call.
+            let q = [
+                group::<A, B, OP>(sa, sb, i, &st),
+                group::<A, B, OP>(sa, sb, i + 8, &st),
+                group::<A, B, OP>(sa, sb, i + 16, &st),
+                group::<A, B, OP>(sa, sb, i + 24, &st),
+            ];
             _mm256_storeu_si256(yr.add(i).cast(), st.pack32(q));
             i += 32;
         }

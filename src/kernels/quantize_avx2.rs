@@ -105,7 +105,13 @@ pub(crate) unsafe fn quantize_slice<T: QType>(x: &[f32], scale: f32, zp: T, y: &
     let (len, src, dst) = (x.len(), x.as_ptr(), y.as_mut_ptr().cast::<u8>());
     let mut i = 0;
     while i + 32 <= len {
-        let q = [0, 8, 16, 24].map(|k| st.quantize8(_mm256_loadu_ps(src.add(i + k))));
+        // No closure (`[..].map`): it would not inherit `#[target_feature]` (see qbinary_avx2).
+        let q = [
+            st.quantize8(_mm256_loadu_ps(src.add(i))),
+            st.quantize8(_mm256_loadu_ps(src.add(i + 8))),
+            st.quantize8(_mm256_loadu_ps(src.add(i + 16))),
+            st.quantize8(_mm256_loadu_ps(src.add(i + 24))),
+        ];
         _mm256_storeu_si256(dst.add(i).cast(), st.pack32(q));
         i += 32;
     }
