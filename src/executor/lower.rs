@@ -39,6 +39,19 @@ pub(super) struct Dq<'a> {
     axis: i64,
 }
 
+impl Dq<'_> {
+    /// The scale and zero point when they are per tensor: one f32 scale, and no zero point or
+    /// one 8-bit value.
+    pub(super) fn per_tensor(&self) -> Option<(f32, i32)> {
+        let scale = scalar_f32(Some(self.scale))?;
+        match self.zp {
+            None => Some((scale, 0)),
+            Some(z) if z.len() == 1 && is_8bit(z) => Some((scale, z.data.to_i64_vec()[0] as i32)),
+            Some(_) => None,
+        }
+    }
+}
+
 /// The DequantizeLinear producing `v` with constant scale and zero point.
 pub(super) fn dq_of<'a>(
     g: &Graph,
@@ -145,7 +158,7 @@ pub(crate) fn try_lower(
         return Ok(None);
     };
     // Activation: per-tensor 8-bit.
-    if xdq.scale.len() != 1 || xdq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+    if xdq.per_tensor().is_none() {
         return Ok(None);
     }
     let Some(yout) = node.outputs.first().copied().flatten() else {
@@ -187,7 +200,7 @@ pub(crate) fn try_lower(
             Src::Const(w.clone())
         }
         None if kind == "MatMul" => {
-            if wdq.scale.len() != 1 || wdq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+            if wdq.per_tensor().is_none() {
                 return Ok(None);
             }
             inputs.push(Some(wdq.x));
@@ -534,10 +547,7 @@ pub(crate) fn try_lower_transparent(
     };
     let zp_of =
         |z: Option<&Array>| z.map_or((DataType::U8, 0), |z| (z.dtype(), z.data.to_i64_vec()[0]));
-    if !same_scale
-        || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z))
-        || zp_of(dq.zp) != zp_of(q_zp)
-    {
+    if !same_scale || dq.per_tensor().is_none() || zp_of(dq.zp) != zp_of(q_zp) {
         return Ok(None);
     }
     let ctx = NodeCtx {
@@ -593,22 +603,18 @@ pub(crate) fn try_lower_dq_pool(
     let Some(dq) = dq_of(g, consts, *xin) else {
         return Ok(None);
     };
+    let Some((scale, zp)) = dq.per_tensor() else {
+        return Ok(None);
+    };
     // 8-bit codes: the zero point's type, or the value's own when there is none (an i32
     // bias-like DQ must not get here).
-    let codes = match dq.zp {
-        Some(z) => z.len() == 1 && is_8bit(z),
-        None => matches!(
-            g.value(dq.x).ty.tensor().and_then(|t| t.dtype),
-            Some(DataType::U8 | DataType::I8)
-        ),
-    };
-    let Some(scale) = scalar_f32(Some(dq.scale)) else {
-        return Ok(None);
-    };
-    if !codes {
+    let typed_8bit = matches!(
+        g.value(dq.x).ty.tensor().and_then(|t| t.dtype),
+        Some(DataType::U8 | DataType::I8)
+    );
+    if dq.zp.is_none() && !typed_8bit {
         return Ok(None);
     }
-    let zp = dq.zp.map_or(0, |z| z.data.to_i64_vec()[0] as i32);
     Ok(Some(Lowered {
         kernel: super::ops::global_pool_of_codes(avg, scale, zp),
         inputs: vec![Some(dq.x)],
@@ -686,7 +692,7 @@ pub(crate) fn try_lower_lut(
     let Some(dq) = dq_of(g, consts, *xin) else {
         return Ok(None);
     };
-    if dq.scale.len() != 1 || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
+    if dq.per_tensor().is_none() {
         return Ok(None);
     }
     let Some(yout) = node.outputs[0] else {
@@ -796,11 +802,7 @@ struct QBinary {
 fn channels_last_at(shape: &[usize], rank: usize) -> Vec<usize> {
     let mut v = vec![1; rank.saturating_sub(shape.len())];
     v.extend_from_slice(shape);
-    if v.len() >= 2 {
-        let c = v.remove(1);
-        v.push(c);
-    }
-    v
+    super::qlinear::channels_last(&v)
 }
 
 impl QBinary {
@@ -1029,13 +1031,9 @@ pub(crate) fn try_lower_binary(
         let Some(dq) = dq_of(g, consts, v) else {
             return Ok(None);
         };
-        if dq.scale.len() != 1 || dq.zp.is_some_and(|z| z.len() != 1 || !is_8bit(z)) {
-            return Ok(None);
-        }
-        let Some(scale) = scalar_f32(Some(dq.scale)) else {
+        let Some((scale, zp)) = dq.per_tensor() else {
             return Ok(None);
         };
-        let zp = dq.zp.map_or(0, |z| z.data.to_i64_vec()[0] as i32);
         operands.push(Operand::Quant {
             slot: inputs.len(),
             scale,

@@ -22,7 +22,7 @@ pub enum Operand<'a> {
 impl Operand<'_> {
     /// The dequantized value at `i`.
     #[inline(always)]
-    fn get(&self, i: usize) -> f32 {
+    pub(super) fn get(&self, i: usize) -> f32 {
         match *self {
             Operand::U8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
             Operand::I8(v, s, z) => (i32::from(v[i]) - z) as f32 * s,
@@ -31,6 +31,7 @@ impl Operand<'_> {
     }
 
     /// Elements held.
+    #[cfg(target_arch = "x86_64")]
     fn len(&self) -> usize {
         match *self {
             Operand::U8(v, ..) => v.len(),
@@ -41,6 +42,7 @@ impl Operand<'_> {
 
     /// Panics unless every row's range (`len` elements from its start when `along`, else the
     /// start) lies inside the operand.
+    #[cfg(target_arch = "x86_64")]
     fn check_rows(&self, starts: impl Iterator<Item = usize>, len: usize, along: bool) {
         let need = if along { len } else { 1 };
         for s in starts {

@@ -97,12 +97,7 @@ struct Splat(__m256);
 impl Src for Splat {
     #[inline(always)]
     unsafe fn at(o: &Operand<'_>, off: usize) -> Self {
-        let v = match *o {
-            Operand::U8(v, s, z) => (i32::from(*v.get_unchecked(off)) - z) as f32 * s,
-            Operand::I8(v, s, z) => (i32::from(*v.get_unchecked(off)) - z) as f32 * s,
-            Operand::F32(v) => *v.get_unchecked(off),
-        };
-        Splat(_mm256_set1_ps(v))
+        Splat(_mm256_set1_ps(o.get(off)))
     }
 
     #[inline(always)]

@@ -16,27 +16,22 @@ pub(super) fn build(t: &str, ctx: &NodeCtx<'_>) -> Result<Option<Box<dyn Kernel>
             let pa = PoolAttrs::parse(t, ctx)?;
             let include_pad = ctx.int("count_include_pad", 0) != 0;
             let max = t == "MaxPool";
+            // 8-bit input (a uint8/int8 MaxPool, as QOperator models have): the codes kernel,
+            // NCHW.
+            let codes = max.then(|| MaxPoolCodes {
+                pa: pa.clone(),
+                nhwc: false,
+            });
             boxed(move |i| {
                 let x = input(i, 0)?;
+                if let Some(k) = &codes {
+                    if matches!(x.data, ArrayData::U8(_) | ArrayData::I8(_)) {
+                        return k.run(i);
+                    }
+                }
                 let (g, oh, ow) = pa.geometry(&x.shape)?;
                 let (n, h, w) = nhw(&x.shape);
                 let c = g.c_in;
-                if max {
-                    // 8-bit codes (MaxPool between equal DQ and Q): max commutes with the
-                    // monotonic dequantization, so pool the codes directly.
-                    let shape = out_shape(&x.shape, c, oh, ow);
-                    match &x.data {
-                        ArrayData::U8(v) => {
-                            let o = max_pool_codes(v, n * c, h, w, oh, ow, &g, 0u8);
-                            return Ok(vec![Array::new(shape, ArrayData::U8(o))?]);
-                        }
-                        ArrayData::I8(v) => {
-                            let o = max_pool_codes(v, n * c, h, w, oh, ow, &g, i8::MIN);
-                            return Ok(vec![Array::new(shape, ArrayData::I8(o))?]);
-                        }
-                        _ => {}
-                    }
-                }
                 let v = x.as_f32()?;
                 let mut out = Vec::with_capacity(n * c * oh * ow);
                 if windows_inside(&g, h, w, oh, ow) {
